@@ -1,0 +1,302 @@
+//! Running external commands (kind, istioctl, docker, kubectl, cargo).
+//!
+//! Every command is printed before it runs so a person can follow and repeat it; a failure names
+//! the command, its exit status and the tail of its stderr. In dry-run mode nothing runs: each
+//! command and step is printed and recorded in the plan instead.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::AsyncWriteExt;
+
+/// How many trailing lines of stderr go into an error: enough to see the cause, short enough to
+/// read in a test report.
+const STDERR_TAIL_LINES: usize = 20;
+
+/// A command to run, with the bound on how long it may take.
+#[derive(Clone, Debug)]
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+    current_dir: Option<PathBuf>,
+    stdin: Option<Vec<u8>>,
+    timeout: Duration,
+}
+
+impl Cmd {
+    pub fn new(program: impl Into<OsString>) -> Self {
+        Cmd {
+            program: program.into(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            current_dir: None,
+            stdin: None,
+            timeout: Duration::from_secs(120),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.current_dir = Some(dir.into());
+        self
+    }
+
+    pub fn stdin(mut self, input: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(input.into());
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn program(&self) -> String {
+        self.program.to_string_lossy().into_owned()
+    }
+
+    pub fn arg_strings(&self) -> Vec<String> {
+        self.args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+/// The command as a person would type it in a POSIX shell.
+impl fmt::Display for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut words = Vec::new();
+        for (key, value) in &self.envs {
+            words.push(format!(
+                "{}={}",
+                key.to_string_lossy(),
+                shell_quote(&value.to_string_lossy())
+            ));
+        }
+        words.push(shell_quote(&self.program.to_string_lossy()));
+        words.extend(self.args.iter().map(|a| shell_quote(&a.to_string_lossy())));
+        f.write_str(&words.join(" "))
+    }
+}
+
+fn shell_quote(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%^".contains(c));
+    if safe {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// What a finished command printed.
+#[derive(Clone, Debug, Default)]
+pub struct CmdOutput {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs commands, or in dry-run mode records them. Cloning shares the plan.
+#[derive(Clone, Debug, Default)]
+pub struct Runner {
+    dry_run: bool,
+    plan: Arc<Mutex<Vec<String>>>,
+}
+
+impl Runner {
+    pub fn new() -> Self {
+        Runner::default()
+    }
+
+    pub fn dry_run() -> Self {
+        Runner {
+            dry_run: true,
+            ..Runner::default()
+        }
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Every step and command seen so far, in order (dry-run and real runs alike).
+    pub fn plan(&self) -> Vec<String> {
+        self.plan.lock().expect("plan lock").clone()
+    }
+
+    /// Announces a step that is not an external command (a Kubernetes API call, a wait).
+    pub fn step(&self, description: impl Into<String>) {
+        let description = description.into();
+        if self.dry_run {
+            println!("[dry-run] {description}");
+        } else {
+            eprintln!("==> {description}");
+        }
+        self.plan.lock().expect("plan lock").push(description);
+    }
+
+    /// Runs `cmd` and fails unless it exits 0. In dry-run mode returns empty output.
+    pub async fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
+        let shown = cmd.to_string();
+        self.plan.lock().expect("plan lock").push(format!("$ {shown}"));
+        if self.dry_run {
+            println!("[dry-run] $ {shown}");
+            return Ok(CmdOutput::default());
+        }
+        eprintln!("$ {shown}");
+        execute(cmd)
+            .await
+            .with_context(|| format!("running `{shown}`"))
+    }
+
+    /// Runs a command that only reads state. It runs even in dry-run mode, because a plan
+    /// depends on what exists (which clusters, which tools), and it changes nothing.
+    pub async fn query(&self, cmd: &Cmd) -> Result<CmdOutput> {
+        let shown = cmd.to_string();
+        if !self.dry_run {
+            eprintln!("$ {shown}");
+        }
+        execute(cmd)
+            .await
+            .with_context(|| format!("running `{shown}`"))
+    }
+}
+
+async fn execute(cmd: &Cmd) -> Result<CmdOutput> {
+    let mut command = tokio::process::Command::new(&cmd.program);
+    command
+        .args(&cmd.args)
+        .envs(cmd.envs.iter().map(|(k, v)| (k, v)))
+        .stdin(if cmd.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(dir) = &cmd.current_dir {
+        command.current_dir(dir);
+    }
+    let mut child = command.spawn().map_err(|err| {
+        if err.kind() == std::io::ErrorKind::NotFound {
+            anyhow::anyhow!(
+                "`{}` was not found on PATH (see README: scripts/install-tools.sh installs the pinned tools)",
+                cmd.program.to_string_lossy()
+            )
+        } else {
+            anyhow::Error::new(err).context("could not start the command")
+        }
+    })?;
+    if let (Some(input), Some(mut stdin)) = (&cmd.stdin, child.stdin.take()) {
+        stdin.write_all(input).await.context("writing stdin")?;
+    }
+    let output = match tokio::time::timeout(cmd.timeout, child.wait_with_output()).await {
+        Ok(result) => result.context("waiting for the command")?,
+        // Dropping the future kills the child (kill_on_drop).
+        Err(_) => bail!("timed out after {:?}", cmd.timeout),
+    };
+    let result = CmdOutput {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    if !output.status.success() {
+        bail!(
+            "exited with {}; stderr (last {} lines):\n{}",
+            output.status,
+            STDERR_TAIL_LINES,
+            tail(&result.stderr, STDERR_TAIL_LINES)
+        );
+    }
+    Ok(result)
+}
+
+/// The last `lines` lines of `text`.
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_quotes_only_what_a_shell_needs() {
+        let cmd = Cmd::new("kind")
+            .args(["create", "cluster", "--name", "istio-fft-e2e"])
+            .arg("it's")
+            .env("KUBECONFIG", "/tmp/a b");
+        assert_eq!(
+            cmd.to_string(),
+            r"KUBECONFIG='/tmp/a b' kind create cluster --name istio-fft-e2e 'it'\''s'"
+        );
+    }
+
+    #[tokio::test]
+    async fn failure_names_status_and_stderr_tail() {
+        let cmd = Cmd::new("sh").args(["-c", "echo boom >&2; exit 3"]);
+        let err = Runner::new().run(&cmd).await.unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("exit status: 3"), "{text}");
+        assert!(text.contains("boom"), "{text}");
+        assert!(text.contains("sh -c"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn missing_program_says_so() {
+        let err = Runner::new()
+            .run(&Cmd::new("definitely-not-a-tool-here"))
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("was not found on PATH"));
+    }
+
+    #[tokio::test]
+    async fn timeout_is_bounded_and_reported() {
+        let blocking = Cmd::new("tail")
+            .args(["-f", "/dev/null"])
+            .timeout(Duration::from_millis(200));
+        let err = Runner::new().run(&blocking).await.unwrap_err();
+        assert!(format!("{err:#}").contains("timed out after"));
+    }
+
+    #[tokio::test]
+    async fn dry_run_records_and_runs_nothing() {
+        let runner = Runner::dry_run();
+        runner.step("create cluster");
+        let out = runner
+            .run(&Cmd::new("sh").args(["-c", "exit 1"]))
+            .await
+            .expect("dry run does not execute");
+        assert!(out.stdout.is_empty());
+        assert_eq!(runner.plan(), vec!["create cluster", "$ sh -c 'exit 1'"]);
+    }
+}

@@ -1,0 +1,7 @@
+//! Everything that prepares and probes an environment for the scenario suite.
+//!
+//! An environment is brought up in phases, each a module with one job (see the project's
+//! DESIGN.md): the library is shared by `tests/e2e.rs` and the `harness` CLI.
+
+pub mod cmd;
+pub mod paths;

@@ -1,0 +1,25 @@
+//! Where the project's files live, independent of the caller's working directory.
+
+use std::path::PathBuf;
+
+/// The workspace root: the harness is always built from this repository, so the path the
+/// compiler saw is the one to use (tests and the CLI may run from any directory).
+pub fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("harness/ lives inside the workspace root")
+        .to_path_buf()
+}
+
+pub fn manifests_dir() -> PathBuf {
+    project_root().join("manifests")
+}
+
+/// Project-local tools (pinned kind, istioctl, Envoy), never committed.
+pub fn tools_dir() -> PathBuf {
+    project_root().join(".tools")
+}
+
+pub fn default_artifacts_dir() -> PathBuf {
+    project_root().join("target").join("e2e-artifacts")
+}
