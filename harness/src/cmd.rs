@@ -165,7 +165,10 @@ impl Runner {
     /// Runs `cmd` and fails unless it exits 0. In dry-run mode returns empty output.
     pub async fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
         let shown = cmd.to_string();
-        self.plan.lock().expect("plan lock").push(format!("$ {shown}"));
+        self.plan
+            .lock()
+            .expect("plan lock")
+            .push(format!("$ {shown}"));
         if self.dry_run {
             println!("[dry-run] $ {shown}");
             return Ok(CmdOutput::default());

@@ -4,4 +4,7 @@
 //! DESIGN.md): the library is shared by `tests/e2e.rs` and the `harness` CLI.
 
 pub mod cmd;
+pub mod knobs;
+pub mod manifest;
 pub mod paths;
+pub mod target;

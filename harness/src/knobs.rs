@@ -1,0 +1,194 @@
+//! The `E2E_*` environment knobs, parsed once into types.
+//!
+//! A bad value is an error that names the variable and the accepted values: a typo such as
+//! `E2E_TARGET=knd` must not quietly fall back to a default.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::{Result, bail};
+
+use crate::paths;
+
+/// Which environment the suite runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetChoice {
+    /// `kind` when its prerequisites are present, else `local`, saying so.
+    Auto,
+    Kind,
+    Local,
+    Existing,
+}
+
+impl FromStr for TargetChoice {
+    type Err = anyhow::Error;
+    fn from_str(value: &str) -> Result<Self> {
+        Ok(match value {
+            "auto" => TargetChoice::Auto,
+            "kind" => TargetChoice::Kind,
+            "local" => TargetChoice::Local,
+            "existing" => TargetChoice::Existing,
+            other => bail!("unknown target `{other}`: expected auto, kind, local or existing"),
+        })
+    }
+}
+
+impl TargetChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetChoice::Auto => "auto",
+            TargetChoice::Kind => "kind",
+            TargetChoice::Local => "local",
+            TargetChoice::Existing => "existing",
+        }
+    }
+}
+
+/// What to keep after a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    Never,
+    OnFailure,
+    Always,
+}
+
+impl FromStr for Keep {
+    type Err = anyhow::Error;
+    fn from_str(value: &str) -> Result<Self> {
+        Ok(match value {
+            "never" => Keep::Never,
+            "on-failure" => Keep::OnFailure,
+            "always" => Keep::Always,
+            other => bail!("unknown keep policy `{other}`: expected never, on-failure or always"),
+        })
+    }
+}
+
+impl Keep {
+    /// Whether an environment is kept, given how the run ended.
+    pub fn keeps(self, run_failed: bool) -> bool {
+        match self {
+            Keep::Never => false,
+            Keep::OnFailure => run_failed,
+            Keep::Always => true,
+        }
+    }
+}
+
+/// All `E2E_*` knobs (see README for each one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Knobs {
+    /// `E2E_TARGET`, default `auto`.
+    pub target: TargetChoice,
+    /// `E2E_REQUIRE=1`: a missing prerequisite fails instead of skipping.
+    pub require: bool,
+    /// `E2E_KEEP`, default `on-failure`, or `never` when `CI` is set.
+    pub keep: Keep,
+    /// `E2E_CLUSTER`: reuse this kind cluster and never delete it.
+    pub cluster: Option<String>,
+    /// `E2E_ARTIFACTS`, default `target/e2e-artifacts`.
+    pub artifacts: PathBuf,
+    /// `E2E_OFFLINE=1`: never download anything.
+    pub offline: bool,
+    /// `E2E_IMAGE`: the image the `existing` target deploys.
+    pub image: Option<String>,
+}
+
+impl Knobs {
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Parses the knobs from any lookup, so tests need not mutate the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let non_empty = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let target = match non_empty("E2E_TARGET") {
+            Some(value) => value
+                .trim()
+                .parse()
+                .map_err(|err| anyhow::anyhow!("E2E_TARGET: {err}"))?,
+            None => TargetChoice::Auto,
+        };
+        let keep = match non_empty("E2E_KEEP") {
+            Some(value) => value
+                .trim()
+                .parse()
+                .map_err(|err| anyhow::anyhow!("E2E_KEEP: {err}"))?,
+            // CI machines are thrown away; a kept cluster there only wastes the runner.
+            None if non_empty("CI").is_some() => Keep::Never,
+            None => Keep::OnFailure,
+        };
+        Ok(Knobs {
+            target,
+            require: flag("E2E_REQUIRE", non_empty("E2E_REQUIRE"))?,
+            keep,
+            cluster: non_empty("E2E_CLUSTER"),
+            artifacts: non_empty("E2E_ARTIFACTS")
+                .map(PathBuf::from)
+                .unwrap_or_else(paths::default_artifacts_dir),
+            offline: flag("E2E_OFFLINE", non_empty("E2E_OFFLINE"))?,
+            image: non_empty("E2E_IMAGE"),
+        })
+    }
+}
+
+fn flag(name: &str, value: Option<String>) -> Result<bool> {
+    match value.as_deref().map(str::trim) {
+        None | Some("0") | Some("false") | Some("no") => Ok(false),
+        Some("1") | Some("true") | Some("yes") => Ok(true),
+        Some(other) => bail!("{name}: `{other}` is not a flag: use 1 or 0"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use std::collections::HashMap;
+
+    fn knobs(pairs: &[(&str, &str)]) -> Result<Knobs> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Knobs::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_outside_ci() {
+        let k = knobs(&[]).unwrap();
+        assert_eq!(k.target, TargetChoice::Auto);
+        assert_eq!(k.keep, Keep::OnFailure);
+        assert!(!k.require && !k.offline);
+        assert_eq!(k.cluster, None);
+        assert!(k.artifacts.ends_with("target/e2e-artifacts"));
+    }
+
+    #[rstest]
+    #[case(&[("CI", "true")], Keep::Never)]
+    #[case(&[("CI", "true"), ("E2E_KEEP", "always")], Keep::Always)]
+    #[case(&[("E2E_KEEP", "never")], Keep::Never)]
+    #[case(&[("CI", "")], Keep::OnFailure)]
+    fn keep_policy(#[case] env: &[(&str, &str)], #[case] expected: Keep) {
+        assert_eq!(knobs(env).unwrap().keep, expected);
+    }
+
+    #[rstest]
+    #[case("E2E_TARGET", "knd", "expected auto, kind, local or existing")]
+    #[case("E2E_KEEP", "sometimes", "expected never, on-failure or always")]
+    #[case("E2E_REQUIRE", "maybe", "E2E_REQUIRE: `maybe` is not a flag")]
+    fn bad_values_name_the_variable(
+        #[case] name: &str,
+        #[case] value: &str,
+        #[case] message: &str,
+    ) {
+        let err = knobs(&[(name, value)]).unwrap_err().to_string();
+        assert!(err.contains(name) && err.contains(message), "{err}");
+    }
+
+    #[test]
+    fn keeps_by_outcome() {
+        assert!(Keep::OnFailure.keeps(true) && !Keep::OnFailure.keeps(false));
+        assert!(Keep::Always.keeps(false) && !Keep::Never.keeps(true));
+    }
+}
