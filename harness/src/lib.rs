@@ -4,6 +4,8 @@
 //! DESIGN.md): the library is shared by `tests/e2e.rs` and the `harness` CLI.
 
 pub mod cmd;
+pub mod container_spec;
+pub mod image;
 pub mod knobs;
 pub mod manifest;
 pub mod paths;
