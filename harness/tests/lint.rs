@@ -121,6 +121,7 @@ const VS_PORT: &str = "            port:\n              number: 8000\n";
 #[case::scrape_false(Rule::PrometheusAnnotations, &[("prometheus.io/scrape: \"true\"", "prometheus.io/scrape: \"false\"")])]
 #[case::scrape_missing(Rule::PrometheusAnnotations, &[("        prometheus.io/scrape: \"true\"\n", "")])]
 #[case::scrape_port_not_container_port(Rule::PrometheusAnnotations, &[("prometheus.io/port: \"8080\"", "prometheus.io/port: \"8000\"")])]
+#[case::annotations_removed(Rule::PrometheusAnnotations, &[("      annotations:\n        prometheus.io/port: \"8080\"\n        prometheus.io/scrape: \"true\"\n        prometheus.io/path: \"/metrics\"\n", "")])]
 #[case::scrape_path_relative(Rule::PrometheusAnnotations, &[("prometheus.io/path: \"/metrics\"", "prometheus.io/path: \"metrics\"")])]
 // image-pull
 #[case::image_latest(Rule::ImagePull, &[("image: fft-service:0.1.0", "image: fft-service:latest")])]
@@ -409,4 +410,20 @@ fn cli_directory_lints_its_yaml_files() {
     let empty = tempfile::tempdir().unwrap();
     let output = harness(&["lint", empty.path().to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn findings_from_files_point_at_the_fields_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = write_variant(
+        dir.path(),
+        &[("      targetPort: 8080", "      targetPort: 9090")],
+    );
+    let report = lint::lint_paths(std::slice::from_ref(&app)).unwrap();
+    let [finding] = report.findings.as_slice() else {
+        panic!("expected one finding:{}", show(&report.findings));
+    };
+    let text = std::fs::read_to_string(&app).unwrap();
+    let line = text.lines().nth(finding.line - 1).unwrap();
+    assert_eq!(line.trim(), "targetPort: 9090", "{finding}");
 }

@@ -11,6 +11,7 @@
 pub mod cli;
 mod ingress;
 mod inventory;
+mod locate;
 mod rules;
 
 use std::fmt;
@@ -124,7 +125,8 @@ impl std::str::FromStr for Rule {
 pub struct Finding {
     pub rule: Rule,
     pub file: PathBuf,
-    /// 1-based line where the resource's document starts.
+    /// 1-based line of the field when the file was read by [`lint_paths`], else of the start of
+    /// the resource's document.
     pub line: usize,
     /// 1-based position of the document in its file.
     pub document: usize,
@@ -274,12 +276,32 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LintError> {
 /// Loads and lints files and directories (see [`expand_paths`]).
 pub fn lint_paths(paths: &[PathBuf]) -> Result<Report, LintError> {
     let mut documents = Vec::new();
+    let mut texts = Vec::new();
     let files = expand_paths(paths)?;
     for file in &files {
-        documents.extend(manifest::load_file(file)?);
+        let text = std::fs::read_to_string(file).map_err(|source| LoadError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        documents.extend(manifest::load_str(file, &text)?);
+        texts.push((file, text));
     }
     let mut report = lint_documents(&documents);
     // A file with no documents is still a file that was read.
     report.files = files.len();
+    for finding in &mut report.findings {
+        let Some((_, text)) = texts.iter().find(|(file, _)| **file == finding.file) else {
+            continue;
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        let next_document = documents
+            .iter()
+            .filter(|d| d.file == finding.file && d.line > finding.line)
+            .map(|d| d.line - 1)
+            .min()
+            .unwrap_or(lines.len());
+        finding.line =
+            locate::field_line(&lines, finding.line - 1, next_document, &finding.field) + 1;
+    }
     Ok(report)
 }

@@ -118,7 +118,12 @@ pub fn sidecar_injection(inv: &Inventory, findings: &mut Vec<Finding>) {
         };
         if opted {
             findings.push(
-                Finding::at(Rule::SidecarInjection, workload.doc, workload.field(field)).says(
+                Finding::at(
+                    Rule::SidecarInjection,
+                    workload.doc,
+                    workload.field(&format!("{field}[{POD_INJECT_KEY}]")),
+                )
+                .says(
                     format!("the pod template sets {POD_INJECT_KEY}: \"false\", so its pods get no sidecar"),
                     format!("remove {POD_INJECT_KEY} from the pod template's {field}"),
                 ),

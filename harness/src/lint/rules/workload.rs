@@ -110,11 +110,29 @@ pub fn prometheus_annotations(inv: &Inventory, findings: &mut Vec<Finding>) {
             annotations.get(PORT),
             annotations.get(PATH),
         );
-        // A workload that says nothing to Prometheus has nothing to get wrong.
+        let field = |key: &str| workload.field(&format!("metadata.annotations[{key}]"));
+        // The app's metrics are part of what the tutorial exposes: a pod without the annotations
+        // is never scraped, and Istio has nothing to merge into its 15020 endpoint.
         if scrape.is_none() && port.is_none() && path.is_none() {
+            let port = workload
+                .container_ports()
+                .first()
+                .map_or_else(|| "<containerPort>".to_string(), |(p, _)| p.to_string());
+            findings.push(
+                Finding::at(
+                    Rule::PrometheusAnnotations,
+                    workload.doc,
+                    workload.field("metadata.annotations"),
+                )
+                .says(
+                    "the pod template has no prometheus.io annotations, so Prometheus never scrapes the app",
+                    format!(
+                        "add pod template annotations {SCRAPE}: \"true\", {PORT}: \"{port}\", {PATH}: \"/metrics\""
+                    ),
+                ),
+            );
             continue;
         }
-        let field = |key: &str| workload.field(&format!("metadata.annotations.{key}"));
         match scrape.map(String::as_str) {
             Some("true") => {}
             Some(other) => findings.push(
