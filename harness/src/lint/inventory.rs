@@ -95,6 +95,8 @@ pub struct Inventory<'a> {
     /// Service and the kind cluster configuration.
     pub app: Vec<&'a Document>,
     pub ingress: Ingress,
+    /// kind cluster configurations: not applied, but they publish the gateway's nodePort.
+    pub kind_clusters: Vec<&'a Document>,
     /// The namespace the application lives in: the one most resources name (ties go to a
     /// declared Namespace).
     pub app_namespace: Option<String>,
@@ -109,11 +111,14 @@ pub struct Inventory<'a> {
 
 impl<'a> Inventory<'a> {
     pub fn new(documents: &'a [Document]) -> Self {
-        let (install, app): (Vec<&Document>, Vec<&Document>) = documents
+        let (kind_clusters, resources): (Vec<&Document>, Vec<&Document>) = documents
             .iter()
-            .filter(|doc| !is_cluster_configuration(doc))
+            .partition(|doc| is_cluster_configuration(doc));
+        let (install, app): (Vec<&Document>, Vec<&Document>) = resources
+            .into_iter()
             .partition(|doc| ingress::is_istio_operator(doc) || ingress::is_gateway_service(doc));
         let mut inventory = Inventory {
+            kind_clusters,
             ingress: Ingress::from_documents(install),
             app_namespace: None,
             namespaces: Vec::new(),

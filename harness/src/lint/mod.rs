@@ -39,10 +39,11 @@ pub enum Rule {
     SidecarInjection,
     PrometheusAnnotations,
     ImagePull,
+    KindPortMapping,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 12] = [
+    pub const ALL: [Rule; 13] = [
         Rule::SingleNamespace,
         Rule::DeploymentSelector,
         Rule::ServiceSelector,
@@ -55,6 +56,7 @@ impl Rule {
         Rule::SidecarInjection,
         Rule::PrometheusAnnotations,
         Rule::ImagePull,
+        Rule::KindPortMapping,
     ];
 
     pub fn id(self) -> &'static str {
@@ -71,6 +73,7 @@ impl Rule {
             Rule::SidecarInjection => "sidecar-injection",
             Rule::PrometheusAnnotations => "prometheus-annotations",
             Rule::ImagePull => "image-pull",
+            Rule::KindPortMapping => "kind-port-mapping",
         }
     }
 
@@ -99,6 +102,9 @@ impl Rule {
                 "prometheus.io annotations: scrape \"true\", port a containerPort, path absolute"
             }
             Rule::ImagePull => "images loaded with `kind load` are tagged, not :latest, not pulled",
+            Rule::KindPortMapping => {
+                "the kind cluster publishes the gateway's pinned nodePort (extraPortMappings)"
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The rules, grouped by the resource they are about.
 
 mod gateway;
+mod kind;
 mod namespace;
 mod service;
 mod virtual_service;
@@ -22,6 +23,7 @@ pub fn check_all(inventory: &Inventory) -> Vec<Finding> {
     virtual_service::destinations(inventory, &mut findings);
     virtual_service::gateway_refs(inventory, &mut findings);
     gateway::selector_and_ports(inventory, &mut findings);
+    kind::port_mapping(inventory, &mut findings);
     findings
 }
 
