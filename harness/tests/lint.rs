@@ -504,3 +504,76 @@ fn without_a_kind_configuration_no_mapping_is_required() {
     .unwrap();
     assert!(report.is_clean(), "findings:{}", show(&report.findings));
 }
+
+/// The article's gateway Service as `kubectl get -o yaml` printed it (without the annotation the
+/// blog wrapped), when it was installed with five ports.
+const INSTALLED_GATEWAY_SERVICE: &str = "\
+apiVersion: v1
+kind: Service
+metadata:
+  labels:
+    app: istio-ingressgateway
+    istio: ingressgateway
+  name: istio-ingressgateway
+  namespace: istio-system
+spec:
+  ports:
+  - {name: status-port, nodePort: 30479, port: 15021, protocol: TCP, targetPort: 15021}
+  - {name: http2, nodePort: 30001, port: 80, protocol: TCP, targetPort: 8080}
+  - {name: https, nodePort: 30477, port: 443, protocol: TCP, targetPort: 8443}
+  - {name: tcp, nodePort: 30465, port: 31400, protocol: TCP, targetPort: 31400}
+  - {name: tls, nodePort: 31772, port: 15443, protocol: TCP, targetPort: 15443}
+  selector:
+    app: istio-ingressgateway
+    istio: ingressgateway
+  type: LoadBalancer
+";
+
+#[rstest]
+#[case::port_of_the_dump(31400, true)]
+#[case::target_port(8080, false)]
+fn an_installed_gateway_service_among_the_inputs_gives_the_ports(
+    #[case] server_port: u16,
+    #[case] clean: bool,
+) {
+    let app = std::fs::read_to_string(fixture("article-app.yaml"))
+        .unwrap()
+        .replace(
+            "      number: 80\n",
+            &format!("      number: {server_port}\n"),
+        );
+    let mut docs = load_str(Path::new("article-app.yaml"), &app).unwrap();
+    docs.extend(load_str(Path::new("gateway-svc.yaml"), INSTALLED_GATEWAY_SERVICE).unwrap());
+    let report = lint::lint_documents(&docs);
+    // The gateway's own Service is installation, not part of the app.
+    assert_eq!(report.resources, 5);
+    assert_eq!(report.ingress_source, "gateway-svc.yaml");
+    if clean {
+        assert!(report.is_clean(), "findings:{}", show(&report.findings));
+    } else {
+        assert_eq!(
+            report.rules_broken(),
+            [Rule::GatewayPort],
+            "{}",
+            show(&report.findings)
+        );
+    }
+}
+
+#[test]
+fn a_service_moved_with_its_references_is_only_in_the_wrong_namespace() {
+    let findings = lint_app(&mutate(&[
+        (
+            "name: wtyfft-svc\n  namespace: wty-istio",
+            "name: wtyfft-svc\n  namespace: fft",
+        ),
+        ("host: wtyfft-svc", "host: wtyfft-svc.fft.svc.cluster.local"),
+    ]));
+    assert_eq!(
+        rules_of(&findings),
+        [Rule::SingleNamespace],
+        "{}",
+        show(&findings)
+    );
+    assert_eq!(findings.len(), 1, "{}", show(&findings));
+}
