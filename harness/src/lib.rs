@@ -5,6 +5,7 @@
 
 pub mod cmd;
 pub mod knobs;
+pub mod lint;
 pub mod manifest;
 pub mod paths;
 pub mod target;
