@@ -91,6 +91,7 @@ const VS_PORT: &str = "            port:\n              number: 8000\n";
 #[case::host_is_deployment_name(Rule::VsDestinationHost, &[("host: wtyfft-svc", "host: wtyfft-deploy")])]
 #[case::host_fqdn_wrong_namespace(Rule::VsDestinationHost, &[("host: wtyfft-svc", "host: wtyfft-svc.default.svc.cluster.local")])]
 #[case::host_name_dot_wrong_namespace(Rule::VsDestinationHost, &[("host: wtyfft-svc", "host: wtyfft-svc.istio-system")])]
+#[case::host_name_dot_namespace_is_not_expanded(Rule::VsDestinationHost, &[("host: wtyfft-svc", "host: wtyfft-svc.wty-istio")])]
 #[case::host_external(Rule::VsDestinationHost, &[("host: wtyfft-svc", "host: fft.example.com")])]
 #[case::service_renamed(Rule::VsDestinationHost, &[("  name: wtyfft-svc\n", "  name: wtyfft-service\n")])]
 #[case::service_deleted(Rule::VsDestinationHost, &[(SERVICE_DOC, "")])]
@@ -170,7 +171,6 @@ fn a_missing_document_is_reported_once_under_its_rule(#[case] rule: Rule, #[case
 }
 
 #[rstest]
-#[case::host_name_dot_namespace(&[("host: wtyfft-svc", "host: wtyfft-svc.wty-istio")])]
 #[case::host_fqdn(&[("host: wtyfft-svc", "host: wtyfft-svc.wty-istio.svc.cluster.local")])]
 #[case::port_omitted_with_one_service_port(&[(VS_PORT, "")])]
 #[case::gateway_ref_with_namespace(&[("    - wtyfft-gateway\n", "    - wty-istio/wtyfft-gateway\n")])]

@@ -57,13 +57,14 @@ fn destination_refs(vs: &VirtualService, raw: &Value) -> Vec<DestinationRef> {
     found
 }
 
-/// A destination host read as a Kubernetes Service: `name` (in the VirtualService's namespace),
-/// `name.namespace` or `name.namespace.svc.cluster.local`.
+/// A destination host read as a Kubernetes Service: `name` (in the VirtualService's namespace)
+/// or `name.namespace.svc.cluster.local`. Istio expands only hosts without a dot
+/// (`ResolveShortnameToFQDN`): `name.namespace` is taken as a full name that no Service has, so
+/// the gateway would answer 503, and it is reported as unresolved.
 fn service_name(host: &str) -> Option<(&str, Option<&str>)> {
     let labels: Vec<&str> = host.split('.').collect();
     match labels.as_slice() {
         [name] => Some((name, None)),
-        [name, namespace] => Some((name, Some(namespace))),
         [name, namespace, "svc", "cluster", "local"] => Some((name, Some(namespace))),
         _ => None,
     }
@@ -196,12 +197,15 @@ fn unresolved_host(inv: &Inventory, doc: &Document, destination: &DestinationRef
     let host = destination.host.as_str();
     let homes = inv.homes(doc);
     let looked_up = match service_name(host) {
+        None if host.split('.').count() == 2 => format!(
+            "Istio expands only names without a dot, so {host} is read as a full host name, not as Service.namespace"
+        ),
         Some((name, Some(namespace))) => format!("no Service {name} is declared in namespace {namespace}"),
         Some((name, None)) => format!(
             "short names resolve in the VirtualService's namespace, and no Service {name} is declared in {}",
             homes[0]
         ),
-        None => "it is neither a Service (name, name.namespace or name.namespace.svc.cluster.local) nor a ServiceEntry host".into(),
+        None => "it is neither a Service (name or name.namespace.svc.cluster.local) nor a ServiceEntry host".into(),
     };
     let declared: Vec<String> = inv
         .services
