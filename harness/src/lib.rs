@@ -4,4 +4,5 @@
 //! DESIGN.md): the library is shared by `tests/e2e.rs` and the `harness` CLI.
 
 pub mod cmd;
+pub mod image;
 pub mod paths;
