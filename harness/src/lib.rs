@@ -7,5 +7,6 @@ pub mod cmd;
 pub mod knobs;
 pub mod lint;
 pub mod manifest;
+pub mod image;
 pub mod paths;
 pub mod target;
