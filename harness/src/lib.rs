@@ -7,6 +7,7 @@ pub mod cmd;
 pub mod container_spec;
 pub mod image;
 pub mod knobs;
+pub mod lint;
 pub mod manifest;
 pub mod paths;
 pub mod target;

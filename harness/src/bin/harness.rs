@@ -1,0 +1,25 @@
+//! `harness`: the suite's environments and checks, for people at a terminal.
+//!
+//! Each subcommand's arguments and logic live in the library; this file only names them.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "harness", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Lint(harness::lint::cli::LintArgs),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Lint(args) => harness::lint::cli::run(&args),
+    }
+}
