@@ -70,7 +70,11 @@ fn main() -> ExitCode {
         !args.is_filtered_out(&probe)
     });
     let fixture = if selected && !args.list {
-        prepare().map(Arc::new).map_err(|err| format!("{err:#}"))
+        // One line, so that each check's status line stays one line.
+        prepare().map(Arc::new).map_err(|err| {
+            let text = format!("{err:#}");
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
+        })
     } else {
         Err("no check selected".to_string())
     };
@@ -258,18 +262,26 @@ fn runs_as_numeric_non_root_on_read_only_root(fixture: &Fixture) -> Result<()> {
                 &fixture.image.reference,
             ]))
             .await?;
+        // Kubernetes' runAsNonRoot can only verify a numeric user: `uid` or `uid:gid`.
+        let image_user = image_user.stdout.trim();
+        let expected_uid = fixture.spec.run_as_user.to_string();
+        let (uid, gid) = image_user.split_once(':').unwrap_or((image_user, "0"));
         ensure!(
-            image_user.stdout.trim() == "65532",
-            "the image's USER is `{}`, expected the numeric 65532",
-            image_user.stdout.trim()
+            uid == expected_uid && gid.chars().all(|c| c.is_ascii_digit()),
+            "the image's USER is `{image_user}`, expected the numeric {expected_uid}[:gid] of the Deployment's runAsUser"
         );
         let top = Runner::new()
-            .query(&Cmd::new("docker").args(["top", running.container.id(), "-o", "uid"]))
+            .query(&Cmd::new("docker").args(["top", running.container.id(), "-o", "pid,uid"]))
             .await?;
-        let uids: Vec<&str> = top.stdout.lines().skip(1).map(str::trim).collect();
+        let uids: Vec<&str> = top
+            .stdout
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().nth(1))
+            .collect();
         ensure!(
-            !uids.is_empty() && uids.iter().all(|uid| *uid == "65532"),
-            "processes in the container run as uids {uids:?}, expected only 65532"
+            !uids.is_empty() && uids.iter().all(|uid| *uid == expected_uid),
+            "processes in the container run as uids {uids:?}, expected only {expected_uid}"
         );
         let read_only =
             docker_inspect(&running.container, "{{.HostConfig.ReadonlyRootfs}}").await?;
