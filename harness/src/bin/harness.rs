@@ -16,10 +16,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Lint(harness::lint::cli::LintArgs),
+    /// Build the service image (static binary, FROM scratch, content tag) and print its name.
+    Image(harness::image::cli::ImageArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Lint(args) => harness::lint::cli::run(&args),
+        Command::Image(args) => harness::image::cli::run(&args),
     }
 }
