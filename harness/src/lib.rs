@@ -5,6 +5,13 @@
 
 pub mod cmd;
 pub mod knobs;
+pub mod local;
 pub mod manifest;
 pub mod paths;
+pub mod probe;
+pub mod prometheus_text;
+pub mod retry;
+pub mod scenario;
+pub mod suite;
 pub mod target;
+pub mod timing;
