@@ -4,6 +4,7 @@
 //! DESIGN.md): the library is shared by `tests/e2e.rs` and the `harness` CLI.
 
 pub mod cmd;
+pub mod image;
 pub mod knobs;
 pub mod local;
 pub mod manifest;
