@@ -3,6 +3,7 @@
 //! An environment is brought up in phases, each a module with one job (see the project's
 //! DESIGN.md): the library is shared by `tests/e2e.rs` and the `harness` CLI.
 
+pub mod cli_up;
 pub mod cmd;
 pub mod image;
 pub mod knobs;

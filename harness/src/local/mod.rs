@@ -72,12 +72,22 @@ pub struct LocalEnvironment {
     torn_down: bool,
 }
 
-/// The folder for one run's bootstrap and logs.
+/// The folder for one run's bootstrap and logs. Folders of runs whose process is gone (killed,
+/// or kept after a failure and already copied to the artifacts) are removed first.
 fn new_run_dir() -> PathBuf {
-    paths::project_root()
-        .join("target")
-        .join("local-gateway")
-        .join(format!("run-{}", std::process::id()))
+    let parent = paths::project_root().join("target").join("local-gateway");
+    if let Ok(entries) = std::fs::read_dir(&parent) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("run-") else {
+                continue;
+            };
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    parent.join(format!("run-{}", std::process::id()))
 }
 
 impl LocalEnvironment {

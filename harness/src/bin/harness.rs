@@ -1,0 +1,29 @@
+//! `harness`: the suite's environments and checks, for people at a terminal.
+//!
+//! Each subcommand's arguments and logic live in the library; this file only names them.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "harness", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Bring an environment up (`local`: in the foreground until Ctrl-C).
+    Up(harness::cli_up::UpArgs),
+    /// Take an environment down.
+    Down(harness::cli_up::DownArgs),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Up(args) => harness::cli_up::run_up(&args),
+        Command::Down(args) => harness::cli_up::run_down(&args),
+    }
+}
