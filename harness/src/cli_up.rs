@@ -70,6 +70,7 @@ fn up(args: &UpArgs) -> Result<()> {
                 manifest: args.manifest.clone(),
                 port: args.port,
                 offline: knobs.offline,
+                artifacts: Some(knobs.artifacts.clone()),
             };
             runtime()?.block_on(local::run_foreground(&options))
         }

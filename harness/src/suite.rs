@@ -54,6 +54,7 @@ pub async fn bring_up(
         TargetChoice::Local => {
             let options = LocalOptions {
                 offline: knobs.offline,
+                artifacts: Some(knobs.artifacts.clone()),
                 ..LocalOptions::default()
             };
             let env = LocalEnvironment::start(&options, runner, times).await?;

@@ -122,6 +122,9 @@ pub fn bootstrap(plan: &GatewayPlan, runtime: &RuntimeAddresses) -> Result<Value
             "listeners": [{
                 "name": format!("0.0.0.0_{}", plan.server_port),
                 "address": socket_address(runtime.listener),
+                // Envoy shares ports by default (SO_REUSEPORT): a second gateway on a taken
+                // `--port` would silently take half the traffic instead of failing.
+                "enable_reuse_port": false,
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": connection_manager,

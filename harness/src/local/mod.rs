@@ -48,6 +48,8 @@ pub struct LocalOptions {
     pub port: Option<u16>,
     /// `E2E_OFFLINE`: never install Envoy.
     pub offline: bool,
+    /// Where the run's files go when the bring-up fails (`E2E_ARTIFACTS`).
+    pub artifacts: Option<PathBuf>,
 }
 
 impl Default for LocalOptions {
@@ -56,6 +58,7 @@ impl Default for LocalOptions {
             manifest: paths::manifests_dir().join("app.yaml"),
             port: None,
             offline: false,
+            artifacts: None,
         }
     }
 }
@@ -121,56 +124,25 @@ impl LocalEnvironment {
         let supervisor = Supervisor::new(&run_dir)?;
         eprintln!("local gateway files and logs: {}", run_dir.display());
 
-        let mut all_replicas = Vec::new();
-        let mut endpoints = BTreeMap::new();
-        let replicas_started = async {
-            for upstream in &plan.upstreams {
-                let started = replicas::start(&supervisor, &service, upstream)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "starting {} replicas of Deployment {}/{} (logs in {})",
-                            upstream.replicas,
-                            upstream.namespace,
-                            upstream.deployment,
-                            run_dir.display()
-                        )
-                    })?;
-                endpoints.insert(
-                    upstream.cluster.clone(),
-                    started.iter().map(|r| r.addr).collect::<Vec<_>>(),
-                );
-                all_replicas.extend(started);
+        let started = start_processes(
+            &supervisor,
+            &envoy,
+            &service,
+            &plan,
+            options,
+            &run_dir,
+            times,
+        )
+        .await;
+        let (all_replicas, ingress, admin) = match started {
+            Ok(started) => started,
+            Err(err) => {
+                if let Some(artifacts) = &options.artifacts {
+                    save_run_files(&run_dir, &artifacts.join("local"));
+                }
+                return Err(err);
             }
-            anyhow::Ok(())
         };
-        times.time("replicas ready", replicas_started).await?;
-
-        let (ingress, admin) = times
-            .time(
-                "envoy start",
-                start_envoy(
-                    &supervisor,
-                    &envoy,
-                    &plan,
-                    endpoints,
-                    options.port,
-                    &run_dir,
-                ),
-            )
-            .await?;
-        times
-            .time(
-                "routes ready",
-                scenario::wait_until_routed(ingress, ROUTES_READY_TIMEOUT),
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "the local gateway's log: {}",
-                    run_dir.join("envoy.log").display()
-                )
-            })?;
         Ok(LocalEnvironment {
             supervisor,
             envoy,
@@ -199,6 +171,84 @@ impl LocalEnvironment {
     pub fn stopper(&self) -> process::Stopper {
         self.supervisor.stopper()
     }
+}
+
+/// Starts the replicas, then Envoy in front of them, and waits until the gateway routes.
+async fn start_processes(
+    supervisor: &Supervisor,
+    envoy: &EnvoyBinary,
+    service: &Path,
+    plan: &GatewayPlan,
+    options: &LocalOptions,
+    run_dir: &Path,
+    times: &mut PhaseTimes,
+) -> Result<(Vec<Replica>, SocketAddr, SocketAddr)> {
+    let mut all_replicas = Vec::new();
+    let mut endpoints = BTreeMap::new();
+    let replicas_started = async {
+        for upstream in &plan.upstreams {
+            let started = replicas::start(supervisor, service, upstream)
+                .await
+                .with_context(|| {
+                    format!(
+                        "starting {} replicas of Deployment {}/{} (logs in {})",
+                        upstream.replicas,
+                        upstream.namespace,
+                        upstream.deployment,
+                        run_dir.display()
+                    )
+                })?;
+            endpoints.insert(
+                upstream.cluster.clone(),
+                started.iter().map(|r| r.addr).collect::<Vec<_>>(),
+            );
+            all_replicas.extend(started);
+        }
+        anyhow::Ok(())
+    };
+    times.time("replicas ready", replicas_started).await?;
+
+    let (ingress, admin) = times
+        .time(
+            "envoy start",
+            start_envoy(supervisor, envoy, plan, endpoints, options.port, run_dir),
+        )
+        .await?;
+    times
+        .time(
+            "routes ready",
+            scenario::wait_until_routed(ingress, ROUTES_READY_TIMEOUT),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "the local gateway's log: {}",
+                run_dir.join("envoy.log").display()
+            )
+        })?;
+    Ok((all_replicas, ingress, admin))
+}
+
+/// Copies a run's bootstrap and logs to `to` (a failure is a warning: it must not hide the
+/// error being explained).
+fn save_run_files(run_dir: &Path, to: &Path) {
+    if let Err(err) = std::fs::create_dir_all(to) {
+        eprintln!("warning: creating {}: {err}", to.display());
+        return;
+    }
+    let entries = match std::fs::read_dir(run_dir) {
+        Ok(entries) => entries,
+        Err(err) => {
+            eprintln!("warning: reading {}: {err}", run_dir.display());
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        if let Err(err) = std::fs::copy(entry.path(), to.join(entry.file_name())) {
+            eprintln!("warning: copying {}: {err}", entry.path().display());
+        }
+    }
+    eprintln!("local target files and logs saved in {}", to.display());
 }
 
 /// Writes the bootstrap, starts Envoy and returns the listener's and the admin's addresses once
@@ -375,20 +425,7 @@ impl Environment for LocalEnvironment {
                     Err(err) => eprintln!("warning: Envoy admin {target}: {err:#}"),
                 }
             }
-            let entries = match std::fs::read_dir(&self.run_dir) {
-                Ok(entries) => entries,
-                Err(err) => {
-                    eprintln!("warning: reading {}: {err}", self.run_dir.display());
-                    return;
-                }
-            };
-            for entry in entries.flatten() {
-                let to = dir.join(entry.file_name());
-                if let Err(err) = std::fs::copy(entry.path(), &to) {
-                    eprintln!("warning: copying {}: {err}", entry.path().display());
-                }
-            }
-            eprintln!("diagnostics of the local target: {}", dir.display());
+            save_run_files(&self.run_dir, &dir);
         })
     }
 

@@ -253,8 +253,8 @@ mod tests {
         unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
     }
 
-    #[test]
-    fn stop_all_terminates_and_logs_output() {
+    #[tokio::test]
+    async fn stop_all_terminates_and_logs_output() {
         let dir = tempfile::tempdir().unwrap();
         let supervisor = Supervisor::new(dir.path()).unwrap();
         let info = supervisor
@@ -264,13 +264,15 @@ mod tests {
                     .arg("echo started; exec sleep 30"),
             )
             .unwrap();
+        crate::local::replicas::wait_for_log_line(&info.log, "started", Duration::from_secs(5))
+            .await
+            .unwrap();
         assert!(alive(info.pid));
         assert!(supervisor.exit_status("sleeper").is_none());
         let killed = supervisor.stop_all(Duration::from_secs(5));
         assert!(killed.is_empty(), "sleep ignores no SIGTERM: {killed:?}");
         assert!(supervisor.exit_status("sleeper").is_some());
-        let log = std::fs::read_to_string(&info.log).unwrap();
-        assert!(log.contains("started"), "{log}");
+        assert!(!alive(info.pid));
     }
 
     #[tokio::test]

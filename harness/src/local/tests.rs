@@ -309,6 +309,10 @@ fn the_connection_manager_is_istios() {
     assert_eq!(hcm["normalize_path"], true);
     assert_eq!(hcm["merge_slashes"], false);
     assert_eq!(
+        config["static_resources"]["listeners"][0]["enable_reuse_port"],
+        false
+    );
+    assert_eq!(
         hcm["http_filters"][0]["typed_config"]["suppress_envoy_headers"],
         false
     );
