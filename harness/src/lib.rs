@@ -3,11 +3,19 @@
 //! An environment is brought up in phases, each a module with one job (see the project's
 //! DESIGN.md): the library is shared by `tests/e2e.rs` and the `harness` CLI.
 
+pub mod cli_up;
 pub mod cmd;
 pub mod container_spec;
 pub mod image;
 pub mod knobs;
 pub mod lint;
+pub mod local;
 pub mod manifest;
 pub mod paths;
+pub mod probe;
+pub mod prometheus_text;
+pub mod retry;
+pub mod scenario;
+pub mod suite;
 pub mod target;
+pub mod timing;

@@ -15,6 +15,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Bring an environment up (`local`: in the foreground until Ctrl-C).
+    Up(harness::cli_up::UpArgs),
+    /// Take an environment down.
+    Down(harness::cli_up::DownArgs),
+    /// Check the manifests' wiring offline (names, ports, selectors, annotations).
     Lint(harness::lint::cli::LintArgs),
     /// Build the service image (static binary, FROM scratch, content tag) and print its name.
     Image(harness::image::cli::ImageArgs),
@@ -22,6 +27,8 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Up(args) => harness::cli_up::run_up(&args),
+        Command::Down(args) => harness::cli_up::run_down(&args),
         Command::Lint(args) => harness::lint::cli::run(&args),
         Command::Image(args) => harness::image::cli::run(&args),
     }
