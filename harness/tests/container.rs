@@ -319,23 +319,43 @@ async fn gauge(http: &reqwest::Client, base_url: &str, name: &str) -> Result<f64
         .with_context(|| format!("/metrics has no `{name}` sample"))
 }
 
+/// How one request of a burst ended.
+struct Answer {
+    status: u16,
+    retry_after: bool,
+    at: Instant,
+}
+
+/// Sends `count` maximum-size FFT requests at once, each in its own task.
+fn send_max_size_requests(
+    http: &reqwest::Client,
+    base_url: &str,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<Result<Answer>>> {
+    (0..count)
+        .map(|_| {
+            let request = http
+                .post(format!("{base_url}/fft?numSamples={MAX_SAMPLES}"))
+                .send();
+            tokio::spawn(async move {
+                let response = request.await?;
+                Ok(Answer {
+                    status: response.status().as_u16(),
+                    retry_after: response.headers().contains_key("retry-after"),
+                    at: Instant::now(),
+                })
+            })
+        })
+        .collect()
+}
+
 fn sigterm_lets_in_flight_requests_finish_and_exits_0(fixture: &Fixture) -> Result<()> {
     runtime().block_on(async {
         let running = start(fixture).await?;
         let http = client();
         // Several maximum-size requests under a 200m CPU limit keep the service busy for well
         // over the moment the stop arrives.
-        let requests: Vec<_> = (0..3)
-            .map(|_| {
-                let request = http
-                    .post(format!("{}/fft?numSamples={MAX_SAMPLES}", running.base_url))
-                    .send();
-                tokio::spawn(async move {
-                    let response = request.await?;
-                    Ok::<_, anyhow::Error>((response.status().as_u16(), Instant::now()))
-                })
-            })
-            .collect();
+        let requests = send_max_size_requests(&http, &running.base_url, 3);
         Retry::within(Duration::from_secs(20))
             .run(
                 "an FFT to be running (gauge fft_jobs_running ≥ 1)",
@@ -355,7 +375,7 @@ fn sigterm_lets_in_flight_requests_finish_and_exits_0(fixture: &Fixture) -> Resu
         let stopped_after = stop_sent.elapsed();
         let mut finished_after_stop = 0;
         for request in requests {
-            let (status, at) = request.await??;
+            let Answer { status, at, .. } = request.await??;
             ensure!(
                 status == 200 || status == 503,
                 "an in-flight request answered {status} during shutdown"
@@ -388,21 +408,13 @@ fn max_size_burst_stays_under_the_memory_limit(fixture: &Fixture) -> Result<()> 
     runtime().block_on(async {
         let running = start(fixture).await?;
         let http = client();
-        let burst: Vec<_> = (0..16)
-            .map(|_| {
-                let request = http
-                    .post(format!("{}/fft?numSamples={MAX_SAMPLES}", running.base_url))
-                    .send();
-                tokio::spawn(async move {
-                    let response = request.await?;
-                    let retry_after = response.headers().contains_key("retry-after");
-                    Ok::<_, anyhow::Error>((response.status().as_u16(), retry_after))
-                })
-            })
-            .collect();
+        let burst = send_max_size_requests(&http, &running.base_url, 16);
         let (mut served, mut shed) = (0, 0);
         for request in burst {
-            match request.await?.context("a request of the burst got no answer")? {
+            let answer = request
+                .await?
+                .context("a request of the burst got no answer")?;
+            match (answer.status, answer.retry_after) {
                 (200, _) => served += 1,
                 (503, true) => shed += 1,
                 (503, false) => bail!("a shed request (503) carries no Retry-After"),
