@@ -3,8 +3,15 @@
 //! An environment is brought up in phases, each a module with one job (see the project's
 //! DESIGN.md): the library is shared by `tests/e2e.rs` and the `harness` CLI.
 
+pub mod cluster;
 pub mod cmd;
+pub mod deploy;
+pub mod ingress;
+pub mod istio;
+pub mod k8s_checks;
 pub mod knobs;
 pub mod manifest;
 pub mod paths;
+pub mod preflight;
 pub mod target;
+pub mod versions;
