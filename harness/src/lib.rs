@@ -6,12 +6,16 @@
 pub mod cluster;
 pub mod cmd;
 pub mod deploy;
+pub mod diagnose;
 pub mod ingress;
 pub mod istio;
 pub mod k8s_checks;
+pub mod kind;
 pub mod knobs;
 pub mod manifest;
 pub mod paths;
 pub mod preflight;
 pub mod target;
+pub mod teardown;
+pub mod timings;
 pub mod versions;
