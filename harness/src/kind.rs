@@ -40,7 +40,7 @@ use crate::timings::Timings;
 use crate::versions::Versions;
 
 /// The image name a dry run plans with (the real one is known only after the build).
-pub const PLANNED_IMAGE: &str = "fft-service:<content-tag>";
+pub const PLANNED_IMAGE: &str = "fft-service:CONTENT-TAG";
 
 /// Calls to a running cluster.
 pub trait ClusterApi: Send + Sync {
