@@ -32,7 +32,7 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
         .expect("up");
     let name = created_cluster(&fake);
     assert_eq!(cluster::owner_pid(&name), Some(std::process::id()));
-    assert_eq!(fake.clusters(), [name.clone()]);
+    assert_eq!(fake.clusters(), vec![name.clone()]);
     assert!(
         fake.state_dir().marker(&name).exists(),
         "owner marker written"
@@ -281,7 +281,7 @@ async fn kept_clusters_survive_a_failure_and_are_no_longer_reapable(
             .is_err()
     );
     let name = created_cluster(&fake);
-    assert_eq!(fake.clusters(), [name.clone()]);
+    assert_eq!(fake.clusters(), vec![name.clone()]);
     assert!(!fake.calls().iter().any(|c| c.starts_with("kind delete")));
     assert!(
         !fake.state_dir().marker(&name).exists(),
@@ -345,7 +345,7 @@ async fn only_clusters_of_dead_runs_with_our_prefix_are_reaped() {
     let reaped = cluster::reap_stale(&Runner::new(), &fake.tools(), &state, None)
         .await
         .unwrap();
-    assert_eq!(reaped, [dead_name.clone()]);
+    assert_eq!(reaped, vec![dead_name.clone()]);
     let deletes: Vec<String> = fake
         .calls()
         .into_iter()
