@@ -22,6 +22,7 @@ pub const FIELD_MANAGER: &str = "istio-fft-e2e";
 pub const IMAGE_REPOSITORY: &str = "fft-service";
 
 /// What one poll of a wait saw.
+#[derive(Debug)]
 pub enum Attempt<T> {
     Done(T),
     /// Not there yet: the state seen, for the timeout message.
