@@ -19,7 +19,7 @@ use crate::manifest::{Document, Resource};
 /// The one field manager every apply uses, so a re-apply owns the same fields.
 pub const FIELD_MANAGER: &str = "istio-fft-e2e";
 /// The repository part of the placeholder image in app.yaml that is rewritten to the built tag.
-pub const IMAGE_REPOSITORY: &str = "fft-service";
+pub use crate::image::IMAGE_REPOSITORY;
 
 /// What one poll of a wait saw.
 #[derive(Debug)]

@@ -39,7 +39,7 @@ use crate::teardown::{self, CleanupTicket};
 use crate::timings::Timings;
 use crate::versions::Versions;
 
-/// The image name a dry run plans with (the real one is known only after the build).
+/// The image name a dry run plans with (the content tag is known only after the build).
 pub const PLANNED_IMAGE: &str = "fft-service:CONTENT-TAG";
 
 /// Calls to a running cluster.
@@ -101,13 +101,13 @@ impl Backend for LiveBackend {
     }
 }
 
-/// The service image, built by the image module and tagged by content.
+/// The service image: the static binary, then the image from service/Dockerfile through
+/// testcontainers, tagged by content.
 async fn build_service_image(runner: &Runner) -> Result<String> {
-    let _ = runner;
-    bail!(
-        "building the service image needs harness::image::build_image, which this build does \
-         not contain yet"
-    )
+    let built = crate::image::build_image(runner)
+        .await
+        .context("building the service image")?;
+    Ok(built.reference)
 }
 
 async fn live_client(kubeconfig: Option<String>, context: &str) -> Result<kube::Client> {
@@ -210,11 +210,9 @@ struct DryRunApi;
 
 impl Backend for DryRunBackend {
     fn build_image<'a>(&'a self, runner: &'a Runner) -> BoxFuture<'a, Result<String>> {
+        // The image module plans its own commands in dry-run mode.
         Box::pin(async move {
-            runner.step(format!(
-                "build the service's static binary, then the image from service/Dockerfile \
-                 (testcontainers), tagged by content: {PLANNED_IMAGE}"
-            ));
+            build_service_image(runner).await?;
             Ok(PLANNED_IMAGE.to_string())
         })
     }
@@ -255,7 +253,7 @@ impl ClusterApi for DryRunApi {
 }
 
 /// Which cluster target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     Kind,
     Existing,
@@ -1268,6 +1266,37 @@ pub enum CliCommand {
     Down,
     Status,
     Dump,
+}
+
+/// `--target kind|existing [--dry-run]`, shared by `harness up|down|status|dump`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// The cluster target: an ephemeral kind cluster, or the current kube context.
+    #[arg(long, value_enum)]
+    pub target: Mode,
+    /// Print every step and command in order; run only read-only queries (tool versions,
+    /// `kind get clusters`); create, delete, build and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// The `harness` binary's entry for `up|down|status|dump`: runs the command in its own runtime
+/// and prints the error chain on failure.
+pub fn cli_main(command: CliCommand, args: &ClusterArgs) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: starting the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli(command, args.target, args.dry_run)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs one CLI command against a cluster target; the `harness` binary calls this.

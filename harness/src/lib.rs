@@ -5,13 +5,16 @@
 
 pub mod cluster;
 pub mod cmd;
+pub mod container_spec;
 pub mod deploy;
 pub mod diagnose;
+pub mod image;
 pub mod ingress;
 pub mod istio;
 pub mod k8s_checks;
 pub mod kind;
 pub mod knobs;
+pub mod lint;
 pub mod manifest;
 pub mod paths;
 pub mod preflight;

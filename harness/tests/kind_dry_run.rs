@@ -32,7 +32,7 @@ async fn the_up_plan_lists_every_step_in_order_and_changes_nothing() {
     env.teardown(false).await.unwrap();
     let plan = plan_of(&fake, &runner);
     let order = [
-        "build the service's static binary",
+        "build image fft-service:<content tag> from",
         "$ kind create cluster --name istio-fft-e2e-",
         "$ kind get kubeconfig --name istio-fft-e2e-",
         "connect to the Kubernetes API of context kind-istio-fft-e2e-",

@@ -1,1 +1,76 @@
+//! `fft-service`: a CPU-bound FFT microservice, the Istio tutorial's demo app ported to Rust.
+//!
+//! # Endpoints
+//!
+//! | path | methods | answer |
+//! |---|---|---|
+//! | `/fft?numSamples=N&freq=F` | GET, POST (HEAD) | 200 JSON; defaults N = 10000 (at most `--max-samples`), F = 0.1 |
+//! | `/fft/real/{numSamples}` | GET, POST (HEAD) | 200 JSON with F = 0.01 |
+//! | `/metrics` | GET | Prometheus text format 0.0.4 |
+//! | `/healthz` | GET | 200 `ok` while the process lives |
+//! | `/readyz` | GET | 200 `ready`; 503 `shutting down` from the start of shutdown |
+//! | anything else | any | 404 `Not Found` (so `/fft/` and `/fftx` too) |
+//!
+//! The FFT answer is `{"numSamples", "freq", "peakBin", "peakMagnitude", "elapsedMicros",
+//! "servedBy"}`: `peakBin` is the index of the largest magnitude among bins `0..=N/2` of the
+//! signal of [`signal`], `elapsedMicros` the FFT's own time. For N = 1024 and F = 1 the peak is
+//! bin 128 (N·F/8).
+//!
+//! Bad input computes nothing and answers 400 `{"error": "..."}` naming the parameter and what
+//! it accepts: `numSamples` an integer in `1..=max` in plain decimal digits, `freq` a finite
+//! number, each given at most once. Other query parameters are ignored (as in the original),
+//! and the real route ignores the query string. A known path with another method answers 405
+//! with `Allow` and a JSON error. Every response carries `x-served-by: <replica name>`.
+//!
+//! When the FFT workers and their queue are full the answer is 503 JSON with `Retry-After: 1`
+//! (see [`pool`]).
+//!
+//! # Metrics
+//!
+//! - `fft_http_requests_total{method, route, status}`: counter of answered requests; `route` is
+//!   the route template (`/fft`, `/fft/real/{numSamples}`, `/metrics`, `/healthz`, `/readyz`)
+//!   or `unmatched`; `method` is a standard method name or `other`.
+//! - `fft_http_request_duration_seconds{method, route}`: histogram, buckets 1, 2, 5, 10, 20, 50,
+//!   100, 200, 500 ms (written in seconds).
+//! - `fft_compute_duration_seconds`: histogram of the FFT's own time per request.
+//! - `fft_jobs_running`, `fft_jobs_waiting`: gauges of the FFT pool.
+//! - `fft_plan_cache_hits_total`, `fft_plan_cache_misses_total`: plan cache lookups.
+//! - `process_cpu_seconds_total`, `process_resident_memory_bytes`,
+//!   `process_virtual_memory_bytes`, `process_threads`, `process_open_fds` (Linux).
 
+pub mod config;
+pub mod http;
+pub mod lifecycle;
+pub mod metrics;
+pub mod params;
+pub mod pool;
+pub mod signal;
+pub mod spectrum;
+
+use std::future::Future;
+
+pub use config::ServiceConfig;
+pub use http::{AppState, FftResponse, SERVED_BY_HEADER, router};
+
+/// Serves `state` on `listener` until `shutdown_signal` resolves, then drains: readiness fails
+/// at once, the server keeps answering until no request is in flight, then stops accepting and
+/// returns once every connection is closed. Bounding the drain is the caller's job.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown_signal: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let draining = state.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal.await;
+            draining.lifecycle().begin_shutdown();
+            tracing::info!(
+                in_flight = draining.lifecycle().in_flight(),
+                "shutdown begun: readiness fails; finishing in-flight requests"
+            );
+            draining.lifecycle().wait_until_idle().await;
+            tracing::info!("no request in flight; closing connections");
+        })
+        .await
+}

@@ -1,1 +1,168 @@
-fn main() {}
+//! The `fft-service` binary: flags, logging, signals and the bounded shutdown.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use fft_service::config::MAX_MAX_SAMPLES;
+use fft_service::{AppState, ServiceConfig, serve};
+use tracing_subscriber::EnvFilter;
+
+/// CPU-bound FFT microservice (the Istio tutorial's demo app).
+///
+/// On start it prints one line `listening on <ip>:<port>` to stdout (so `--listen
+/// 127.0.0.1:0` can be used and the port found); logs go to stderr, filtered by RUST_LOG
+/// (default `info`).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+
+    /// Largest numSamples accepted.
+    #[arg(long, env = "MAX_SAMPLES", default_value_t = 1_048_576,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_MAX_SAMPLES as u64))]
+    max_samples: u64,
+
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT before the process
+    /// exits anyway (with status 1), e.g. `10s`, `500ms`.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+
+    /// FFTs computed at the same time. The default suits the 200m CPU limit of the manifests:
+    /// a second worker would only share the same fifth of a core.
+    #[arg(long, env = "FFT_WORKERS", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    fft_workers: u64,
+
+    /// FFT requests that may wait for a worker; more get 503 with Retry-After. A waiting
+    /// request holds no buffers, so this bounds latency, not memory.
+    #[arg(long, env = "FFT_QUEUE", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    fft_queue: u64,
+
+    /// Threads of the async runtime that handles connections (FFTs run on their own threads).
+    #[arg(long, env = "IO_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    io_threads: u64,
+
+    /// Name reported in `servedBy` and `x-served-by` [default: the host name].
+    #[arg(long, env = "REPLICA_NAME")]
+    replica_name: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match run(args) {
+        Ok(code) => code,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<ExitCode> {
+    let replica_name = match args.replica_name {
+        Some(name) => name,
+        None => hostname::get()
+            .context("reading the host name (set --replica-name to skip this)")?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let config = ServiceConfig {
+        max_samples: usize::try_from(args.max_samples).context("--max-samples")?,
+        fft_workers: usize::try_from(args.fft_workers).context("--fft-workers")?,
+        fft_queue: usize::try_from(args.fft_queue).context("--fft-queue")?,
+        replica_name,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::try_from(args.io_threads).context("--io-threads")?)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let outcome = runtime.block_on(serve_until_signal(args.listen, config, args.shutdown_grace));
+    // Dropping the runtime would wait for FFTs still running on blocking threads; after the
+    // grace has expired nothing more is waited for.
+    runtime.shutdown_background();
+    outcome
+}
+
+async fn serve_until_signal(
+    listen: SocketAddr,
+    config: ServiceConfig,
+    grace: Duration,
+) -> Result<ExitCode> {
+    let state = AppState::new(config.clone()).context("checking --replica-name")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening on {bound}").context("writing the bound address")?;
+        stdout.flush().context("writing the bound address")?;
+    }
+    tracing::info!(
+        address = %bound,
+        replica = %config.replica_name,
+        max_samples = config.max_samples,
+        fft_workers = config.fft_workers,
+        fft_queue = config.fft_queue,
+        "listening"
+    );
+
+    let mut server = tokio::spawn(serve(listener, state.clone(), termination_signal()));
+    tokio::select! {
+        finished = &mut server => {
+            finished.context("the server task failed")?.context("serving HTTP")?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        () = state.lifecycle().shutdown_started() => {}
+    }
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(finished) => {
+            finished
+                .context("the server task failed")?
+                .context("serving HTTP")?;
+            tracing::info!("shut down cleanly");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(_) => {
+            tracing::warn!(
+                grace = ?grace,
+                in_flight = state.lifecycle().in_flight(),
+                "shutdown grace expired with requests still in flight; exiting now"
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
+async fn termination_signal() {
+    let mut terminate = match tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::terminate(),
+    ) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,262 @@
+//! Building the service image: the static `fft-service` binary, then the image from
+//! `service/Dockerfile` through testcontainers' buildable image, tagged by content.
+//!
+//! The image is `FROM scratch` (nothing can be pulled), so the binary must be fully static:
+//! glibc's static C runtime (`+crt-static`) with an explicit `--target`, which keeps RUSTFLAGS
+//! away from build scripts and proc macros (they must stay dynamic to be loaded by the host).
+//! The tag is a digest of the Dockerfile and the binary: a rebuilt binary is a new image, which
+//! is what makes `kind load` + `imagePullPolicy: IfNotPresent` safe, and an unchanged one is not
+//! built twice.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use testcontainers::GenericBuildableImage;
+use testcontainers::core::BuildImageOptions;
+use testcontainers::runners::AsyncBuilder;
+
+use crate::cmd::{Cmd, Runner};
+use crate::paths::project_root;
+
+/// A cold release build of the service and its dependencies on a small machine.
+const STATIC_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Builds `fft-service` in release as a static binary for the host triple and returns its
+/// path, `target/<host triple>/release/fft-service`. In dry-run mode the build is only
+/// planned and the path it would have is returned.
+pub async fn build_static_binary(runner: &crate::cmd::Runner) -> anyhow::Result<PathBuf> {
+    let triple = host_triple(runner).await?;
+    let root = project_root();
+    // Inside `cargo test`, CARGO names the cargo that is running: use the same toolchain.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let build = Cmd::new(cargo)
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .args(["--release", "--locked", "-p", "fft-service", "--target"])
+        .arg(&triple)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .timeout(STATIC_BUILD_TIMEOUT);
+    runner
+        .run(&build)
+        .await
+        .with_context(|| format!("build the static fft-service binary for {triple}"))?;
+    let binary = root
+        .join("target")
+        .join(&triple)
+        .join("release")
+        .join("fft-service");
+    if !runner.is_dry_run() && !binary.is_file() {
+        bail!(
+            "the static build of fft-service for {triple} succeeded but {} does not exist",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+async fn host_triple(runner: &Runner) -> Result<String> {
+    let version = runner
+        .query(&Cmd::new("rustc").arg("-vV"))
+        .await
+        .context("read the host triple from rustc")?;
+    parse_host_triple(&version.stdout)
+}
+
+/// The `host:` line of `rustc -vV`.
+fn parse_host_triple(rustc_version: &str) -> Result<String> {
+    rustc_version
+        .lines()
+        .find_map(|line| line.strip_prefix("host:"))
+        .map(|triple| triple.trim().to_string())
+        .filter(|triple| !triple.is_empty())
+        .with_context(|| format!("no `host:` line in the output of `rustc -vV`:\n{rustc_version}"))
+}
+
+/// The repository part of every image this project builds.
+pub const IMAGE_REPOSITORY: &str = "fft-service";
+
+/// The image named in `manifests/app.yaml`, replaced by the built image when applied.
+pub const MANIFEST_IMAGE_PLACEHOLDER: &str = "fft-service:0.1.0";
+
+/// Where the binary goes inside the build context (the Dockerfile's `COPY` source).
+const BINARY_IN_CONTEXT: &str = "fft-service";
+
+/// An image built from this workspace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuiltImage {
+    /// `fft-service:<content tag>`.
+    pub reference: String,
+    pub tag: String,
+}
+
+/// `sha256(Dockerfile ‖ binary)`, first 12 hex digits: short enough to read, long enough that
+/// two builds never collide in practice.
+pub fn content_tag(dockerfile: &[u8], binary: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update((dockerfile.len() as u64).to_le_bytes());
+    hasher.update(dockerfile);
+    hasher.update(binary);
+    let digest = hasher.finalize();
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Builds the static binary, then the image; an image with the same content tag is reused.
+pub async fn build_image(runner: &Runner) -> Result<BuiltImage> {
+    let binary = build_static_binary(runner).await?;
+    let dockerfile = project_root().join("service").join("Dockerfile");
+    if runner.is_dry_run() {
+        runner.step(format!(
+            "build image {IMAGE_REPOSITORY}:<content tag> from {} with {} (testcontainers buildable image)",
+            dockerfile.display(),
+            binary.display()
+        ));
+        return Ok(BuiltImage {
+            reference: format!("{IMAGE_REPOSITORY}:dry-run"),
+            tag: "dry-run".into(),
+        });
+    }
+    build_image_from(runner, &dockerfile, &binary).await
+}
+
+/// Builds the image from a given Dockerfile and binary (the binary is copied into the build
+/// context as `fft-service`).
+pub async fn build_image_from(
+    runner: &Runner,
+    dockerfile: &Path,
+    binary: &Path,
+) -> Result<BuiltImage> {
+    let read =
+        |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let tag = content_tag(&read(dockerfile)?, &read(binary)?);
+    let reference = format!("{IMAGE_REPOSITORY}:{tag}");
+    runner.step(format!(
+        "build image {reference} from {} (testcontainers buildable image)",
+        dockerfile.display()
+    ));
+    // The returned GenericImage only names the image; callers start containers from the tag.
+    let _named = GenericBuildableImage::new(IMAGE_REPOSITORY, &tag)
+        .with_dockerfile(dockerfile)
+        .with_file(binary, BINARY_IN_CONTEXT)
+        .build_image_with(BuildImageOptions::new().with_skip_if_exists(true))
+        .await
+        .with_context(|| format!("building image {reference} from {}", dockerfile.display()))?;
+    Ok(BuiltImage { reference, tag })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_tag_changes_with_either_input() {
+        let base = content_tag(b"FROM scratch", b"binary");
+        assert_eq!(base.len(), 12);
+        assert!(base.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(base, content_tag(b"FROM scratch", b"binary"));
+        assert_ne!(base, content_tag(b"FROM scratch ", b"binary"));
+        assert_ne!(base, content_tag(b"FROM scratch", b"binary2"));
+        // Moving bytes between the two inputs is a different image too.
+        assert_ne!(
+            content_tag(b"ab", b"c"),
+            content_tag(b"a", b"bc"),
+            "the boundary between Dockerfile and binary is part of the digest"
+        );
+    }
+
+    #[tokio::test]
+    async fn dry_run_builds_nothing_and_says_what_it_would_do() {
+        let runner = Runner::dry_run();
+        let image = build_image(&runner).await.unwrap();
+        assert_eq!(image.reference, "fft-service:dry-run");
+        let plan = runner.plan();
+        assert_eq!(plan.len(), 2, "{plan:?}");
+        assert!(plan[0].contains(" build "), "{plan:?}");
+        assert!(
+            plan[1].starts_with("build image fft-service:<content tag>"),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn host_triple_comes_from_the_host_line() {
+        let output = "rustc 1.95.0 (59807616e 2026-04-14)\nbinary: rustc\n\
+                      host: aarch64-unknown-linux-gnu\nrelease: 1.95.0\n";
+        assert_eq!(
+            parse_host_triple(output).unwrap(),
+            "aarch64-unknown-linux-gnu"
+        );
+        assert!(parse_host_triple("rustc 1.95.0\n").is_err());
+    }
+
+    #[tokio::test]
+    async fn plans_a_static_release_build_for_the_host_triple() {
+        let runner = Runner::dry_run();
+        let binary = build_static_binary(&runner).await.expect("dry run");
+        let triple = host_triple(&runner).await.unwrap();
+        assert_eq!(
+            binary,
+            project_root()
+                .join("target")
+                .join(&triple)
+                .join("release")
+                .join("fft-service")
+        );
+        let plan = runner.plan();
+        let build = plan
+            .iter()
+            .find(|step| step.contains(" build "))
+            .unwrap_or_else(|| panic!("no cargo build in the plan: {plan:?}"));
+        assert!(
+            build.starts_with("$ RUSTFLAGS='-C target-feature=+crt-static' "),
+            "{build}"
+        );
+        assert!(build.contains(&format!("--target {triple}")), "{build}");
+        assert!(
+            build.contains("--release") && build.contains("-p fft-service"),
+            "{build}"
+        );
+    }
+
+    #[tokio::test]
+    #[ignore = "runs a release build of fft-service (minutes on a cold target dir); run with --ignored"]
+    async fn builds_a_static_binary_that_runs() {
+        let binary = build_static_binary(&Runner::new())
+            .await
+            .expect("static build");
+        let output = std::process::Command::new(&binary)
+            .arg("--version")
+            .output()
+            .expect("running the static binary");
+        assert!(output.status.success());
+        let elf = std::fs::read(&binary).unwrap();
+        assert!(
+            !has_interpreter(&elf),
+            "{} asks for a dynamic loader (it has a PT_INTERP program header)",
+            binary.display()
+        );
+    }
+
+    /// Whether a 64-bit little-endian ELF file has a PT_INTERP program header, i.e. needs a
+    /// dynamic loader to start.
+    fn has_interpreter(elf: &[u8]) -> bool {
+        const PT_INTERP: u32 = 3;
+        assert_eq!(&elf[..4], b"\x7fELF", "not an ELF file");
+        let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
+        let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+        let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+        (0..phnum).any(|index| {
+            let at = phoff + index * phentsize;
+            u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == PT_INTERP
+        })
+    }
+
+    #[test]
+    fn a_dynamic_executable_has_an_interpreter() {
+        let own = std::fs::read("/proc/self/exe").unwrap();
+        // The test binary itself is linked dynamically (no crt-static for tests).
+        assert!(has_interpreter(&own));
+    }
+}

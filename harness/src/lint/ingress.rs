@@ -1,0 +1,275 @@
+//! The ingress gateway as it will be installed: the labels its pods carry (what a Gateway's
+//! selector must match) and the ports of its Service (what a Gateway's server port must be).
+//!
+//! Taken from an IstioOperator overlay among the inputs (manifests/istio-install.yaml), or from a
+//! dump of the installed gateway Service, and from Istio's chart defaults otherwise.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::manifest::{Document, Resource};
+
+/// The name and namespace of the default ingress gateway.
+pub const DEFAULT_GATEWAY_NAME: &str = "istio-ingressgateway";
+pub const ISTIO_NAMESPACE: &str = "istio-system";
+
+/// Profiles that install no ingress gateway unless the overlay enables one.
+const PROFILES_WITHOUT_INGRESS: [&str; 4] = ["minimal", "empty", "remote", "ambient"];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IngressPort {
+    pub name: String,
+    pub port: i64,
+    pub target_port: Option<i64>,
+    pub node_port: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IngressGateway {
+    pub name: String,
+    /// Labels of the gateway pods.
+    pub labels: BTreeMap<String, String>,
+    /// Ports of the gateway Service.
+    pub ports: Vec<IngressPort>,
+}
+
+impl IngressGateway {
+    /// The gateway that Istio's charts install by default.
+    pub fn chart_default() -> Self {
+        IngressGateway {
+            name: DEFAULT_GATEWAY_NAME.into(),
+            labels: default_labels(),
+            ports: default_ports(),
+        }
+    }
+
+    /// Whether a Gateway with this selector configures these pods (an empty selector selects all).
+    pub fn selected_by(&self, selector: &BTreeMap<String, String>) -> bool {
+        selector
+            .iter()
+            .all(|(key, value)| self.labels.get(key) == Some(value))
+    }
+
+    pub fn describe_ports(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| match p.target_port {
+                Some(target) => format!("{} {}→{}", p.name, p.port, target),
+                None => format!("{} {}", p.name, p.port),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn default_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app".to_string(), DEFAULT_GATEWAY_NAME.to_string()),
+        ("istio".to_string(), "ingressgateway".to_string()),
+    ])
+}
+
+fn default_ports() -> Vec<IngressPort> {
+    [
+        ("status-port", 15021, 15021),
+        ("http2", 80, 8080),
+        ("https", 443, 8443),
+    ]
+    .into_iter()
+    .map(|(name, port, target)| IngressPort {
+        name: name.into(),
+        port,
+        target_port: Some(target),
+        node_port: None,
+    })
+    .collect()
+}
+
+/// The installed ingress gateways and where that knowledge came from.
+#[derive(Clone, Debug)]
+pub struct Ingress {
+    pub gateways: Vec<IngressGateway>,
+    /// `manifests/istio-install.yaml`, or `Istio's chart defaults`.
+    pub source: String,
+}
+
+impl Ingress {
+    pub fn from_documents<'a>(install_documents: impl IntoIterator<Item = &'a Document>) -> Self {
+        let mut gateways = Vec::new();
+        let mut sources = Vec::new();
+        for doc in install_documents {
+            if is_istio_operator(doc) {
+                gateways.extend(gateways_of_operator(&doc.raw));
+            } else if let Resource::Service(_) = &doc.resource {
+                gateways.push(gateway_of_service(&doc.raw));
+            } else {
+                continue;
+            }
+            let file = doc.file.display().to_string();
+            if !sources.contains(&file) {
+                sources.push(file);
+            }
+        }
+        if sources.is_empty() {
+            return Ingress {
+                gateways: vec![IngressGateway::chart_default()],
+                source: "Istio's chart defaults".into(),
+            };
+        }
+        Ingress {
+            gateways,
+            source: sources.join(", "),
+        }
+    }
+}
+
+pub fn is_istio_operator(doc: &Document) -> bool {
+    doc.kind() == "IstioOperator" && doc.api_version().starts_with("install.istio.io/")
+}
+
+/// A Service that fronts gateway pods in Istio's namespace: the installed gateway, not the app.
+pub fn is_gateway_service(doc: &Document) -> bool {
+    matches!(doc.resource, Resource::Service(_))
+        && doc.namespace() == Some(ISTIO_NAMESPACE)
+        && doc.raw.pointer("/spec/selector/istio").is_some()
+}
+
+fn gateways_of_operator(raw: &Value) -> Vec<IngressGateway> {
+    let profile = raw
+        .pointer("/spec/profile")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let profile_has_ingress = !PROFILES_WITHOUT_INGRESS.contains(&profile);
+    let entries = raw
+        .pointer("/spec/components/ingressGateways")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut gateways = Vec::new();
+    let mut default_listed = false;
+    for entry in &entries {
+        let name = entry
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_GATEWAY_NAME);
+        let is_default = name == DEFAULT_GATEWAY_NAME;
+        default_listed |= is_default;
+        let enabled = entry
+            .get("enabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(is_default && profile_has_ingress);
+        if !enabled {
+            continue;
+        }
+        let mut labels = default_labels();
+        if let Some(extra) = entry.get("label").and_then(Value::as_object) {
+            for (key, value) in extra {
+                if let Some(value) = value.as_str() {
+                    labels.insert(key.clone(), value.to_string());
+                }
+            }
+        }
+        let ports = entry
+            .pointer("/k8s/service/ports")
+            .and_then(Value::as_array)
+            .map(|ports| ports.iter().filter_map(port_of).collect())
+            // The overlay's list replaces the chart's; without one the chart's stays.
+            .unwrap_or_else(default_ports);
+        gateways.push(IngressGateway {
+            name: name.to_string(),
+            labels,
+            ports,
+        });
+    }
+    if !default_listed && profile_has_ingress {
+        gateways.push(IngressGateway::chart_default());
+    }
+    gateways
+}
+
+fn gateway_of_service(raw: &Value) -> IngressGateway {
+    let labels = raw
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .map(|selector| {
+            selector
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let ports = raw
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .map(|ports| ports.iter().filter_map(port_of).collect())
+        .unwrap_or_default();
+    IngressGateway {
+        name: raw
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_GATEWAY_NAME)
+            .to_string(),
+        labels,
+        ports,
+    }
+}
+
+fn port_of(port: &Value) -> Option<IngressPort> {
+    Some(IngressPort {
+        name: port
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        port: port.get("port")?.as_i64()?,
+        target_port: port.get("targetPort").and_then(Value::as_i64),
+        node_port: port.get("nodePort").and_then(Value::as_i64),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn ingress(yaml: &str) -> Ingress {
+        let docs = crate::manifest::load_str(Path::new("install.yaml"), yaml).unwrap();
+        Ingress::from_documents(&docs)
+    }
+
+    #[test]
+    fn no_install_documents_means_chart_defaults() {
+        let ingress = Ingress::from_documents(&[]);
+        assert_eq!(ingress.source, "Istio's chart defaults");
+        let ports: Vec<i64> = ingress.gateways[0].ports.iter().map(|p| p.port).collect();
+        assert_eq!(ports, [15021, 80, 443]);
+    }
+
+    #[test]
+    fn overlay_ports_replace_the_charts() {
+        let ingress = ingress(
+            "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  components:\n    ingressGateways:\n    - name: istio-ingressgateway\n      enabled: true\n      label: {istio: edge}\n      k8s:\n        service:\n          ports:\n          - {name: http2, port: 8081, targetPort: 8080, nodePort: 30001}\n",
+        );
+        assert_eq!(ingress.source, "install.yaml");
+        let gateway = &ingress.gateways[0];
+        assert_eq!(gateway.ports.len(), 1);
+        assert_eq!(gateway.ports[0].port, 8081);
+        assert_eq!(gateway.ports[0].node_port, Some(30001));
+        assert_eq!(gateway.labels["istio"], "edge");
+    }
+
+    #[test]
+    fn minimal_profile_installs_no_gateway() {
+        let ingress = ingress(
+            "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec: {profile: minimal}\n",
+        );
+        assert!(ingress.gateways.is_empty());
+    }
+
+    #[test]
+    fn empty_selector_selects_every_gateway() {
+        assert!(IngressGateway::chart_default().selected_by(&BTreeMap::new()));
+    }
+}
