@@ -1228,6 +1228,16 @@ pub fn existing_applied_file(state: &StateDir, context: &str) -> PathBuf {
     state.dir.join(format!("existing-{safe}.applied.json"))
 }
 
+/// `E2E_TARGET=kind` without `E2E_REQUIRE`, and prerequisites are missing: the suite reports
+/// itself skipped with these reasons.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the kind target is skipped: its prerequisites are missing (E2E_REQUIRE=1 fails instead):\n{reasons}"
+)]
+pub struct Skipped {
+    pub reasons: String,
+}
+
 /// What target selection decides for `kind` given its prerequisites.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KindDecision {

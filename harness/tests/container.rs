@@ -15,6 +15,7 @@ use harness::container_spec::{self, ContainerSpec};
 use harness::image::{self, BuiltImage};
 use harness::knobs::Knobs;
 use harness::paths;
+use harness::retry::Retry;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
@@ -335,14 +336,16 @@ fn sigterm_lets_in_flight_requests_finish_and_exits_0(fixture: &Fixture) -> Resu
                 })
             })
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while gauge(&http, &running.base_url, "fft_jobs_running").await? < 1.0 {
-            ensure!(
-                Instant::now() < deadline,
-                "waited 20 s for an FFT to be running (gauge fft_jobs_running)"
-            );
-            tokio::task::yield_now().await;
-        }
+        Retry::within(Duration::from_secs(20))
+            .run(
+                "an FFT to be running (gauge fft_jobs_running ≥ 1)",
+                || async {
+                    let running = gauge(&http, &running.base_url, "fft_jobs_running").await?;
+                    ensure!(running >= 1.0, "fft_jobs_running is {running}");
+                    Ok(())
+                },
+            )
+            .await?;
         let stop_sent = Instant::now();
         running
             .container

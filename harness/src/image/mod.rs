@@ -8,6 +8,8 @@
 //! is what makes `kind load` + `imagePullPolicy: IfNotPresent` safe, and an unchanged one is not
 //! built twice.
 
+pub mod cli;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

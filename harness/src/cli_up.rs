@@ -1,0 +1,117 @@
+//! `harness up` and `harness down`: bring an environment up for a person at a terminal, and take
+//! it down again.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::kind::{self, CliCommand, Mode};
+use crate::knobs::{Knobs, TargetChoice};
+use crate::local::{self, LocalOptions};
+use crate::paths;
+use crate::suite;
+
+fn parse_target(value: &str) -> Result<TargetChoice> {
+    value.parse()
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// auto, kind, local or existing.
+    #[arg(long, env = "E2E_TARGET", default_value = "auto", value_parser = parse_target)]
+    pub target: TargetChoice,
+    /// local: the gateway's port on 127.0.0.1 (default: a free port).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// local: the manifest whose Gateway and VirtualService configure the gateway.
+    #[arg(long, default_value_os_t = paths::manifests_dir().join("app.yaml"))]
+    pub manifest: PathBuf,
+    /// kind|existing: print every step and command in order, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// auto, kind, local or existing.
+    #[arg(long, env = "E2E_TARGET", default_value = "auto", value_parser = parse_target)]
+    pub target: TargetChoice,
+    /// kind|existing: print every step and command in order, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn report(result: Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// `harness up`: for `local`, serves in the foreground until SIGINT or SIGTERM.
+pub fn run_up(args: &UpArgs) -> ExitCode {
+    report(up(args))
+}
+
+fn up(args: &UpArgs) -> Result<()> {
+    let knobs = Knobs::from_env()?;
+    let (target, why) = suite::resolve_target(args.target, &suite::missing_kind_prerequisites());
+    if let Some(why) = why {
+        eprintln!("*** {why} ***");
+    }
+    match target {
+        TargetChoice::Local => {
+            let options = LocalOptions {
+                manifest: args.manifest.clone(),
+                port: args.port,
+                offline: knobs.offline,
+                artifacts: Some(knobs.artifacts.clone()),
+            };
+            runtime()?.block_on(local::run_foreground(&options))
+        }
+        TargetChoice::Kind => {
+            runtime()?.block_on(kind::cli(CliCommand::Up, Mode::Kind, args.dry_run))
+        }
+        TargetChoice::Existing => {
+            runtime()?.block_on(kind::cli(CliCommand::Up, Mode::Existing, args.dry_run))
+        }
+        TargetChoice::Auto => unreachable!("resolve_target never returns auto"),
+    }
+}
+
+/// `harness down`: nothing to do for `local`, whose processes never outlive `harness up`.
+pub fn run_down(args: &DownArgs) -> ExitCode {
+    report(down(args))
+}
+
+fn down(args: &DownArgs) -> Result<()> {
+    let (target, _) = suite::resolve_target(args.target, &suite::missing_kind_prerequisites());
+    match target {
+        TargetChoice::Local => {
+            eprintln!(
+                "local: nothing to take down — every process of `harness up` stops with it \
+                 (Ctrl-C or SIGTERM), and dies with it even when it is killed"
+            );
+            Ok(())
+        }
+        TargetChoice::Kind => {
+            runtime()?.block_on(kind::cli(CliCommand::Down, Mode::Kind, args.dry_run))
+        }
+        TargetChoice::Existing => {
+            runtime()?.block_on(kind::cli(CliCommand::Down, Mode::Existing, args.dry_run))
+        }
+        TargetChoice::Auto => unreachable!("resolve_target never returns auto"),
+    }
+}

@@ -1,0 +1,136 @@
+//! The Envoy bootstrap for the local gateway: a [`GatewayPlan`] plus the addresses that exist
+//! only at run time (the listener, the replicas).
+//!
+//! The connection manager is set up the way Istio sets up its ingress gateway: `server:
+//! istio-envoy` on every answer, paths normalised but slashes not merged, the router's debug
+//! headers on (so routed answers carry `x-envoy-upstream-service-time`). Routes come only from
+//! the plan; there is no catch-all, so an unmatched request gets Envoy's own empty 404.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use anyhow::{Result, bail};
+use serde_json::{Value, json};
+
+use super::translate::GatewayPlan;
+
+/// Istio's default upstream connect timeout.
+const CONNECT_TIMEOUT: &str = "10s";
+/// Istio lifts Envoy's circuit-breaker defaults to "unlimited" unless a DestinationRule sets them.
+const UNLIMITED: u32 = u32::MAX;
+
+/// Where the gateway listens and where each upstream's replicas are.
+#[derive(Clone, Debug)]
+pub struct RuntimeAddresses {
+    pub listener: SocketAddr,
+    pub admin: SocketAddr,
+    /// Cluster name → replica addresses.
+    pub endpoints: BTreeMap<String, Vec<SocketAddr>>,
+    /// Envoy's access log file (one line per request helps explain a failure).
+    pub access_log: std::path::PathBuf,
+}
+
+fn socket_address(addr: SocketAddr) -> Value {
+    json!({"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}})
+}
+
+/// The whole bootstrap as JSON (Envoy reads JSON as YAML).
+pub fn bootstrap(plan: &GatewayPlan, runtime: &RuntimeAddresses) -> Result<Value> {
+    for addr in [runtime.listener, runtime.admin] {
+        if !addr.ip().is_loopback() {
+            bail!("the local gateway binds loopback addresses only, not {addr}");
+        }
+    }
+    let virtual_hosts: Vec<Value> = plan
+        .virtual_hosts
+        .iter()
+        .map(|vh| {
+            json!({
+                "name": vh.name,
+                "domains": vh.domains,
+                "routes": vh.routes,
+                "include_request_attempt_count": true,
+            })
+        })
+        .collect();
+    let mut clusters = Vec::new();
+    for upstream in &plan.upstreams {
+        let Some(endpoints) = runtime.endpoints.get(&upstream.cluster) else {
+            bail!("no replica addresses for {}", upstream.cluster);
+        };
+        let lb_endpoints: Vec<Value> = endpoints
+            .iter()
+            .map(|addr| json!({"endpoint": {"address": socket_address(*addr)}}))
+            .collect();
+        clusters.push(json!({
+            "name": upstream.cluster,
+            "type": "STATIC",
+            "connect_timeout": CONNECT_TIMEOUT,
+            // Istio's default load balancer when no DestinationRule says otherwise.
+            "lb_policy": "LEAST_REQUEST",
+            "circuit_breakers": {"thresholds": [{
+                "max_connections": UNLIMITED,
+                "max_pending_requests": UNLIMITED,
+                "max_requests": UNLIMITED,
+                "max_retries": UNLIMITED,
+            }]},
+            "load_assignment": {
+                "cluster_name": upstream.cluster,
+                "endpoints": [{"lb_endpoints": lb_endpoints}],
+            },
+        }));
+    }
+    let connection_manager = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": format!("outbound_0.0.0.0_{}", plan.server_port),
+        "route_config": {
+            "name": format!("http.{}", plan.server_port),
+            "virtual_hosts": virtual_hosts,
+            "validate_clusters": false,
+        },
+        "server_name": "istio-envoy",
+        "server_header_transformation": "OVERWRITE",
+        "normalize_path": true,
+        "merge_slashes": false,
+        "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
+        "use_remote_address": true,
+        "forward_client_cert_details": "SANITIZE_SET",
+        "upgrade_configs": [{"upgrade_type": "websocket"}],
+        "access_log": [{
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": runtime.access_log.to_string_lossy(),
+            }
+        }],
+        "http_filters": [{
+            "name": "envoy.filters.http.router",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                // Istio keeps the router's x-envoy-* response headers on (its default).
+                "suppress_envoy_headers": false,
+            }
+        }],
+    });
+    Ok(json!({
+        "node": {
+            "id": format!("router~{}~local-ingressgateway~{}", runtime.listener.ip(), plan.gateway.replace('/', ".")),
+            "cluster": "istio-ingressgateway",
+        },
+        "admin": {"address": socket_address(runtime.admin)},
+        "static_resources": {
+            "listeners": [{
+                "name": format!("0.0.0.0_{}", plan.server_port),
+                "address": socket_address(runtime.listener),
+                // Envoy shares ports by default (SO_REUSEPORT): a second gateway on a taken
+                // `--port` would silently take half the traffic instead of failing.
+                "enable_reuse_port": false,
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": connection_manager,
+                }]}],
+            }],
+            "clusters": clusters,
+        },
+    }))
+}

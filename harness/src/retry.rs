@@ -1,0 +1,196 @@
+//! The one way the harness waits: poll an operation until it succeeds enough times in a row,
+//! backing off between attempts, within a deadline.
+//!
+//! Readiness of processes and configuration reaching a gateway are both "eventually true"
+//! conditions; a fixed sleep either wastes time or is too short on a loaded machine. A failed wait
+//! says what it waited for, how many attempts it made and the last error seen.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// The wait ended without the condition holding.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "timed out after {elapsed:?} waiting for {what}: {attempts} attempts, {best_streak} \
+     success(es) in a row at best (needed {needed}); last error: {last_error}"
+)]
+pub struct RetryError {
+    pub what: String,
+    pub attempts: u32,
+    pub elapsed: Duration,
+    pub best_streak: u32,
+    pub needed: u32,
+    pub last_error: String,
+}
+
+/// How to poll: a deadline, a backoff that grows up to a cap, and how many successes in a row
+/// count as done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    pub timeout: Duration,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub successes_in_a_row: u32,
+}
+
+impl Retry {
+    /// A wait that ends at the first success.
+    pub fn within(timeout: Duration) -> Self {
+        Retry {
+            timeout,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(500),
+            successes_in_a_row: 1,
+        }
+    }
+
+    /// Requires `n` consecutive successes, e.g. while configuration is still propagating and an
+    /// early success may be followed by a failure.
+    pub fn successes_in_a_row(mut self, n: u32) -> Self {
+        self.successes_in_a_row = n.max(1);
+        self
+    }
+
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.initial_backoff = initial;
+        self.max_backoff = max.max(initial);
+        self
+    }
+
+    /// Polls `attempt` until it has succeeded `successes_in_a_row` times in a row, and returns
+    /// the last success. Between successes the poll goes on at the initial backoff; after a
+    /// failure the backoff doubles up to the cap. The last attempt is shortened so the whole wait
+    /// never outlasts the timeout by more than one attempt.
+    pub async fn run<T, E, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, RetryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
+        let start = Instant::now();
+        let deadline = start + self.timeout;
+        let mut attempts = 0;
+        let mut streak = 0;
+        let mut best_streak = 0;
+        let mut backoff = self.initial_backoff;
+        let mut last_error = String::from("no attempt finished before the deadline");
+        loop {
+            attempts += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining.max(Duration::from_millis(1)), attempt()).await {
+                Ok(Ok(value)) => {
+                    streak += 1;
+                    best_streak = best_streak.max(streak);
+                    if streak >= self.successes_in_a_row {
+                        return Ok(value);
+                    }
+                    backoff = self.initial_backoff;
+                }
+                Ok(Err(err)) => {
+                    streak = 0;
+                    last_error = format!("{err:#}");
+                }
+                Err(_) => {
+                    streak = 0;
+                    last_error = "the attempt itself did not finish before the deadline".into();
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(RetryError {
+                    what: what.to_string(),
+                    attempts,
+                    elapsed: now - start,
+                    best_streak,
+                    needed: self.successes_in_a_row,
+                    last_error,
+                });
+            }
+            tokio::time::sleep(backoff.min(deadline - now)).await;
+            if streak == 0 {
+                backoff = (backoff * 2).min(self.max_backoff);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn quick(timeout_ms: u64) -> Retry {
+        Retry::within(Duration::from_millis(timeout_ms))
+            .backoff(Duration::from_millis(1), Duration::from_millis(5))
+    }
+
+    #[tokio::test]
+    async fn returns_the_first_success() {
+        let calls = Cell::new(0);
+        let value = quick(1000)
+            .run("a value", || {
+                calls.set(calls.get() + 1);
+                let n = calls.get();
+                async move { if n < 3 { Err("not yet") } else { Ok(n) } }
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, 3);
+    }
+
+    #[tokio::test]
+    async fn a_failure_resets_the_streak() {
+        // success, failure, then three successes: done at the sixth call.
+        let outcomes = [true, false, true, true, true, true, true];
+        let calls = Cell::new(0);
+        let value = quick(1000)
+            .successes_in_a_row(3)
+            .run("three in a row", || {
+                let n = calls.get();
+                calls.set(n + 1);
+                let ok = outcomes[n];
+                async move { if ok { Ok(n) } else { Err("flap") } }
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, 4);
+    }
+
+    #[tokio::test]
+    async fn timeout_reports_attempts_and_last_error() {
+        let calls = Cell::new(0);
+        let err = quick(50)
+            .successes_in_a_row(2)
+            .run("the gateway", || {
+                calls.set(calls.get() + 1);
+                let n = calls.get();
+                async move { Err::<(), _>(format!("connection refused #{n}")) }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.attempts, calls.get());
+        assert!(err.attempts > 1);
+        let text = err.to_string();
+        assert!(text.contains("waiting for the gateway"), "{text}");
+        assert!(
+            text.contains(&format!("last error: connection refused #{}", calls.get())),
+            "{text}"
+        );
+        assert!(text.contains("needed 2"), "{text}");
+        assert!(
+            err.elapsed < Duration::from_millis(500),
+            "{:?}",
+            err.elapsed
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hanging_attempt_is_cut_at_the_deadline() {
+        let err = quick(50)
+            .run("a hang", std::future::pending::<Result<(), String>>)
+            .await
+            .unwrap_err();
+        assert!(err.last_error.contains("did not finish"), "{err}");
+        assert!(err.elapsed < Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,187 @@
+//! Choosing and bringing up the target the suite runs against, from the `E2E_*` knobs.
+
+use anyhow::Result;
+
+use crate::cmd::Runner;
+use crate::kind;
+use crate::knobs::{Knobs, TargetChoice};
+use crate::local::{LocalEnvironment, LocalOptions};
+use crate::preflight;
+use crate::target::Environment;
+use crate::timing::PhaseTimes;
+
+/// Tools the `kind` target cannot run without.
+pub const KIND_PREREQUISITES: [&str; 3] = ["docker", "kind", "istioctl"];
+
+/// The kind prerequisites found neither in `.tools/bin` (where scripts/install-tools.sh puts
+/// them) nor on `PATH`. A first, cheap look: the kind bring-up then checks versions and that the
+/// Docker daemon answers (`preflight`).
+pub fn missing_kind_prerequisites() -> Vec<&'static str> {
+    let search = crate::preflight::ToolSearch::from_env();
+    KIND_PREREQUISITES
+        .into_iter()
+        .filter(|tool| search.find(tool).is_none())
+        .collect()
+}
+
+/// What `auto` resolves to, and why (printed loudly: a run on `local` proves less than one on
+/// `kind`, and the reader must know which one ran).
+pub fn resolve_target(choice: TargetChoice, missing: &[&str]) -> (TargetChoice, Option<String>) {
+    match choice {
+        TargetChoice::Auto if missing.is_empty() => (
+            TargetChoice::Kind,
+            Some("E2E_TARGET=auto: docker, kind and istioctl found: running on kind".into()),
+        ),
+        TargetChoice::Auto => (
+            TargetChoice::Local,
+            Some(format!(
+                "E2E_TARGET=auto: {} not found on PATH, so the suite runs on the LOCAL target \
+                 (real Envoy from the same Gateway/VirtualService, no Kubernetes); install them \
+                 (scripts/install-tools.sh) or set E2E_TARGET=local to silence this",
+                missing.join(", ")
+            )),
+        ),
+        other => (other, None),
+    }
+}
+
+/// Brings up the target the knobs choose.
+pub async fn bring_up(
+    knobs: &Knobs,
+    runner: &Runner,
+    times: &mut PhaseTimes,
+) -> Result<Box<dyn Environment>> {
+    let (target, why) = resolve_target(knobs.target, &missing_kind_prerequisites());
+    if let Some(why) = why {
+        eprintln!("\n*** {why} ***\n");
+    }
+    match target {
+        TargetChoice::Local => {
+            let options = LocalOptions {
+                offline: knobs.offline,
+                artifacts: Some(knobs.artifacts.clone()),
+                ..LocalOptions::default()
+            };
+            let env = LocalEnvironment::start(&options, runner, times).await?;
+            Ok(Box::new(env))
+        }
+        TargetChoice::Kind | TargetChoice::Existing => {
+            bring_up_cluster_target(target, knobs, runner, times).await
+        }
+        TargetChoice::Auto => unreachable!("resolve_target never returns auto"),
+    }
+}
+
+/// The kind or existing target. For kind, the full preflight decides: `auto` falls back to
+/// `local` saying why, `E2E_TARGET=kind` is skipped with the reasons ([`kind::Skipped`]), or
+/// fails listing them with `E2E_REQUIRE=1`.
+async fn bring_up_cluster_target(
+    target: TargetChoice,
+    knobs: &Knobs,
+    runner: &Runner,
+    times: &mut PhaseTimes,
+) -> Result<Box<dyn Environment>> {
+    let mode = match target {
+        TargetChoice::Existing => kind::Mode::Existing,
+        _ => kind::Mode::Kind,
+    };
+    let settings = kind::Settings::from_knobs(mode, knobs)?;
+    if mode == kind::Mode::Kind {
+        let report = preflight::check(
+            runner,
+            &settings.tools,
+            &settings.versions,
+            preflight::Needs::Kind,
+        )
+        .await;
+        report.print();
+        let explicit = knobs.target == TargetChoice::Kind;
+        match kind::decide_kind(explicit, knobs.require, &report.missing) {
+            kind::KindDecision::UseKind => {}
+            kind::KindDecision::Fail { reasons } => {
+                anyhow::bail!(
+                    "E2E_REQUIRE=1: the kind target's prerequisites are missing:\n{reasons}"
+                )
+            }
+            kind::KindDecision::Skip { reasons } => {
+                return Err(kind::Skipped { reasons }.into());
+            }
+            kind::KindDecision::FallBackToLocal { reasons } => {
+                eprintln!(
+                    "\n*** E2E_TARGET=auto: the kind target's prerequisites are missing, so the \
+                     suite runs on the LOCAL target:\n{reasons} ***\n"
+                );
+                let options = LocalOptions {
+                    offline: knobs.offline,
+                    artifacts: Some(knobs.artifacts.clone()),
+                    ..LocalOptions::default()
+                };
+                return Ok(Box::new(
+                    LocalEnvironment::start(&options, runner, times).await?,
+                ));
+            }
+        }
+    }
+    // Until the suite's own handler takes over, an interruption still removes what was created.
+    let signals = crate::teardown::spawn_signal_cleanup()?;
+    let env = kind::ClusterEnvironment::up(runner.clone(), settings).await;
+    signals.abort();
+    let env = env?;
+    for phase in env.timings().phases() {
+        times.record(
+            &format!("{}: {}", mode.as_str(), phase.phase),
+            std::time::Duration::from_secs_f64(phase.seconds),
+        );
+    }
+    Ok(Box::new(env))
+}
+
+/// Waits for SIGINT or SIGTERM and says which arrived.
+pub async fn termination_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(err) => {
+            eprintln!("warning: cannot watch SIGTERM ({err}); only Ctrl-C stops this");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_falls_back_to_local_and_says_what_is_missing() {
+        let (target, why) = resolve_target(TargetChoice::Auto, &["kind", "istioctl"]);
+        assert_eq!(target, TargetChoice::Local);
+        let why = why.unwrap();
+        assert!(why.contains("kind, istioctl not found"), "{why}");
+        assert!(why.contains("LOCAL"), "{why}");
+    }
+
+    #[test]
+    fn auto_picks_kind_when_everything_is_there() {
+        assert_eq!(
+            resolve_target(TargetChoice::Auto, &[]).0,
+            TargetChoice::Kind
+        );
+    }
+
+    #[test]
+    fn an_explicit_target_is_kept() {
+        for choice in [
+            TargetChoice::Local,
+            TargetChoice::Kind,
+            TargetChoice::Existing,
+        ] {
+            assert_eq!(resolve_target(choice, &["kind"]), (choice, None));
+        }
+    }
+}
