@@ -2,7 +2,8 @@
 //! deleting exactly what was created.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -15,6 +16,7 @@ use serde_json::Value;
 
 use crate::k8s_checks;
 use crate::manifest::{Document, Resource};
+use crate::retry::Retry;
 
 /// The one field manager every apply uses, so a re-apply owns the same fields.
 pub const FIELD_MANAGER: &str = "istio-fft-e2e";
@@ -29,8 +31,10 @@ pub enum Attempt<T> {
     NotYet(String),
 }
 
-/// Polls `attempt` every `interval` until it is done, fails, or `timeout` passes. The timeout
-/// error says what was awaited, how many polls were made and the last state seen.
+/// Polls `attempt` (with the project's retry primitive, backing off from `interval`) until it is
+/// done, fails, or `timeout` passes. The timeout error says what was awaited, how many polls
+/// were made and the last state seen; an `Err` from `attempt` ends the wait at once (a state
+/// that waiting cannot fix).
 pub async fn wait_for<T, F, Fut>(
     what: &str,
     timeout: Duration,
@@ -41,27 +45,31 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Attempt<T>>>,
 {
-    let started = Instant::now();
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut polls = 0u32;
-    let mut last = String::from("nothing seen yet");
-    loop {
-        ticker.tick().await;
-        polls += 1;
-        let remaining = timeout.saturating_sub(started.elapsed());
-        match tokio::time::timeout(remaining, attempt()).await {
-            Ok(Ok(Attempt::Done(value))) => return Ok(value),
-            Ok(Ok(Attempt::NotYet(state))) => last = state,
-            Ok(Err(err)) => return Err(err).with_context(|| format!("waiting for {what}")),
-            Err(_) => {}
-        }
-        if started.elapsed() >= timeout {
-            bail!(
-                "timed out after {:?} waiting for {what} ({polls} polls); last seen: {last}",
-                timeout
-            );
-        }
+    let fatal: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let outcome = Retry::within(timeout)
+        .backoff(interval, interval * 4)
+        .run(what, || {
+            let poll = attempt();
+            let fatal = &fatal;
+            async move {
+                match poll.await {
+                    Ok(Attempt::Done(value)) => Ok(Some(value)),
+                    Ok(Attempt::NotYet(state)) => Err(state),
+                    Err(err) => {
+                        *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
+                        Ok(None)
+                    }
+                }
+            }
+        })
+        .await;
+    if let Some(err) = fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(err).with_context(|| format!("waiting for {what}"));
+    }
+    match outcome {
+        Ok(Some(value)) => Ok(value),
+        Ok(None) => bail!("waiting for {what}: ended without a value"),
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -468,8 +476,26 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("waiting for the thing"), "{err}");
-        assert!(err.contains("last seen: still cold"), "{err}");
-        assert!(err.contains("polls"), "{err}");
+        assert!(err.contains("last error: still cold"), "{err}");
+        assert!(err.contains("attempts"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn wait_for_stops_at_once_on_a_state_that_never_recovers() {
+        let mut polls = 0;
+        let err = wait_for(
+            "n",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || {
+                polls += 1;
+                async { Err::<Attempt<()>, _>(anyhow::anyhow!("ErrImageNeverPull")) }
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("ErrImageNeverPull"));
+        assert_eq!(polls, 1);
     }
 
     #[tokio::test]
