@@ -53,6 +53,11 @@ fn main() -> ExitCode {
     }
     match run(&args, checks, selected) {
         Ok(code) => code,
+        Err(err) if err.downcast_ref::<harness::kind::Skipped>().is_some() => {
+            println!("SKIPPED: {err:#}");
+            println!("0 passed, 0 failed, {selected} skipped");
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             println!("0 passed, {selected} failed, 0 not applicable");
@@ -168,10 +173,14 @@ async fn teardown_on_signal(env: SharedEnvironment, keep: bool) {
                 eprintln!("warning: teardown: {err:#}");
             }
         }
-        Err(_) => eprintln!(
-            "warning: the running scenario did not finish within {SIGNAL_TEARDOWN_WAIT:?}; \
-             exiting (local child processes die with this process)"
-        ),
+        Err(_) => {
+            eprintln!(
+                "warning: the running scenario did not finish within {SIGNAL_TEARDOWN_WAIT:?}; \
+                 exiting (local child processes die with this process)"
+            );
+            // A kind cluster does not die with this process: run its registered cleanup.
+            harness::teardown::run_pending(signal);
+        }
     }
     std::process::exit(if signal == "SIGTERM" { 143 } else { 130 });
 }

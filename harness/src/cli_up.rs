@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
+use crate::kind::{self, CliCommand, Mode};
 use crate::knobs::{Knobs, TargetChoice};
 use crate::local::{self, LocalOptions};
 use crate::paths;
@@ -27,6 +28,9 @@ pub struct UpArgs {
     /// local: the manifest whose Gateway and VirtualService configure the gateway.
     #[arg(long, default_value_os_t = paths::manifests_dir().join("app.yaml"))]
     pub manifest: PathBuf,
+    /// kind|existing: print every step and command in order, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -34,6 +38,9 @@ pub struct DownArgs {
     /// auto, kind, local or existing.
     #[arg(long, env = "E2E_TARGET", default_value = "auto", value_parser = parse_target)]
     pub target: TargetChoice,
+    /// kind|existing: print every step and command in order, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 fn report(result: Result<()>) -> ExitCode {
@@ -74,7 +81,13 @@ fn up(args: &UpArgs) -> Result<()> {
             };
             runtime()?.block_on(local::run_foreground(&options))
         }
-        other => Err(suite::cluster_target_not_built(other)),
+        TargetChoice::Kind => {
+            runtime()?.block_on(kind::cli(CliCommand::Up, Mode::Kind, args.dry_run))
+        }
+        TargetChoice::Existing => {
+            runtime()?.block_on(kind::cli(CliCommand::Up, Mode::Existing, args.dry_run))
+        }
+        TargetChoice::Auto => unreachable!("resolve_target never returns auto"),
     }
 }
 
@@ -93,6 +106,12 @@ fn down(args: &DownArgs) -> Result<()> {
             );
             Ok(())
         }
-        other => Err(suite::cluster_target_not_built(other)),
+        TargetChoice::Kind => {
+            runtime()?.block_on(kind::cli(CliCommand::Down, Mode::Kind, args.dry_run))
+        }
+        TargetChoice::Existing => {
+            runtime()?.block_on(kind::cli(CliCommand::Down, Mode::Existing, args.dry_run))
+        }
+        TargetChoice::Auto => unreachable!("resolve_target never returns auto"),
     }
 }

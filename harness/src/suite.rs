@@ -3,19 +3,24 @@
 use anyhow::Result;
 
 use crate::cmd::Runner;
+use crate::kind;
 use crate::knobs::{Knobs, TargetChoice};
 use crate::local::{LocalEnvironment, LocalOptions};
+use crate::preflight;
 use crate::target::Environment;
 use crate::timing::PhaseTimes;
 
 /// Tools the `kind` target cannot run without.
 pub const KIND_PREREQUISITES: [&str; 3] = ["docker", "kind", "istioctl"];
 
-/// The kind prerequisites missing from `PATH`.
+/// The kind prerequisites found neither in `.tools/bin` (where scripts/install-tools.sh puts
+/// them) nor on `PATH`. A first, cheap look: the kind bring-up then checks versions and that the
+/// Docker daemon answers (`preflight`).
 pub fn missing_kind_prerequisites() -> Vec<&'static str> {
+    let search = crate::preflight::ToolSearch::from_env();
     KIND_PREREQUISITES
         .into_iter()
-        .filter(|tool| which::which(tool).is_err())
+        .filter(|tool| search.find(tool).is_none())
         .collect()
 }
 
@@ -67,23 +72,68 @@ pub async fn bring_up(
     }
 }
 
-/// PLACEHOLDER until the cluster targets land: the `kind` and `existing` bring-up replaces this
-/// function's body.
+/// The kind or existing target. For kind, the full preflight decides: `auto` falls back to
+/// `local` saying why, `E2E_TARGET=kind` is skipped with the reasons ([`kind::Skipped`]), or
+/// fails listing them with `E2E_REQUIRE=1`.
 async fn bring_up_cluster_target(
     target: TargetChoice,
-    _knobs: &Knobs,
-    _runner: &Runner,
-    _times: &mut PhaseTimes,
+    knobs: &Knobs,
+    runner: &Runner,
+    times: &mut PhaseTimes,
 ) -> Result<Box<dyn Environment>> {
-    Err(cluster_target_not_built(target))
-}
-
-/// PLACEHOLDER until the cluster targets land (used by the suite and by `harness up/down`).
-pub fn cluster_target_not_built(target: TargetChoice) -> anyhow::Error {
-    anyhow::anyhow!(
-        "target `{}` is not built yet; use the local target (E2E_TARGET=local, --target local)",
-        target.as_str()
-    )
+    let mode = match target {
+        TargetChoice::Existing => kind::Mode::Existing,
+        _ => kind::Mode::Kind,
+    };
+    let settings = kind::Settings::from_knobs(mode, knobs)?;
+    if mode == kind::Mode::Kind {
+        let report = preflight::check(
+            runner,
+            &settings.tools,
+            &settings.versions,
+            preflight::Needs::Kind,
+        )
+        .await;
+        report.print();
+        let explicit = knobs.target == TargetChoice::Kind;
+        match kind::decide_kind(explicit, knobs.require, &report.missing) {
+            kind::KindDecision::UseKind => {}
+            kind::KindDecision::Fail { reasons } => {
+                anyhow::bail!(
+                    "E2E_REQUIRE=1: the kind target's prerequisites are missing:\n{reasons}"
+                )
+            }
+            kind::KindDecision::Skip { reasons } => {
+                return Err(kind::Skipped { reasons }.into());
+            }
+            kind::KindDecision::FallBackToLocal { reasons } => {
+                eprintln!(
+                    "\n*** E2E_TARGET=auto: the kind target's prerequisites are missing, so the \
+                     suite runs on the LOCAL target:\n{reasons} ***\n"
+                );
+                let options = LocalOptions {
+                    offline: knobs.offline,
+                    artifacts: Some(knobs.artifacts.clone()),
+                    ..LocalOptions::default()
+                };
+                return Ok(Box::new(
+                    LocalEnvironment::start(&options, runner, times).await?,
+                ));
+            }
+        }
+    }
+    // Until the suite's own handler takes over, an interruption still removes what was created.
+    let signals = crate::teardown::spawn_signal_cleanup()?;
+    let env = kind::ClusterEnvironment::up(runner.clone(), settings).await;
+    signals.abort();
+    let env = env?;
+    for phase in env.timings().phases() {
+        times.record(
+            &format!("{}: {}", mode.as_str(), phase.phase),
+            std::time::Duration::from_secs_f64(phase.seconds),
+        );
+    }
+    Ok(Box::new(env))
 }
 
 /// Waits for SIGINT or SIGTERM and says which arrived.

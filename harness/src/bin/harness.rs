@@ -23,6 +23,11 @@ enum Command {
     Lint(harness::lint::cli::LintArgs),
     /// Build the service image (static binary, FROM scratch, content tag) and print its name.
     Image(harness::image::cli::ImageArgs),
+    /// kind|existing: the suite's clusters and the state of Istio and the app.
+    Status(harness::kind::ClusterArgs),
+    /// kind|existing: diagnostics (events, describe, logs, istioctl analyze, config dump) to
+    /// E2E_ARTIFACTS.
+    Dump(harness::kind::ClusterArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,5 +36,7 @@ fn main() -> ExitCode {
         Command::Down(args) => harness::cli_up::run_down(&args),
         Command::Lint(args) => harness::lint::cli::run(&args),
         Command::Image(args) => harness::image::cli::run(&args),
+        Command::Status(args) => harness::kind::cli_main(harness::kind::CliCommand::Status, &args),
+        Command::Dump(args) => harness::kind::cli_main(harness::kind::CliCommand::Dump, &args),
     }
 }

@@ -1,0 +1,636 @@
+//! kind clusters: create one from `manifests/kind-cluster.yaml`, reuse one by name, load an
+//! image into it, delete it (verified), and reap the ones killed runs left behind.
+//!
+//! Ownership: a cluster the suite creates is named `istio-fft-e2e-<pid>-<random>` and gets an
+//! owner marker (`<state dir>/<name>.owner.json`: pid and host) before `kind create` runs. kind
+//! clusters cannot carry labels, so the marker is what tells a later run that the cluster's
+//! owner is dead: a cluster is reaped only when it has our prefix and pattern, a marker written
+//! on this host, and that pid no longer exists. A cluster without a marker (another checkout,
+//! `harness up`, `E2E_CLUSTER`, a kept cluster, whose marker is removed when it is kept) is never
+//! touched.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::cmd::Runner;
+use crate::paths;
+use crate::preflight::{Tool, Tools};
+
+/// Every cluster the suite creates starts with this.
+pub const CLUSTER_PREFIX: &str = "istio-fft-e2e-";
+/// The cluster `harness up` creates and `harness down` deletes (no pid: it outlives the CLI).
+pub const CLI_CLUSTER_NAME: &str = "istio-fft-e2e";
+
+/// `kind create` waits this long for the control plane (`--wait`).
+const CREATE_WAIT: &str = "120s";
+/// A cold runner pulls the node image first (hundreds of MB).
+const CREATE_TIMEOUT: Duration = Duration::from_secs(600);
+const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
+const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `manifests/kind-cluster.yaml`, read for what the harness must agree with.
+#[derive(Clone, Debug)]
+pub struct KindConfig {
+    pub path: PathBuf,
+    raw: Value,
+}
+
+impl KindConfig {
+    pub fn default_path() -> PathBuf {
+        paths::manifests_dir().join("kind-cluster.yaml")
+    }
+
+    pub fn load_default() -> Result<Self> {
+        Self::load(&Self::default_path())
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the kind config {}", path.display()))?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let raw: Value = serde_yaml_ng::from_str(text)
+            .with_context(|| format!("parsing the kind config {}", path.display()))?;
+        if raw.get("kind").and_then(Value::as_str) != Some("Cluster") {
+            bail!("{}: `kind: Cluster` expected", path.display());
+        }
+        Ok(KindConfig {
+            path: path.to_path_buf(),
+            raw,
+        })
+    }
+
+    fn nodes(&self) -> &[Value] {
+        self.raw
+            .get("nodes")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// The `image` of every node (the pin lives here, not on kind's command line, so there is
+    /// one source).
+    pub fn node_images(&self) -> Vec<String> {
+        self.nodes()
+            .iter()
+            .filter_map(|n| n.get("image").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The `extraPortMappings` entry that publishes `container_port`: (listenAddress, hostPort).
+    /// kind's default listenAddress is 0.0.0.0.
+    pub fn host_mapping(&self, container_port: u16) -> Option<(String, u16)> {
+        self.nodes().iter().find_map(|node| {
+            node.get("extraPortMappings")?
+                .as_array()?
+                .iter()
+                .find(|m| {
+                    m.get("containerPort").and_then(Value::as_u64) == Some(container_port.into())
+                })
+                .and_then(|m| {
+                    let host_port = m.get("hostPort").and_then(Value::as_u64)?;
+                    let listen = m
+                        .get("listenAddress")
+                        .and_then(Value::as_str)
+                        .unwrap_or("0.0.0.0");
+                    Some((listen.to_string(), u16::try_from(host_port).ok()?))
+                })
+        })
+    }
+}
+
+/// A cluster the phases work on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterHandle {
+    pub name: String,
+    /// Written by `kind create --kubeconfig` / `kind get kubeconfig`: the user's own
+    /// kubeconfig is never modified.
+    pub kubeconfig: PathBuf,
+    /// False for `E2E_CLUSTER` and anything the suite did not create: never deleted.
+    pub owned: bool,
+}
+
+impl ClusterHandle {
+    /// The context kind names in its kubeconfig.
+    pub fn context(&self) -> String {
+        context_name(&self.name)
+    }
+
+    /// What a person types to reach a kept cluster.
+    pub fn reach_hint(&self) -> String {
+        format!(
+            "kept kind cluster `{name}`; to reach it:\n  kind export kubeconfig --name {name}\n  \
+             kubectl --context {ctx} get pods -A\n  rerun against it: E2E_CLUSTER={name} cargo test --test e2e\n  \
+             delete it: kind delete cluster --name {name}",
+            name = self.name,
+            ctx = self.context()
+        )
+    }
+}
+
+pub fn context_name(cluster: &str) -> String {
+    format!("kind-{cluster}")
+}
+
+/// Where the harness keeps per-cluster files (kubeconfigs, owner markers, image archives).
+pub fn default_state_dir() -> PathBuf {
+    paths::project_root().join("target").join("e2e-state")
+}
+
+/// `istio-fft-e2e-<pid>-<4 hex>`: the pid tells a later run whose cluster it is, the random
+/// part keeps two runs of one pid namespace (containers) apart.
+pub fn new_cluster_name(pid: u32, random: u16) -> String {
+    format!("{CLUSTER_PREFIX}{pid}-{random:04x}")
+}
+
+/// A random-enough suffix without another dependency: time and pid through the std hasher.
+pub fn random_suffix() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    (hasher.finish() & 0xffff) as u16
+}
+
+/// The pid encoded in a name the suite generated, or `None` for any other name.
+pub fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(CLUSTER_PREFIX)?;
+    let (pid, random) = rest.split_once('-')?;
+    let random_ok = random.len() == 4 && random.chars().all(|c| c.is_ascii_hexdigit());
+    if !random_ok || pid.is_empty() || !pid.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Who created a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerMarker {
+    pub pid: u32,
+    pub host: String,
+    pub created_unix: u64,
+}
+
+impl OwnerMarker {
+    pub fn for_this_process() -> Self {
+        OwnerMarker {
+            pid: std::process::id(),
+            host: this_host(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+pub fn this_host() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into a buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown-host".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Whether a process with this pid exists on this host (EPERM means it exists, owned by
+/// someone else).
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks for existence and permission; nothing is delivered.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The per-cluster files of one state directory.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    pub dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StateDir { dir: dir.into() }
+    }
+
+    pub fn marker(&self, cluster: &str) -> PathBuf {
+        self.dir.join(format!("{cluster}.owner.json"))
+    }
+
+    pub fn kubeconfig(&self, cluster: &str) -> PathBuf {
+        self.dir.join(format!("{cluster}.kubeconfig"))
+    }
+
+    pub fn image_archive(&self, cluster: &str) -> PathBuf {
+        self.dir.join(format!("{cluster}.image.tar"))
+    }
+
+    pub fn write_marker(&self, cluster: &str, marker: &OwnerMarker) -> Result<()> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        let path = self.marker(cluster);
+        std::fs::write(&path, serde_json::to_vec_pretty(marker)?)
+            .with_context(|| format!("writing the owner marker {}", path.display()))
+    }
+
+    pub fn read_marker(&self, cluster: &str) -> Option<OwnerMarker> {
+        let text = std::fs::read(self.marker(cluster)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Removes the cluster's marker and kubeconfig; absent files are fine.
+    pub fn forget(&self, cluster: &str) {
+        for path in [
+            self.marker(cluster),
+            self.kubeconfig(cluster),
+            self.image_archive(cluster),
+        ] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Why a cluster is or is not reaped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReapDecision {
+    Reap { reason: String },
+    Leave { reason: String },
+}
+
+/// Decides about one listed cluster. Pure, so every rule is tested.
+pub fn reap_decision(
+    name: &str,
+    marker: Option<&OwnerMarker>,
+    this_host: &str,
+    spared: Option<&str>,
+    pid_alive: impl Fn(u32) -> bool,
+) -> ReapDecision {
+    let leave = |reason: &str| ReapDecision::Leave {
+        reason: reason.to_string(),
+    };
+    if spared == Some(name) {
+        return leave("it is E2E_CLUSTER");
+    }
+    let Some(name_pid) = owner_pid(name) else {
+        return leave("not a name the suite generates");
+    };
+    let Some(marker) = marker else {
+        return leave("no owner marker in this checkout (another checkout, or kept)");
+    };
+    if marker.pid != name_pid {
+        return leave("its owner marker names another pid");
+    }
+    if marker.host != this_host {
+        return leave("created on another host");
+    }
+    if pid_alive(marker.pid) {
+        return leave("its owner is still running");
+    }
+    ReapDecision::Reap {
+        reason: format!("its owner (pid {} on {}) is gone", marker.pid, marker.host),
+    }
+}
+
+/// `kind get clusters`. kind prints "No kind clusters found." on stderr when there are none.
+pub async fn list_clusters(runner: &Runner, tools: &Tools) -> Result<Vec<String>> {
+    let output = runner
+        .query(
+            &tools
+                .cmd(Tool::Kind)
+                .args(["get", "clusters"])
+                .timeout(Duration::from_secs(30)),
+        )
+        .await
+        .context("listing kind clusters")?;
+    Ok(output
+        .stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Deletes every cluster of a killed run (see the module doc). Returns the names reaped.
+pub async fn reap_stale(
+    runner: &Runner,
+    tools: &Tools,
+    state: &StateDir,
+    spared: Option<&str>,
+) -> Result<Vec<String>> {
+    let host = this_host();
+    let mut reaped = Vec::new();
+    for name in list_clusters(runner, tools).await? {
+        let marker = state.read_marker(&name);
+        match reap_decision(&name, marker.as_ref(), &host, spared, pid_alive) {
+            ReapDecision::Reap { reason } => {
+                runner.step(format!("reap kind cluster {name}: {reason}"));
+                let handle = ClusterHandle {
+                    kubeconfig: state.kubeconfig(&name),
+                    name: name.clone(),
+                    owned: true,
+                };
+                delete_verified(runner, tools, &handle).await?;
+                if !runner.is_dry_run() {
+                    state.forget(&name);
+                }
+                reaped.push(name);
+            }
+            ReapDecision::Leave { reason } => {
+                if name.starts_with(CLUSTER_PREFIX) {
+                    eprintln!("leaving kind cluster {name}: {reason}");
+                }
+            }
+        }
+    }
+    Ok(reaped)
+}
+
+/// `kind create cluster` from the config file; the kubeconfig goes to `handle.kubeconfig`.
+pub async fn create(
+    runner: &Runner,
+    tools: &Tools,
+    handle: &ClusterHandle,
+    config: &Path,
+) -> Result<()> {
+    let cmd = tools
+        .cmd(Tool::Kind)
+        .args(["create", "cluster", "--name", &handle.name, "--config"])
+        .arg(config)
+        .args(["--wait", CREATE_WAIT, "--kubeconfig"])
+        .arg(&handle.kubeconfig)
+        .timeout(CREATE_TIMEOUT);
+    if !runner.is_dry_run()
+        && let Some(dir) = handle.kubeconfig.parent()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    runner
+        .run(&cmd)
+        .await
+        .with_context(|| format!("creating kind cluster {}", handle.name))?;
+    Ok(())
+}
+
+/// Writes the cluster's kubeconfig (`kind get kubeconfig`) to `handle.kubeconfig` and returns
+/// its text (empty in dry-run mode, where nothing is written).
+pub async fn write_kubeconfig(
+    runner: &Runner,
+    tools: &Tools,
+    handle: &ClusterHandle,
+) -> Result<String> {
+    let cmd = tools
+        .cmd(Tool::Kind)
+        .args(["get", "kubeconfig", "--name", &handle.name])
+        .timeout(Duration::from_secs(30));
+    let output = runner
+        .run(&cmd)
+        .await
+        .with_context(|| format!("reading the kubeconfig of kind cluster {}", handle.name))?;
+    if runner.is_dry_run() {
+        runner.step(format!("write it to {}", handle.kubeconfig.display()));
+        return Ok(String::new());
+    }
+    if let Some(dir) = handle.kubeconfig.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&handle.kubeconfig, &output.stdout)
+        .with_context(|| format!("writing {}", handle.kubeconfig.display()))?;
+    Ok(output.stdout)
+}
+
+/// `kind delete cluster`, then `kind get clusters` to prove it is gone (kind exits 0 even for
+/// a cluster that does not exist, so its exit status proves nothing).
+pub async fn delete_verified(runner: &Runner, tools: &Tools, handle: &ClusterHandle) -> Result<()> {
+    if !handle.owned {
+        bail!(
+            "refusing to delete kind cluster {}: the suite did not create it",
+            handle.name
+        );
+    }
+    let cmd = tools
+        .cmd(Tool::Kind)
+        .args(["delete", "cluster", "--name", &handle.name, "--kubeconfig"])
+        .arg(&handle.kubeconfig)
+        .timeout(DELETE_TIMEOUT);
+    runner
+        .run(&cmd)
+        .await
+        .with_context(|| format!("deleting kind cluster {}", handle.name))?;
+    if runner.is_dry_run() {
+        runner.step(format!(
+            "verify with `kind get clusters` that {} is gone",
+            handle.name
+        ));
+        return Ok(());
+    }
+    let left = list_clusters(runner, tools).await?;
+    if left.iter().any(|c| c == &handle.name) {
+        bail!(
+            "kind cluster {} is still listed by `kind get clusters` after `kind delete cluster`",
+            handle.name
+        );
+    }
+    Ok(())
+}
+
+/// Copies a local image into every node. Docker's containerd image store can make
+/// `kind load docker-image` fail with `content digest … not found`; then the image goes through
+/// `docker save` and `kind load image-archive` instead.
+pub async fn load_image(
+    runner: &Runner,
+    tools: &Tools,
+    state: &StateDir,
+    image: &str,
+    cluster: &str,
+) -> Result<()> {
+    let direct = tools
+        .cmd(Tool::Kind)
+        .args(["load", "docker-image", image, "--name", cluster])
+        .timeout(LOAD_TIMEOUT);
+    let err = match runner.run(&direct).await {
+        Ok(_) => return Ok(()),
+        Err(err) => err,
+    };
+    let text = format!("{err:#}");
+    if !is_content_digest_error(&text) {
+        return Err(err).with_context(|| format!("kind load {image} into cluster {cluster}"));
+    }
+    eprintln!(
+        "kind load docker-image hit the containerd image store's `content digest` error; \
+         loading through docker save + kind load image-archive"
+    );
+    let archive = state.image_archive(cluster);
+    std::fs::create_dir_all(&state.dir)
+        .with_context(|| format!("creating {}", state.dir.display()))?;
+    let save = tools
+        .cmd(Tool::Docker)
+        .args(["save", "-o"])
+        .arg(&archive)
+        .arg(image)
+        .timeout(LOAD_TIMEOUT);
+    runner
+        .run(&save)
+        .await
+        .with_context(|| format!("docker save {image} to {}", archive.display()))?;
+    let load = tools
+        .cmd(Tool::Kind)
+        .args(["load", "image-archive"])
+        .arg(&archive)
+        .args(["--name", cluster])
+        .timeout(LOAD_TIMEOUT);
+    let result = runner
+        .run(&load)
+        .await
+        .with_context(|| format!("kind load image-archive of {image} into cluster {cluster}"));
+    let _ = std::fs::remove_file(&archive);
+    result.map(|_| ())
+}
+
+pub fn is_content_digest_error(text: &str) -> bool {
+    text.contains("content digest") && text.contains("not found")
+}
+
+/// `kind export logs DIR --name N`: node journal, kubelet and container logs.
+pub async fn export_logs(runner: &Runner, tools: &Tools, cluster: &str, dir: &Path) -> Result<()> {
+    let cmd = tools
+        .cmd(Tool::Kind)
+        .args(["export", "logs"])
+        .arg(dir)
+        .args(["--name", cluster])
+        .timeout(Duration::from_secs(180));
+    runner
+        .run(&cmd)
+        .await
+        .with_context(|| format!("exporting the logs of kind cluster {cluster}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marker(pid: u32, host: &str) -> OwnerMarker {
+        OwnerMarker {
+            pid,
+            host: host.into(),
+            created_unix: 0,
+        }
+    }
+
+    #[test]
+    fn generated_names_carry_the_pid() {
+        let name = new_cluster_name(4242, 0xbeef);
+        assert_eq!(name, "istio-fft-e2e-4242-beef");
+        assert_eq!(owner_pid(&name), Some(4242));
+        assert!(
+            name.len() <= 40,
+            "kind node container names must stay short"
+        );
+    }
+
+    #[test]
+    fn other_names_are_not_ours() {
+        for name in [
+            CLI_CLUSTER_NAME,
+            "istio-fft-e2e-dev",
+            "istio-fft-e2e-12-xyz1",
+            "istio-fft-e2e--beef",
+            "someone-elses-cluster",
+            "kind",
+        ] {
+            assert_eq!(owner_pid(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn only_dead_owners_on_this_host_are_reaped() {
+        let dead = |_| false;
+        let alive = |_| true;
+        let name = "istio-fft-e2e-77-0a0b";
+        assert!(matches!(
+            reap_decision(name, Some(&marker(77, "h")), "h", None, dead),
+            ReapDecision::Reap { .. }
+        ));
+        for (marker, host, spared, alive_now) in [
+            (Some(marker(77, "h")), "h", None, true),
+            (Some(marker(77, "other")), "h", None, false),
+            (Some(marker(78, "h")), "h", None, false),
+            (None, "h", None, false),
+            (Some(marker(77, "h")), "h", Some(name), false),
+        ] {
+            let decision = if alive_now {
+                reap_decision(name, marker.as_ref(), host, spared, alive)
+            } else {
+                reap_decision(name, marker.as_ref(), host, spared, dead)
+            };
+            assert!(
+                matches!(decision, ReapDecision::Leave { .. }),
+                "{marker:?} {host} {spared:?} {alive_now}: {decision:?}"
+            );
+        }
+        assert!(matches!(
+            reap_decision(
+                "someone-elses-cluster",
+                Some(&marker(77, "h")),
+                "h",
+                None,
+                dead
+            ),
+            ReapDecision::Leave { .. }
+        ));
+    }
+
+    #[test]
+    fn this_process_is_alive_and_an_unused_pid_is_not() {
+        assert!(pid_alive(std::process::id()));
+        assert!(!pid_alive(u32::MAX - 1));
+    }
+
+    #[test]
+    fn the_kind_config_publishes_the_gateway_nodeport_on_loopback() {
+        let config = KindConfig::load_default().unwrap();
+        assert_eq!(
+            config.host_mapping(30001),
+            Some(("127.0.0.1".to_string(), 30001))
+        );
+        assert_eq!(config.host_mapping(30002), None);
+    }
+
+    #[test]
+    fn content_digest_error_is_recognised() {
+        let stderr = "ERROR: failed to load image: command \"docker exec --privileged -i \
+                      kind-control-plane ctr --namespace=k8s.io images import --all-platforms \
+                      --digests --snapshotter=overlayfs -\" failed with error: exit status 1\n\
+                      ctr: content digest sha256:9a1b: not found";
+        assert!(is_content_digest_error(stderr));
+        assert!(!is_content_digest_error("ERROR: image not present locally"));
+    }
+
+    #[test]
+    fn reach_hint_names_the_commands() {
+        let handle = ClusterHandle {
+            name: "istio-fft-e2e-1-abcd".into(),
+            kubeconfig: PathBuf::from("/x"),
+            owned: true,
+        };
+        let hint = handle.reach_hint();
+        assert!(hint.contains("kind export kubeconfig --name istio-fft-e2e-1-abcd"));
+        assert!(hint.contains("kubectl --context kind-istio-fft-e2e-1-abcd"));
+    }
+}

@@ -1,0 +1,524 @@
+//! Applying `manifests/app.yaml` with kube-rs server-side apply, waiting for the rollout, and
+//! deleting exactly what was created.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{self, Scope};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::k8s_checks;
+use crate::manifest::{Document, Resource};
+use crate::retry::Retry;
+
+/// The one field manager every apply uses, so a re-apply owns the same fields.
+pub const FIELD_MANAGER: &str = "istio-fft-e2e";
+/// The repository part of the placeholder image in app.yaml that is rewritten to the built tag.
+pub use crate::image::IMAGE_REPOSITORY;
+
+/// What one poll of a wait saw.
+#[derive(Debug)]
+pub enum Attempt<T> {
+    Done(T),
+    /// Not there yet: the state seen, for the timeout message.
+    NotYet(String),
+}
+
+/// Polls `attempt` (with the project's retry primitive, backing off from `interval`) until it is
+/// done, fails, or `timeout` passes. The timeout error says what was awaited, how many polls
+/// were made and the last state seen; an `Err` from `attempt` ends the wait at once (a state
+/// that waiting cannot fix).
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut attempt: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Attempt<T>>>,
+{
+    let fatal: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let outcome = Retry::within(timeout)
+        .backoff(interval, interval * 4)
+        .run(what, || {
+            let poll = attempt();
+            let fatal = &fatal;
+            async move {
+                match poll.await {
+                    Ok(Attempt::Done(value)) => Ok(Some(value)),
+                    Ok(Attempt::NotYet(state)) => Err(state),
+                    Err(err) => {
+                        *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
+                        Ok(None)
+                    }
+                }
+            }
+        })
+        .await;
+    if let Some(err) = fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(err).with_context(|| format!("waiting for {what}"));
+    }
+    match outcome {
+        Ok(Some(value)) => Ok(value),
+        Ok(None) => bail!("waiting for {what}: ended without a value"),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The documents to apply, as JSON: Namespaces first (the injector only acts on pods created
+/// after their namespace is labelled), then the file's order; every container whose image is
+/// `fft-service:*` rewritten to `image`.
+pub fn prepare(documents: &[Document], image: &str) -> Result<Vec<Value>> {
+    let (namespaces, rest): (Vec<&Document>, Vec<&Document>) = documents
+        .iter()
+        .partition(|d| matches!(d.resource, Resource::Namespace(_)));
+    let mut rewritten = 0;
+    let mut prepared = Vec::new();
+    for document in namespaces.into_iter().chain(rest) {
+        let mut raw = document.raw.clone();
+        if matches!(document.resource, Resource::Deployment(_))
+            && let Some(containers) = raw
+                .pointer_mut("/spec/template/spec/containers")
+                .and_then(Value::as_array_mut)
+        {
+            for container in containers {
+                let is_ours = container
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .is_some_and(|current| image_repository(current) == IMAGE_REPOSITORY);
+                if is_ours {
+                    container["image"] = Value::String(image.to_string());
+                    rewritten += 1;
+                }
+            }
+        }
+        prepared.push(raw);
+    }
+    if rewritten == 0 {
+        bail!(
+            "no Deployment container in {} uses an `{IMAGE_REPOSITORY}:<tag>` image to replace \
+             with {image}",
+            documents
+                .first()
+                .map(|d| d.file.display().to_string())
+                .unwrap_or_else(|| "the manifests".into())
+        );
+    }
+    Ok(prepared)
+}
+
+/// `registry.example/team/fft-service:tag@sha256:…` → `fft-service`.
+fn image_repository(image: &str) -> &str {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split(':').next().unwrap_or(last)
+}
+
+/// One applied object, remembered so that teardown deletes only what the suite created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub namespace: Option<String>,
+    /// False when the object existed before the apply: it is then left in place.
+    pub created: bool,
+}
+
+impl Applied {
+    pub fn describe(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{} {ns}/{}", self.kind, self.name),
+            None => format!("{} {}", self.kind, self.name),
+        }
+    }
+}
+
+fn gvk_of(api_version: &str, kind: &str) -> GroupVersionKind {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    GroupVersionKind::gvk(group, version, kind)
+}
+
+async fn dynamic_api(
+    client: &kube::Client,
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+) -> Result<Api<DynamicObject>> {
+    let gvk = gvk_of(api_version, kind);
+    let (resource, capabilities) = discovery::pinned_kind(client, &gvk)
+        .await
+        .with_context(|| format!("discovering {kind} ({api_version}): is its CRD installed?"))?;
+    Ok(match (capabilities.scope, namespace) {
+        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+        (Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &resource),
+        (Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
+    })
+}
+
+/// Server-side applies each document in order (force: the suite owns these fields).
+pub async fn apply(client: &kube::Client, documents: &[Value]) -> Result<Vec<Applied>> {
+    let mut applied = Vec::new();
+    for raw in documents {
+        let field = |name: &str| raw.get(name).and_then(Value::as_str).unwrap_or("");
+        let (api_version, kind) = (field("apiVersion"), field("kind"));
+        let name = raw
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let namespace = raw.pointer("/metadata/namespace").and_then(Value::as_str);
+        let api = dynamic_api(client, api_version, kind, namespace).await?;
+        let what = format!(
+            "{kind} {}{name}",
+            namespace.map(|n| format!("{n}/")).unwrap_or_default()
+        );
+        let existed = api
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading {what}"))?
+            .is_some();
+        api.patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(raw),
+        )
+        .await
+        .with_context(|| format!("server-side apply of {what}"))?;
+        applied.push(Applied {
+            api_version: api_version.to_string(),
+            kind: kind.to_string(),
+            name: name.to_string(),
+            namespace: namespace.map(str::to_string),
+            created: !existed,
+        });
+    }
+    Ok(applied)
+}
+
+/// Deletes, newest first, the objects the apply created; objects that existed before are left.
+pub async fn delete_created(client: &kube::Client, applied: &[Applied]) -> Result<()> {
+    let mut failures = Vec::new();
+    for object in applied.iter().rev() {
+        if !object.created {
+            eprintln!(
+                "leaving {}: it existed before the suite applied it",
+                object.describe()
+            );
+            continue;
+        }
+        let result: Result<()> = async {
+            let api = dynamic_api(
+                client,
+                &object.api_version,
+                &object.kind,
+                object.namespace.as_deref(),
+            )
+            .await?;
+            match api.delete(&object.name, &DeleteParams::background()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                Err(err) => Err(err.into()),
+            }
+        }
+        .await;
+        if let Err(err) = result {
+            failures.push(format!("{}: {err:#}", object.describe()));
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "deleting what the suite applied:\n  {}",
+            failures.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Whether a Deployment's rollout is complete with every pod ready and injected; the state in
+/// words when not. `Err` for states that never recover by waiting.
+pub fn rollout_state(deployment: &Deployment, pods: &[Pod]) -> Result<Attempt<()>> {
+    let name = deployment.metadata.name.as_deref().unwrap_or("<unnamed>");
+    let wanted = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let status = deployment.status.clone().unwrap_or_default();
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let observed = status.observed_generation.unwrap_or(0);
+    if observed < generation {
+        return Ok(Attempt::NotYet(format!(
+            "Deployment {name}: generation {generation} not yet observed (observed {observed})"
+        )));
+    }
+    let counts = (
+        status.replicas.unwrap_or(0),
+        status.updated_replicas.unwrap_or(0),
+        status.available_replicas.unwrap_or(0),
+    );
+    if counts != (wanted, wanted, wanted) {
+        return Ok(Attempt::NotYet(format!(
+            "Deployment {name}: {} replicas, {} updated, {} available of {wanted}{}",
+            counts.0,
+            counts.1,
+            counts.2,
+            describe_pods(pods)
+        )));
+    }
+    if pods.len() != usize::try_from(wanted).unwrap_or(0) {
+        return Ok(Attempt::NotYet(format!(
+            "Deployment {name}: {} pods, {wanted} wanted{}",
+            pods.len(),
+            describe_pods(pods)
+        )));
+    }
+    for pod in pods {
+        let pod_name = pod.metadata.name.as_deref().unwrap_or("<unnamed>");
+        if let Some(reason) = never_recovers(pod) {
+            bail!("pod {pod_name}: {reason}");
+        }
+        if let Err(err) = k8s_checks::sidecar_injected(pod) {
+            return Ok(Attempt::NotYet(format!("{err:#}")));
+        }
+        if !pod_ready(pod) || !k8s_checks::sidecar_ready(pod) {
+            return Ok(Attempt::NotYet(format!(
+                "pod {pod_name} not ready yet{}",
+                describe_pods(std::slice::from_ref(pod))
+            )));
+        }
+    }
+    Ok(Attempt::Done(()))
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Waiting reasons that no amount of waiting fixes, with what to do.
+fn never_recovers(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    let all = status
+        .container_statuses
+        .iter()
+        .chain(status.init_container_statuses.iter())
+        .flatten();
+    for container in all {
+        let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            continue;
+        };
+        let reason = waiting.reason.as_deref().unwrap_or("");
+        let fix = match reason {
+            "ErrImageNeverPull" | "ErrImagePull" | "ImagePullBackOff" => {
+                "the image is not in the cluster: was it loaded with `kind load docker-image`, and is the tag not `:latest`?"
+            }
+            "InvalidImageName" => "the image reference is malformed",
+            "CreateContainerConfigError" => "the container's configuration is invalid",
+            _ => continue,
+        };
+        return Some(format!(
+            "container {} is waiting with {reason} ({}): {fix}",
+            container.name,
+            waiting.message.as_deref().unwrap_or("no message")
+        ));
+    }
+    None
+}
+
+fn describe_pods(pods: &[Pod]) -> String {
+    let mut parts = Vec::new();
+    for pod in pods {
+        let name = pod.metadata.name.as_deref().unwrap_or("?");
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("Unknown");
+        let waiting: Vec<String> = pod
+            .status
+            .iter()
+            .flat_map(|s| {
+                s.container_statuses
+                    .iter()
+                    .chain(s.init_container_statuses.iter())
+            })
+            .flatten()
+            .filter_map(|c| {
+                let w = c.state.as_ref()?.waiting.as_ref()?;
+                Some(format!(
+                    "{} {}",
+                    c.name,
+                    w.reason.as_deref().unwrap_or("waiting")
+                ))
+            })
+            .collect();
+        if waiting.is_empty() {
+            parts.push(format!("{name} {phase}"));
+        } else {
+            parts.push(format!("{name} {phase} ({})", waiting.join(", ")));
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; pods: {}", parts.join("; "))
+    }
+}
+
+/// Waits until the Deployment has all replicas available and every pod is ready with its
+/// sidecar.
+pub async fn wait_rollout(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    wait_for(
+        &format!("Deployment {namespace}/{name}: every replica available, ready and injected"),
+        timeout,
+        Duration::from_secs(2),
+        || async {
+            let deployment = match deployments.get_opt(name).await {
+                Ok(Some(d)) => d,
+                Ok(None) => return Ok(Attempt::NotYet(format!("Deployment {name} not found"))),
+                Err(err) => return Ok(Attempt::NotYet(format!("API error: {err}"))),
+            };
+            let pods = match k8s_checks::deployment_pods(client, &deployment).await {
+                Ok(p) => p,
+                Err(err) => return Ok(Attempt::NotYet(format!("{err:#}"))),
+            };
+            rollout_state(&deployment, &pods)
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_repository_ignores_registry_tag_and_digest() {
+        assert_eq!(image_repository("fft-service:0.1.0"), "fft-service");
+        assert_eq!(
+            image_repository("ghcr.io/team/fft-service:abc@sha256:01"),
+            "fft-service"
+        );
+        assert_eq!(image_repository("localhost:5000/other:1"), "other");
+    }
+
+    #[test]
+    fn app_manifest_is_prepared_namespace_first_with_the_built_image() {
+        let file = crate::paths::manifests_dir().join("app.yaml");
+        let documents = crate::manifest::load_file(&file).unwrap();
+        let prepared = prepare(&documents, "fft-service:3f2a9c01").unwrap();
+        let kinds: Vec<&str> = prepared
+            .iter()
+            .map(|d| d["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "Namespace",
+                "Service",
+                "Deployment",
+                "Gateway",
+                "VirtualService"
+            ]
+        );
+        let image = prepared[2]
+            .pointer("/spec/template/spec/containers/0/image")
+            .unwrap();
+        assert_eq!(image, "fft-service:3f2a9c01");
+        // Everything else is applied as written.
+        assert_eq!(prepared[0], documents[0].raw);
+    }
+
+    #[test]
+    fn nothing_to_rewrite_is_an_error_naming_the_file() {
+        let file = std::path::Path::new("x.yaml");
+        let documents = crate::manifest::load_str(
+            file,
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n",
+        )
+        .unwrap();
+        let err = prepare(&documents, "fft-service:1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x.yaml") && err.contains("fft-service"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn wait_for_reports_the_last_state_and_the_polls() {
+        let err = wait_for(
+            "the thing",
+            Duration::from_millis(50),
+            Duration::from_millis(10),
+            || async { Ok(Attempt::<()>::NotYet("still cold".into())) },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("waiting for the thing"), "{err}");
+        assert!(err.contains("last error: still cold"), "{err}");
+        assert!(err.contains("attempts"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn wait_for_stops_at_once_on_a_state_that_never_recovers() {
+        let mut polls = 0;
+        let err = wait_for(
+            "n",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || {
+                polls += 1;
+                async { Err::<Attempt<()>, _>(anyhow::anyhow!("ErrImageNeverPull")) }
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("ErrImageNeverPull"));
+        assert_eq!(polls, 1);
+    }
+
+    #[tokio::test]
+    async fn wait_for_returns_once_done() {
+        let mut polls = 0;
+        let value = wait_for(
+            "n",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || {
+                polls += 1;
+                let done = polls >= 3;
+                async move {
+                    Ok(if done {
+                        Attempt::Done(7)
+                    } else {
+                        Attempt::NotYet("no".into())
+                    })
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(value, 7);
+    }
+}

@@ -1,0 +1,390 @@
+//! The suite's Kubernetes checks: pure functions over Pods, Deployments and Services (tested on
+//! fixtures that follow ISTIO-FACTS.md), and the kube-rs calls that feed them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::Api;
+use kube::api::ListParams;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const SIDECAR_CONTAINER: &str = "istio-proxy";
+pub const SIDECAR_STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
+/// The pilot-agent's port that serves the merged metrics.
+pub const MERGED_METRICS_PORT: u16 = 15020;
+pub const MERGED_METRICS_PATH: &str = "/stats/prometheus";
+/// Where the injector keeps the pod's original scrape annotations when it merges.
+pub const ORIGINAL_ANNOTATIONS_ENV: &str = "ISTIO_PROMETHEUS_ANNOTATIONS";
+
+/// Metric families only the app exports (Envoy's are `envoy_*`, Istio's `istio_*`), so finding
+/// them on 15020 proves the agent fetched the app's own `/metrics`.
+pub const APP_METRIC_FAMILIES: [&str; 3] = [
+    "fft_http_requests",
+    "fft_jobs_running",
+    "fft_compute_duration_seconds",
+];
+
+/// Where the injector put the sidecar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SidecarPlace {
+    /// `spec.initContainers` with `restartPolicy: Always` (Istio ≥ 1.27 on kubelet ≥ 1.33).
+    Native,
+    /// `spec.containers`.
+    Classic,
+}
+
+fn pod_name(pod: &Pod) -> &str {
+    pod.metadata.name.as_deref().unwrap_or("<unnamed pod>")
+}
+
+fn annotations(pod: &Pod) -> BTreeMap<String, String> {
+    pod.metadata.annotations.clone().unwrap_or_default()
+}
+
+/// The sidecar container of a pod, wherever it is.
+pub fn sidecar_container(pod: &Pod) -> Option<(&Container, SidecarPlace)> {
+    let spec = pod.spec.as_ref()?;
+    if let Some(c) = spec.containers.iter().find(|c| c.name == SIDECAR_CONTAINER) {
+        return Some((c, SidecarPlace::Classic));
+    }
+    spec.init_containers
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == SIDECAR_CONTAINER)
+        .map(|c| (c, SidecarPlace::Native))
+}
+
+/// The pod is injected: the status annotation, and `istio-proxy` in `containers` or as a
+/// native sidecar (an init container that restarts `Always`).
+pub fn sidecar_injected(pod: &Pod) -> Result<SidecarPlace> {
+    let name = pod_name(pod);
+    let status = annotations(pod)
+        .get(SIDECAR_STATUS_ANNOTATION)
+        .cloned()
+        .with_context(|| {
+            format!(
+                "pod {name} has no `{SIDECAR_STATUS_ANNOTATION}` annotation: it was not injected \
+                 (created before istiod's webhook or before the namespace had \
+                 istio-injection=enabled?)"
+            )
+        })?;
+    serde_json::from_str::<serde_json::Value>(&status).with_context(|| {
+        format!("pod {name}: `{SIDECAR_STATUS_ANNOTATION}` is not JSON: {status}")
+    })?;
+    let (container, place) = sidecar_container(pod).with_context(|| {
+        format!("pod {name} is annotated as injected but has no `{SIDECAR_CONTAINER}` container in containers or initContainers")
+    })?;
+    if place == SidecarPlace::Native && container.restart_policy.as_deref() != Some("Always") {
+        bail!(
+            "pod {name}: `{SIDECAR_CONTAINER}` is an init container without `restartPolicy: \
+             Always`, so it would exit before the app starts"
+        );
+    }
+    Ok(place)
+}
+
+/// Whether the sidecar container reports ready (a native sidecar reports in
+/// `initContainerStatuses`).
+pub fn sidecar_ready(pod: &Pod) -> bool {
+    let Some((_, place)) = sidecar_container(pod) else {
+        return false;
+    };
+    let status = pod.status.as_ref();
+    let statuses = match place {
+        SidecarPlace::Classic => status.and_then(|s| s.container_statuses.as_ref()),
+        SidecarPlace::Native => status.and_then(|s| s.init_container_statuses.as_ref()),
+    };
+    statuses
+        .into_iter()
+        .flatten()
+        .any(|s| s.name == SIDECAR_CONTAINER && s.ready)
+}
+
+/// The `prometheus.io/*` annotations of a pod or template.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ScrapeAnnotations {
+    pub scrape: String,
+    pub path: String,
+    pub port: String,
+}
+
+impl ScrapeAnnotations {
+    /// The article's: scrape the app's own 8080 `/metrics`.
+    pub fn article() -> Self {
+        ScrapeAnnotations {
+            scrape: "true".into(),
+            path: "/metrics".into(),
+            port: "8080".into(),
+        }
+    }
+
+    /// What the injector writes when it merges metrics.
+    pub fn merged() -> Self {
+        ScrapeAnnotations {
+            scrape: "true".into(),
+            path: MERGED_METRICS_PATH.into(),
+            port: MERGED_METRICS_PORT.to_string(),
+        }
+    }
+
+    fn from_map(map: &BTreeMap<String, String>) -> Option<Self> {
+        Some(ScrapeAnnotations {
+            scrape: map.get("prometheus.io/scrape")?.clone(),
+            path: map.get("prometheus.io/path")?.clone(),
+            port: map.get("prometheus.io/port")?.clone(),
+        })
+    }
+}
+
+/// The Deployment's pod template keeps the article's annotations (the injector changes Pods,
+/// never the template).
+pub fn template_scrape_annotations(deployment: &Deployment) -> Result<ScrapeAnnotations> {
+    let name = deployment.metadata.name.as_deref().unwrap_or("<unnamed>");
+    let template = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.clone())
+        .unwrap_or_default();
+    let found = ScrapeAnnotations::from_map(&template).with_context(|| {
+        format!("Deployment {name}: the pod template lacks prometheus.io/scrape, /path or /port")
+    })?;
+    ensure!(
+        found == ScrapeAnnotations::article(),
+        "Deployment {name}: the pod template's scrape annotations are {found:?}, the article's are {:?}",
+        ScrapeAnnotations::article()
+    );
+    Ok(found)
+}
+
+/// How a pod's scrape annotations look.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScrapeState {
+    /// Rewritten to the agent's 15020, the originals kept in the proxy's env.
+    Merged,
+    /// Merging off (mesh-wide or by annotation): the originals as written.
+    Unmerged,
+}
+
+/// A pod carries either the merged annotations with `ISTIO_PROMETHEUS_ANNOTATIONS` holding
+/// `original`, or `original` itself.
+pub fn pod_scrape_annotations(pod: &Pod, original: &ScrapeAnnotations) -> Result<ScrapeState> {
+    let name = pod_name(pod);
+    let found = ScrapeAnnotations::from_map(&annotations(pod))
+        .with_context(|| format!("pod {name} lacks prometheus.io/scrape, /path or /port"))?;
+    let proxy_env = sidecar_container(pod).and_then(|(c, _)| {
+        c.env
+            .as_ref()?
+            .iter()
+            .find(|e| e.name == ORIGINAL_ANNOTATIONS_ENV)
+            .and_then(|e| e.value.clone())
+    });
+    if found == ScrapeAnnotations::merged() {
+        let env = proxy_env.with_context(|| {
+            format!(
+                "pod {name} has the merged annotations but `{SIDECAR_CONTAINER}` has no \
+                 {ORIGINAL_ANNOTATIONS_ENV}: the agent would not know where the app's metrics are"
+            )
+        })?;
+        let kept: ScrapeAnnotations = serde_json::from_str(&env).with_context(|| {
+            format!("pod {name}: {ORIGINAL_ANNOTATIONS_ENV} is not the expected JSON: {env}")
+        })?;
+        ensure!(
+            &kept == original,
+            "pod {name}: {ORIGINAL_ANNOTATIONS_ENV} holds {kept:?}, the template had {original:?}"
+        );
+        return Ok(ScrapeState::Merged);
+    }
+    ensure!(
+        &found == original,
+        "pod {name}: scrape annotations are {found:?}: neither the merged ones ({:?}) nor the \
+         template's ({original:?})",
+        ScrapeAnnotations::merged()
+    );
+    ensure!(
+        proxy_env.is_none(),
+        "pod {name} keeps its original annotations yet its proxy has {ORIGINAL_ANNOTATIONS_ENV}"
+    );
+    Ok(ScrapeState::Unmerged)
+}
+
+/// The app container runs `image` (the tag is the content, so the tag proves the content).
+pub fn pod_runs_image(pod: &Pod, app_container: &str, image: &str) -> Result<()> {
+    let name = pod_name(pod);
+    let spec = pod
+        .spec
+        .as_ref()
+        .with_context(|| format!("pod {name} has no spec"))?;
+    let container = spec
+        .containers
+        .iter()
+        .find(|c| c.name == app_container)
+        .with_context(|| format!("pod {name} has no container `{app_container}`"))?;
+    let spec_image = container.image.as_deref().unwrap_or("");
+    ensure!(
+        spec_image == image,
+        "pod {name}: container {app_container} runs `{spec_image}`, expected the image just built `{image}`"
+    );
+    // The runtime reports the image fully qualified (`docker.io/library/fft-service:tag`).
+    if let Some(status) = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|s| s.name == app_container))
+    {
+        ensure!(
+            status.image == image || status.image.ends_with(&format!("/{image}")),
+            "pod {name}: the runtime reports image `{}`, expected `{image}`",
+            status.image
+        );
+    }
+    Ok(())
+}
+
+/// The metric families in a Prometheus text exposition (from `# TYPE` lines and sample names).
+pub fn metric_families(text: &str) -> BTreeSet<String> {
+    let mut families = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.split_whitespace().next() {
+                families.insert(name.to_string());
+            }
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            let name = line
+                .split(|c: char| c == '{' || c.is_whitespace())
+                .next()
+                .unwrap_or("");
+            families.insert(name.to_string());
+            for suffix in ["_total", "_bucket", "_sum", "_count", "_created"] {
+                if let Some(base) = name.strip_suffix(suffix) {
+                    families.insert(base.to_string());
+                }
+            }
+        }
+    }
+    families
+}
+
+/// Every app family is present in `text`; the error lists the missing ones.
+pub fn contains_app_metrics(text: &str) -> Result<()> {
+    let families = metric_families(text);
+    let missing: Vec<&str> = APP_METRIC_FAMILIES
+        .iter()
+        .copied()
+        .filter(|f| !families.contains(*f))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "the app's metric families {missing:?} are missing ({} families seen)",
+        families.len()
+    );
+    Ok(())
+}
+
+/// The pods of a Deployment, by its selector, skipping pods on their way out.
+pub async fn deployment_pods(client: &kube::Client, deployment: &Deployment) -> Result<Vec<Pod>> {
+    let namespace = deployment
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or("default");
+    let selector = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .context("the Deployment has no selector.matchLabels")?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .with_context(|| format!("listing pods {selector} in namespace {namespace}"))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect())
+}
+
+/// `GET path` on a pod's port through a kube-rs port-forward, with HTTP/1.0 so the server closes
+/// the stream after the answer. Returns the body of a 200.
+pub async fn http_get_through_port_forward(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &str,
+    port: u16,
+    path: &str,
+) -> Result<String> {
+    let what = format!("GET {path} on pod {namespace}/{pod}:{port} through a port-forward");
+    let exchange = async {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let mut forwarder = pods.portforward(pod, &[port]).await?;
+        let mut stream = forwarder
+            .take_stream(port)
+            .context("the port-forward gave no stream")?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        drop(stream);
+        forwarder.join().await?;
+        anyhow::Ok(String::from_utf8_lossy(&response).into_owned())
+    };
+    let response = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within 30s"))
+        .and_then(|r| r)
+        .with_context(|| what.clone())?;
+    parse_http_response(&response).with_context(|| what)
+}
+
+/// The body of a `200` HTTP/1.x response, or an error with the status line.
+pub fn parse_http_response(response: &str) -> Result<String> {
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("the answer is not an HTTP response")?;
+    let status_line = head.lines().next().unwrap_or("");
+    let status = status_line.split_whitespace().nth(1).unwrap_or("");
+    ensure!(status == "200", "answered `{status_line}`");
+    Ok(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_from_types_and_samples() {
+        let text = "# HELP fft_http_requests x\n# TYPE fft_http_requests counter\n\
+                    fft_http_requests_total{method=\"GET\"} 3\nenvoy_cluster_upstream_rq 1\n\
+                    fft_compute_duration_seconds_bucket{le=\"0.001\"} 0\n";
+        let families = metric_families(text);
+        assert!(families.contains("fft_http_requests"));
+        assert!(families.contains("fft_compute_duration_seconds"));
+        assert!(families.contains("envoy_cluster_upstream_rq"));
+        assert!(!families.contains("fft_jobs_running"));
+        let err = contains_app_metrics(text).unwrap_err().to_string();
+        assert!(err.contains("fft_jobs_running"), "{err}");
+    }
+
+    #[test]
+    fn http_status_is_checked() {
+        assert_eq!(
+            parse_http_response("HTTP/1.0 200 OK\r\nA: b\r\n\r\nbody").unwrap(),
+            "body"
+        );
+        let err = parse_http_response("HTTP/1.1 404 Not Found\r\n\r\n").unwrap_err();
+        assert!(err.to_string().contains("404"));
+    }
+}

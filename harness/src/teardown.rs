@@ -1,0 +1,219 @@
+//! Cleaning up when the orderly teardown cannot run: on SIGINT/SIGTERM, and when the process
+//! leaves `main` (a panic unwinding) without having torn its environment down.
+//!
+//! An environment registers, as soon as it creates something, a blocking cleanup that undoes
+//! it; its orderly `teardown` unregisters it. Whatever is still registered when a signal arrives
+//! or the guard is dropped runs then, each bounded in time. The cleanups are blocking (std
+//! processes, no runtime) so they also work while a runtime is shutting down.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd::Cmd;
+
+/// The bound on the whole orderly teardown (deleting a kind cluster takes ~10-30 s).
+pub const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(240);
+
+type Cleanup = Box<dyn FnOnce() + Send>;
+
+static PENDING: Mutex<BTreeMap<u64, (String, Cleanup)>> = Mutex::new(BTreeMap::new());
+static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
+
+/// Proof of a registration, to unregister after the orderly teardown.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CleanupTicket(u64);
+
+/// Registers `cleanup` to run if the process is interrupted before the orderly teardown.
+pub fn register(
+    label: impl Into<String>,
+    cleanup: impl FnOnce() + Send + 'static,
+) -> CleanupTicket {
+    let ticket = NEXT_TICKET.fetch_add(1, Ordering::SeqCst);
+    PENDING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert(ticket, (label.into(), Box::new(cleanup)));
+    CleanupTicket(ticket)
+}
+
+/// The orderly teardown ran: the registered cleanup is no longer needed.
+pub fn unregister(ticket: CleanupTicket) {
+    PENDING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .remove(&ticket.0);
+}
+
+/// How many cleanups are registered (for tests and the exit message).
+pub fn pending_count() -> usize {
+    PENDING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .len()
+}
+
+/// Runs and forgets every registered cleanup, newest first. Idempotent.
+pub fn run_pending(reason: &str) {
+    let pending: Vec<(String, Cleanup)> = {
+        let mut map = PENDING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::take(&mut *map).into_values().rev().collect()
+    };
+    for (label, cleanup) in pending {
+        eprintln!("cleanup ({reason}): {label}");
+        cleanup();
+    }
+}
+
+/// Held by `main` (the e2e runner, the CLI): dropping it, including while a panic unwinds,
+/// runs whatever was not torn down in order.
+#[derive(Debug, Default)]
+pub struct CleanupGuard;
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        if pending_count() > 0 {
+            let reason = if std::thread::panicking() {
+                "panic"
+            } else {
+                "exit without teardown"
+            };
+            run_pending(reason);
+        }
+    }
+}
+
+/// Spawns a task that, on SIGINT or SIGTERM, runs the registered cleanups and exits with
+/// 128 + the signal number. Call once, inside the runtime, before creating anything.
+pub fn spawn_signal_cleanup() -> Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    Ok(tokio::spawn(async move {
+        let (name, code) = tokio::select! {
+            _ = interrupt.recv() => ("SIGINT", 130),
+            _ = terminate.recv() => ("SIGTERM", 143),
+        };
+        eprintln!("{name} received: cleaning up before exiting");
+        let _ = tokio::task::spawn_blocking(move || run_pending(name)).await;
+        std::process::exit(code);
+    }))
+}
+
+/// Runs `cmd` without a runtime, bounded by `timeout`; the child dies with this process
+/// (PR_SET_PDEATHSIG on Linux). Returns stdout.
+pub fn run_blocking(cmd: &Cmd, timeout: Duration) -> Result<String> {
+    let shown = cmd.to_string();
+    eprintln!("$ {shown}");
+    let mut command = Command::new(cmd.program());
+    command
+        .args(cmd.arg_strings())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting `{shown}`"))?;
+    let pid = child.id();
+    let mut stdout = child.stdout.take().context("no stdout pipe")?;
+    let mut stderr = child.stderr.take().context("no stderr pipe")?;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let mut err = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        let _ = stderr.read_to_string(&mut err);
+        let status = child.wait();
+        let _ = done_tx.send((status, out, err));
+    });
+    match done_rx.recv_timeout(timeout) {
+        Ok((Ok(status), out, err)) => {
+            if status.success() {
+                Ok(out)
+            } else {
+                bail!(
+                    "`{shown}` exited with {status}; stderr:\n{}",
+                    crate::cmd::tail(&err, 20)
+                )
+            }
+        }
+        Ok((Err(err), _, _)) => Err(err).with_context(|| format!("waiting for `{shown}`")),
+        Err(_) => {
+            if let Ok(pid) = libc::pid_t::try_from(pid) {
+                // SAFETY: signalling our own child by pid.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            bail!("`{shown}` timed out after {timeout:?}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn registered_cleanups_run_once_and_unregistered_ones_never() {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counter = ran.clone();
+        let kept = register("delete cluster a", move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        let counter = ran.clone();
+        let done = register("delete cluster b", move || {
+            counter.fetch_add(10, Ordering::SeqCst);
+        });
+        unregister(done);
+        run_pending("test");
+        run_pending("test again");
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        let _ = kept;
+    }
+
+    #[test]
+    fn blocking_commands_report_stderr_and_are_bounded() {
+        let err = run_blocking(
+            &Cmd::new("sh").args(["-c", "echo cannot delete >&2; exit 2"]),
+            Duration::from_secs(10),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("cannot delete") && err.contains("exit status: 2"),
+            "{err}"
+        );
+        let err = run_blocking(
+            &Cmd::new("tail").args(["-f", "/dev/null"]),
+            Duration::from_millis(200),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("timed out"), "{err}");
+        assert_eq!(
+            run_blocking(&Cmd::new("echo").arg("ok"), Duration::from_secs(10)).unwrap(),
+            "ok\n"
+        );
+    }
+}

@@ -1,0 +1,405 @@
+//! The kind target's command phases against fake kind, istioctl, docker and kubectl: the order
+//! of steps, cleanup after a failure in each phase, E2E_CLUSTER, E2E_KEEP, reaping, and errors
+//! that carry the failing tool's stderr. The Kubernetes API side is the fake `ClusterApi`.
+
+mod kind_support;
+
+use harness::cluster::{self, OwnerMarker};
+use harness::cmd::Runner;
+use harness::kind::{ClusterChoice, ClusterEnvironment};
+use harness::knobs::Keep;
+use harness::target::Environment;
+use kind_support::{BUILT_IMAGE, Fake, FakeBackend, kind_verbs};
+use rstest::rstest;
+
+fn created_cluster(fake: &Fake) -> String {
+    fake.calls()
+        .iter()
+        .find_map(|c| {
+            c.strip_prefix("kind create cluster --name ")
+                .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+        })
+        .expect("a kind create call")
+}
+
+#[tokio::test]
+async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
+    let fake = Fake::new(&[]);
+    let backend = FakeBackend::default();
+    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    let mut env = ClusterEnvironment::up_with(Runner::new(), settings, &backend)
+        .await
+        .expect("up");
+    let name = created_cluster(&fake);
+    assert_eq!(cluster::owner_pid(&name), Some(std::process::id()));
+    assert_eq!(fake.clusters(), vec![name.clone()]);
+    assert!(
+        fake.state_dir().marker(&name).exists(),
+        "owner marker written"
+    );
+
+    let calls = fake.calls();
+    assert_eq!(
+        kind_verbs(&calls),
+        [
+            "docker info --format",
+            "kind version",
+            "istioctl version --remote=false",
+            "kubectl version --client",
+            "kind get clusters",
+            "kind get clusters",
+            "kind create cluster",
+            "kind get kubeconfig",
+            "kind load docker-image",
+            "istioctl install -y",
+        ]
+    );
+    let state = fake.state_dir();
+    let kubeconfig = state.kubeconfig(&name);
+    assert!(calls[6].ends_with(&format!(
+        "--config {} --wait 120s --kubeconfig {}",
+        harness::paths::manifests_dir().join("kind-cluster.yaml").display(),
+        kubeconfig.display()
+    )));
+    assert!(
+        !calls[6].contains("--image"),
+        "the node image comes from the config only"
+    );
+    assert_eq!(
+        calls[8],
+        format!("kind load docker-image {BUILT_IMAGE} --name {name}")
+    );
+    assert_eq!(
+        calls[9],
+        format!(
+            "istioctl install -y -f {} --readiness-timeout 5m --kubeconfig {} --context kind-{name}",
+            harness::paths::manifests_dir()
+                .join("istio-install.yaml")
+                .display(),
+            kubeconfig.display()
+        )
+    );
+    assert_eq!(
+        backend.calls(),
+        [
+            "image",
+            "connect",
+            "control-plane",
+            "apply",
+            "rollout",
+            "route"
+        ]
+    );
+    let applied = backend.applied.lock().unwrap().clone();
+    assert_eq!(applied[0]["kind"], "Namespace");
+    assert_eq!(
+        applied[2]["spec"]["template"]["spec"]["containers"][0]["image"],
+        BUILT_IMAGE
+    );
+    assert_eq!(env.ingress(), "127.0.0.1:30001".parse().unwrap());
+
+    env.teardown(false).await.expect("teardown");
+    env.teardown(false).await.expect("teardown is idempotent");
+    assert!(fake.clusters().is_empty());
+    let after: Vec<String> = fake.calls()[calls.len()..].to_vec();
+    assert_eq!(
+        after,
+        [
+            "kind get clusters".to_string(),
+            format!(
+                "kind delete cluster --name {name} --kubeconfig {}",
+                kubeconfig.display()
+            ),
+            "kind get clusters".to_string(),
+        ],
+        "teardown deletes once and verifies with kind get clusters"
+    );
+    assert!(!state.marker(&name).exists() && !kubeconfig.exists());
+    let timings: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fake.artifacts().join("timings.json")).unwrap())
+            .unwrap();
+    let phases: Vec<&str> = timings["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "preflight",
+            "reap",
+            "image",
+            "cluster",
+            "connect",
+            "load",
+            "istio",
+            "deploy",
+            "ingress",
+            "teardown"
+        ]
+    );
+}
+
+/// A failure in each phase: the error says what failed, and whatever cluster exists is deleted.
+#[rstest]
+#[case::image_build(&[], Some("image"), "injected failure in image", false)]
+#[case::cluster_create(&["kind-create"], None, "port is already allocated", false)]
+#[case::image_load(&["kind-load"], None, "not present locally", true)]
+#[case::istio_install(&["istioctl-install"], None, "ImagePullBackOff", true)]
+#[case::control_plane(&[], Some("control-plane"), "injected failure in control-plane", true)]
+#[case::apply(&[], Some("apply"), "injected failure in apply", true)]
+#[case::rollout(&[], Some("rollout"), "injected failure in rollout", true)]
+#[case::route(&[], Some("route"), "injected failure in route", true)]
+#[tokio::test]
+async fn a_failure_in_each_phase_is_reported_and_cleaned_up(
+    #[case] tool_failures: &[&str],
+    #[case] api_failure: Option<&'static str>,
+    #[case] message: &str,
+    #[case] cluster_existed: bool,
+) {
+    let fake = Fake::new(tool_failures);
+    let backend = match api_failure {
+        Some(step) => FakeBackend::failing(step),
+        None => FakeBackend::default(),
+    };
+    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    let err = match ClusterEnvironment::up_with(Runner::new(), settings, &backend).await {
+        Ok(_) => panic!("up must fail"),
+        Err(err) => format!("{err:#}"),
+    };
+    assert!(err.contains(message), "error lacks `{message}`:\n{err}");
+    let deletes: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("kind delete cluster"))
+        .collect();
+    if cluster_existed {
+        assert_eq!(deletes.len(), 1, "{:?}", fake.calls());
+        // Diagnostics were collected before the cluster went away.
+        assert!(
+            fake.calls()
+                .iter()
+                .any(|c| c.starts_with("kind export logs"))
+        );
+        assert!(fake.artifacts().join("events.txt").exists());
+    } else {
+        assert!(deletes.is_empty(), "nothing to delete: {deletes:?}");
+    }
+    assert!(
+        fake.clusters().is_empty(),
+        "left behind: {:?}",
+        fake.clusters()
+    );
+    assert!(
+        std::fs::read_dir(fake.state_dir().dir)
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "state files left behind"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_command_shows_its_stderr_and_exit_status() {
+    let fake = Fake::new(&["istioctl-install"]);
+    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    let err = ClusterEnvironment::up_with(Runner::new(), settings, &FakeBackend::default())
+        .await
+        .err()
+        .expect("istioctl fails");
+    let text = format!("{err:#}");
+    assert!(text.contains("installing Istio 1.31.1"), "{text}");
+    assert!(text.contains("exit status: 1"), "{text}");
+    assert!(
+        text.contains("Ingress gateways encountered an error"),
+        "{text}"
+    );
+}
+
+#[rstest]
+#[case::existing_cluster(true)]
+#[case::absent_cluster(false)]
+#[tokio::test]
+async fn e2e_cluster_is_reused_or_created_and_never_deleted(#[case] exists: bool) {
+    let fake = Fake::new(&[]);
+    if exists {
+        fake.set_clusters(&["my-dev"]);
+    }
+    let settings = fake.settings(Keep::Never, ClusterChoice::Reuse("my-dev".into()));
+    let backend = FakeBackend::default();
+    let mut env = ClusterEnvironment::up_with(Runner::new(), settings, &backend)
+        .await
+        .expect("up");
+    env.teardown(false).await.unwrap();
+    let creates = fake
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("kind create"))
+        .count();
+    assert_eq!(creates, usize::from(!exists));
+    assert!(
+        !fake.calls().iter().any(|c| c.starts_with("kind delete")),
+        "{:?}",
+        fake.calls()
+    );
+    assert_eq!(fake.clusters(), ["my-dev"]);
+    assert!(
+        backend.calls().contains(&"istio-version".to_string()),
+        "a reused cluster is asked which Istio it has"
+    );
+}
+
+#[tokio::test]
+async fn e2e_cluster_is_spared_even_when_a_later_step_fails() {
+    let fake = Fake::new(&["istioctl-install"]);
+    fake.set_clusters(&["my-dev"]);
+    let settings = fake.settings(Keep::Never, ClusterChoice::Reuse("my-dev".into()));
+    assert!(
+        ClusterEnvironment::up_with(Runner::new(), settings, &FakeBackend::default())
+            .await
+            .is_err()
+    );
+    assert!(!fake.calls().iter().any(|c| c.starts_with("kind delete")));
+    assert_eq!(fake.clusters(), ["my-dev"]);
+}
+
+#[rstest]
+#[case::on_failure_after_failure(Keep::OnFailure, Some("rollout"))]
+#[case::always_after_failure(Keep::Always, Some("route"))]
+#[tokio::test]
+async fn kept_clusters_survive_a_failure_and_are_no_longer_reapable(
+    #[case] keep: Keep,
+    #[case] failure: Option<&'static str>,
+) {
+    let fake = Fake::new(&[]);
+    let backend = FakeBackend::failing(failure.unwrap());
+    let settings = fake.settings(keep, ClusterChoice::Generated);
+    assert!(
+        ClusterEnvironment::up_with(Runner::new(), settings, &backend)
+            .await
+            .is_err()
+    );
+    let name = created_cluster(&fake);
+    assert_eq!(fake.clusters(), vec![name.clone()]);
+    assert!(!fake.calls().iter().any(|c| c.starts_with("kind delete")));
+    assert!(
+        !fake.state_dir().marker(&name).exists(),
+        "a kept cluster must not be reaped by the next run"
+    );
+}
+
+#[tokio::test]
+async fn keep_always_keeps_after_success_and_on_failure_deletes_after_success() {
+    for (keep, kept) in [(Keep::Always, true), (Keep::OnFailure, false)] {
+        let fake = Fake::new(&[]);
+        let settings = fake.settings(keep, ClusterChoice::Generated);
+        let mut env = ClusterEnvironment::up_with(Runner::new(), settings, &FakeBackend::default())
+            .await
+            .unwrap();
+        env.teardown(keep.keeps(false)).await.unwrap();
+        assert_eq!(fake.clusters().len(), usize::from(kept), "{keep:?}");
+    }
+}
+
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[tokio::test]
+async fn only_clusters_of_dead_runs_with_our_prefix_are_reaped() {
+    let fake = Fake::new(&[]);
+    let state = fake.state_dir();
+    let host = cluster::this_host();
+    let dead = dead_pid();
+    let dead_name = cluster::new_cluster_name(dead, 0xdead);
+    let alive_name = cluster::new_cluster_name(std::process::id(), 0xbeef);
+    let unmarked = cluster::new_cluster_name(dead, 0x0001);
+    let elsewhere = cluster::new_cluster_name(dead, 0x0002);
+    fake.set_clusters(&[
+        &dead_name,
+        &alive_name,
+        &unmarked,
+        &elsewhere,
+        "someone-elses-cluster",
+        "istio-fft-e2e",
+    ]);
+    let marker = |pid, host: &str| OwnerMarker {
+        pid,
+        host: host.to_string(),
+        created_unix: 0,
+    };
+    state
+        .write_marker(&dead_name, &marker(dead, &host))
+        .unwrap();
+    state
+        .write_marker(&alive_name, &marker(std::process::id(), &host))
+        .unwrap();
+    state
+        .write_marker(&elsewhere, &marker(dead, "another-host"))
+        .unwrap();
+
+    let reaped = cluster::reap_stale(&Runner::new(), &fake.tools(), &state, None)
+        .await
+        .unwrap();
+    assert_eq!(reaped, vec![dead_name.clone()]);
+    let deletes: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("kind delete"))
+        .collect();
+    assert_eq!(deletes.len(), 1);
+    assert!(deletes[0].starts_with(&format!("kind delete cluster --name {dead_name} ")));
+    assert!(!state.marker(&dead_name).exists());
+    let left = fake.clusters();
+    for name in [&alive_name, &unmarked, &elsewhere] {
+        assert!(left.contains(name), "{name} was reaped");
+    }
+    assert!(left.contains(&"someone-elses-cluster".to_string()));
+}
+
+#[tokio::test]
+async fn a_delete_that_leaves_the_cluster_listed_is_an_error() {
+    let fake = Fake::new(&["kind-delete-noop"]);
+    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    let mut env = ClusterEnvironment::up_with(Runner::new(), settings, &FakeBackend::default())
+        .await
+        .unwrap();
+    let err = env.teardown(false).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("still listed by `kind get clusters`"),
+        "{err:#}"
+    );
+}
+
+#[tokio::test]
+async fn the_containerd_digest_error_falls_back_to_an_image_archive() {
+    let fake = Fake::new(&["kind-load-digest"]);
+    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    let mut env = ClusterEnvironment::up_with(Runner::new(), settings, &FakeBackend::default())
+        .await
+        .expect("the fallback loads the image");
+    let name = created_cluster(&fake);
+    let archive = fake.state_dir().image_archive(&name);
+    let calls = fake.calls();
+    let load = calls
+        .iter()
+        .position(|c| c.starts_with("kind load docker-image"))
+        .unwrap();
+    assert_eq!(
+        calls[load + 1],
+        format!("docker save -o {} {BUILT_IMAGE}", archive.display())
+    );
+    assert_eq!(
+        calls[load + 2],
+        format!(
+            "kind load image-archive {} --name {name}",
+            archive.display()
+        )
+    );
+    assert!(!archive.exists(), "the archive is removed after loading");
+    env.teardown(false).await.unwrap();
+}

@@ -1,0 +1,43 @@
+//! The cleanup that SIGINT/SIGTERM and the exit guard run, alone in its own test binary: it
+//! runs every registered cleanup of the process, so no other test may share the process.
+
+mod kind_support;
+
+use harness::cmd::Runner;
+use harness::kind::{ClusterChoice, ClusterEnvironment};
+use harness::knobs::Keep;
+use harness::target::Environment;
+use kind_support::{Fake, FakeBackend};
+
+#[tokio::test]
+async fn an_interrupted_run_deletes_its_cluster_from_the_registered_cleanup() {
+    let fake = Fake::new(&[]);
+    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    let mut env = ClusterEnvironment::up_with(Runner::new(), settings, &FakeBackend::default())
+        .await
+        .unwrap();
+    let name = fake
+        .calls()
+        .iter()
+        .find_map(|c| {
+            c.strip_prefix("kind create cluster --name ")
+                .map(|r| r.split_whitespace().next().unwrap().to_string())
+        })
+        .unwrap();
+    // What SIGINT/SIGTERM and the exit guard run.
+    harness::teardown::run_pending("test interrupt");
+    assert!(fake.clusters().is_empty());
+    assert!(
+        fake.calls()
+            .iter()
+            .any(|c| c.starts_with(&format!("kind delete cluster --name {name}")))
+    );
+    // The orderly teardown afterwards finds nothing left to do.
+    env.teardown(false).await.unwrap();
+    let deletes = fake
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("kind delete"))
+        .count();
+    assert_eq!(deletes, 1);
+}

@@ -1,0 +1,246 @@
+//! The Kubernetes checks and waits as pure functions over Pod, Deployment and Service JSON that
+//! follows ISTIO-FACTS.md: native sidecars (init container, restartPolicy Always) and classic
+//! ones, merged scrape annotations with ISTIO_PROMETHEUS_ANNOTATIONS, and unmerged ones.
+
+use std::path::Path;
+
+use harness::deploy::{Attempt, rollout_state};
+use harness::ingress::article_endpoint;
+use harness::k8s_checks::{
+    ScrapeAnnotations, ScrapeState, SidecarPlace, contains_app_metrics, pod_runs_image,
+    pod_scrape_annotations, sidecar_injected, sidecar_ready, template_scrape_annotations,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use rstest::rstest;
+use serde::de::DeserializeOwned;
+
+const BUILT: &str = "fft-service:3f2a9c01d4e5";
+const APP: &str = "wtyfft-container-name";
+
+fn fixture<T: DeserializeOwned>(name: &str) -> T {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/k8s")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn pod(name: &str) -> Pod {
+    fixture(&format!("pod-{name}.json"))
+}
+
+fn err_text<T: std::fmt::Debug>(result: anyhow::Result<T>) -> String {
+    format!("{:#}", result.expect_err("expected an error"))
+}
+
+#[rstest]
+#[case("native-merged", SidecarPlace::Native)]
+#[case("native-unmerged", SidecarPlace::Native)]
+#[case("classic-merged", SidecarPlace::Classic)]
+fn injected_pods_are_recognised_in_either_place(#[case] name: &str, #[case] place: SidecarPlace) {
+    let pod = pod(name);
+    assert_eq!(sidecar_injected(&pod).unwrap(), place);
+    assert!(sidecar_ready(&pod));
+}
+
+#[test]
+fn an_uninjected_pod_is_named_with_the_likely_cause() {
+    let text = err_text(sidecar_injected(&pod("uninjected")));
+    assert!(text.contains("wtyfft-deploy-6c9d7f5d8b-z9y8x"), "{text}");
+    assert!(text.contains("sidecar.istio.io/status"), "{text}");
+    assert!(text.contains("istio-injection=enabled"), "{text}");
+    assert!(!sidecar_ready(&pod("uninjected")));
+}
+
+#[test]
+fn a_proxy_init_container_without_restart_always_is_not_a_sidecar() {
+    let mut pod = pod("native-merged");
+    for c in pod.spec.as_mut().unwrap().init_containers.as_mut().unwrap() {
+        c.restart_policy = None;
+    }
+    assert!(err_text(sidecar_injected(&pod)).contains("restartPolicy: Always"));
+}
+
+#[test]
+fn an_annotation_without_a_proxy_container_is_not_injected() {
+    let mut pod = pod("native-merged");
+    pod.spec
+        .as_mut()
+        .unwrap()
+        .init_containers
+        .as_mut()
+        .unwrap()
+        .retain(|c| c.name != "istio-proxy");
+    assert!(err_text(sidecar_injected(&pod)).contains("no `istio-proxy` container"));
+}
+
+#[test]
+fn the_template_keeps_the_articles_annotations() {
+    let deployment: Deployment = fixture("deployment-rolled-out.json");
+    assert_eq!(
+        template_scrape_annotations(&deployment).unwrap(),
+        ScrapeAnnotations::article()
+    );
+    let mut merged = deployment.clone();
+    let annotations = merged
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .metadata
+        .as_mut()
+        .unwrap()
+        .annotations
+        .as_mut()
+        .unwrap();
+    annotations.insert("prometheus.io/port".into(), "15020".into());
+    assert!(err_text(template_scrape_annotations(&merged)).contains("the article's are"));
+}
+
+#[rstest]
+#[case("native-merged", ScrapeState::Merged)]
+#[case("classic-merged", ScrapeState::Merged)]
+#[case("native-unmerged", ScrapeState::Unmerged)]
+fn pods_carry_merged_or_original_annotations(#[case] name: &str, #[case] state: ScrapeState) {
+    assert_eq!(
+        pod_scrape_annotations(&pod(name), &ScrapeAnnotations::article()).unwrap(),
+        state
+    );
+}
+
+#[test]
+fn merged_annotations_need_the_originals_in_the_proxy_env() {
+    let text = err_text(pod_scrape_annotations(
+        &pod("merged-without-env"),
+        &ScrapeAnnotations::article(),
+    ));
+    assert!(text.contains("ISTIO_PROMETHEUS_ANNOTATIONS"), "{text}");
+}
+
+#[test]
+fn the_proxy_env_must_hold_the_templates_originals() {
+    let other = ScrapeAnnotations {
+        scrape: "true".into(),
+        path: "/other".into(),
+        port: "9090".into(),
+    };
+    let text = err_text(pod_scrape_annotations(&pod("native-merged"), &other));
+    assert!(text.contains("holds"), "{text}");
+}
+
+#[test]
+fn annotations_that_are_neither_merged_nor_original_fail() {
+    let mut pod = pod("native-unmerged");
+    pod.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("prometheus.io/port".into(), "9999".into());
+    let text = err_text(pod_scrape_annotations(&pod, &ScrapeAnnotations::article()));
+    assert!(text.contains("neither the merged ones"), "{text}");
+}
+
+#[test]
+fn pods_run_the_image_just_built() {
+    pod_runs_image(&pod("native-merged"), APP, BUILT).unwrap();
+    let text = err_text(pod_runs_image(
+        &pod("native-merged"),
+        APP,
+        "fft-service:0000000000",
+    ));
+    assert!(text.contains("expected the image just built"), "{text}");
+    let mut stale = pod("native-merged");
+    stale
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap()[0]
+        .image = "docker.io/library/fft-service:0.1.0".into();
+    assert!(err_text(pod_runs_image(&stale, APP, BUILT)).contains("the runtime reports"));
+}
+
+#[test]
+fn merged_metrics_contain_the_apps_families() {
+    let stats = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/k8s/stats-prometheus.txt"),
+    )
+    .unwrap();
+    contains_app_metrics(&stats).unwrap();
+    let envoy_only: String = stats
+        .lines()
+        .filter(|l| !l.contains("fft_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let text = err_text(contains_app_metrics(&envoy_only));
+    assert!(text.contains("fft_http_requests"), "{text}");
+}
+
+fn rolled_out() -> Deployment {
+    fixture("deployment-rolled-out.json")
+}
+
+fn three(pods: [&str; 3]) -> Vec<Pod> {
+    pods.iter().map(|n| pod(n)).collect()
+}
+
+#[test]
+fn a_complete_rollout_is_done() {
+    let pods = three(["native-merged", "classic-merged", "native-unmerged"]);
+    assert!(matches!(
+        rollout_state(&rolled_out(), &pods).unwrap(),
+        Attempt::Done(())
+    ));
+}
+
+#[rstest]
+#[case::pod_not_ready(["native-merged", "native-merged", "native-not-ready"], "not ready yet")]
+#[case::pod_not_injected(["native-merged", "native-merged", "uninjected"], "sidecar.istio.io/status")]
+fn an_incomplete_rollout_says_what_it_waits_for(#[case] pods: [&str; 3], #[case] why: &str) {
+    let Attempt::NotYet(state) = rollout_state(&rolled_out(), &three(pods)).unwrap() else {
+        panic!("not done");
+    };
+    assert!(state.contains(why), "{state}");
+}
+
+#[test]
+fn an_unobserved_generation_or_missing_replicas_is_not_done() {
+    let pods = three(["native-merged", "native-merged", "native-merged"]);
+    let mut newer = rolled_out();
+    newer.metadata.generation = Some(2);
+    let Attempt::NotYet(state) = rollout_state(&newer, &pods).unwrap() else {
+        panic!("generation 2 is not observed yet");
+    };
+    assert!(state.contains("not yet observed"), "{state}");
+    let mut short = rolled_out();
+    short.status.as_mut().unwrap().available_replicas = Some(2);
+    let Attempt::NotYet(state) = rollout_state(&short, &pods).unwrap() else {
+        panic!("2 of 3 available is not done");
+    };
+    assert!(state.contains("2 available of 3"), "{state}");
+    let Attempt::NotYet(state) = rollout_state(&rolled_out(), &pods[..2]).unwrap() else {
+        panic!("2 pods of 3 is not done");
+    };
+    assert!(state.contains("2 pods, 3 wanted"), "{state}");
+}
+
+#[test]
+fn an_image_that_will_never_be_pulled_fails_at_once() {
+    let pods = three(["native-merged", "native-merged", "err-image-never-pull"]);
+    let text = err_text(rollout_state(&rolled_out(), &pods));
+    assert!(text.contains("ErrImageNeverPull"), "{text}");
+    assert!(text.contains("kind load docker-image"), "{text}");
+}
+
+#[test]
+fn the_articles_endpoint_is_the_gateway_host_ip_and_http2_nodeport() {
+    let gateway: Pod = fixture("gateway-pod.json");
+    let service: Service = fixture("gateway-service.json");
+    assert_eq!(
+        article_endpoint(&[gateway], &service).unwrap(),
+        ("172.18.0.2".to_string(), 30001)
+    );
+    assert!(format!("{:#}", article_endpoint(&[], &service).unwrap_err()).contains("hostIP"));
+}

@@ -1,0 +1,130 @@
+//! Preflight against fake tools: what is found, what is missing and the command that fixes it.
+
+mod kind_support;
+
+use harness::cmd::Runner;
+use harness::kind::{KindDecision, decide_kind};
+use harness::preflight::{self, Needs, Tool, ToolSearch, Tools};
+use harness::versions::Versions;
+use kind_support::Fake;
+
+async fn report(fake: &Fake, needs: Needs) -> preflight::Report {
+    preflight::check(
+        &Runner::new(),
+        &fake.tools(),
+        &Versions::load().unwrap(),
+        needs,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn everything_present_at_the_pinned_versions() {
+    let fake = Fake::new(&[]);
+    let report = report(&fake, Needs::Kind).await;
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    let versions: Vec<(Tool, &str)> = report
+        .found
+        .iter()
+        .map(|f| (f.tool, f.version.as_str()))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            (Tool::Docker, "20.10.24"),
+            (Tool::Kind, "v0.33.0"),
+            (Tool::Istioctl, "1.31.1"),
+            (Tool::Kubectl, "v1.36.4"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn missing_tools_are_listed_with_their_install_command() {
+    let fake = Fake::with_tools(&["docker"], &[], &[]);
+    let report = report(&fake, Needs::Kind).await;
+    let missing: Vec<String> = report.missing.iter().map(|m| m.to_string()).collect();
+    assert_eq!(
+        missing,
+        [
+            "kind: not found in .tools/bin or on PATH (fix: scripts/install-tools.sh kind)",
+            "istioctl: not found in .tools/bin or on PATH (fix: scripts/install-tools.sh istioctl)",
+        ]
+    );
+    // kubectl is optional: a warning, not a missing prerequisite.
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("kubectl not found") && w.contains("install-tools.sh kubectl")),
+        "{:?}",
+        report.warnings
+    );
+    let KindDecision::Skip { reasons } = decide_kind(true, false, &report.missing) else {
+        panic!("E2E_TARGET=kind without E2E_REQUIRE skips");
+    };
+    assert!(reasons.contains("install-tools.sh kind") && reasons.contains("istioctl"));
+}
+
+#[tokio::test]
+async fn a_docker_daemon_that_does_not_answer_is_missing() {
+    let fake = Fake::new(&["docker-info"]);
+    let report = report(&fake, Needs::Kind).await;
+    assert_eq!(report.missing.len(), 1, "{:?}", report.missing);
+    let text = report.missing[0].to_string();
+    assert!(text.starts_with("docker: "), "{text}");
+    assert!(
+        text.contains("Cannot connect to the Docker daemon"),
+        "{text}"
+    );
+    assert!(text.contains("start the Docker daemon"), "{text}");
+}
+
+#[tokio::test]
+async fn an_istioctl_of_another_release_is_missing_with_the_versioned_install() {
+    let fake = Fake::with_tools(
+        &["kind", "istioctl", "docker", "kubectl"],
+        &[],
+        &[("FAKE_ISTIO_VERSION", "1.29.0")],
+    );
+    let report = report(&fake, Needs::Kind).await;
+    assert_eq!(report.missing.len(), 1, "{:?}", report.missing);
+    let text = report.missing[0].to_string();
+    assert!(
+        text.contains("reports version 1.29.0, the pinned version is 1.31.1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ISTIO_VERSION=1.31.1 scripts/install-tools.sh istioctl"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_versioned_istioctl_wins_over_the_plain_one() {
+    let fake = Fake::new(&[]);
+    std::fs::copy(fake.bin.join("istioctl"), fake.bin.join("istioctl-1.30.4")).unwrap();
+    let tools = Tools::resolve(&ToolSearch::with_path(fake.bin.as_os_str()), "1.30.4");
+    assert_eq!(
+        tools.path_of(Tool::Istioctl).unwrap(),
+        fake.bin.join("istioctl-1.30.4")
+    );
+    let tools = Tools::resolve(&ToolSearch::with_path(fake.bin.as_os_str()), "1.31.1");
+    assert_eq!(
+        tools.path_of(Tool::Istioctl).unwrap(),
+        fake.bin.join("istioctl")
+    );
+}
+
+#[tokio::test]
+async fn the_existing_target_needs_no_kind_or_docker() {
+    let fake = Fake::with_tools(&["kubectl"], &[], &[]);
+    let report = report(&fake, Needs::Existing).await;
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("istioctl not found"))
+    );
+}

@@ -1,0 +1,257 @@
+//! Fake kind/istioctl/docker/kubectl in a temporary directory, and a fake cluster API, for the
+//! kind target's tests. Nothing here touches the test process's environment.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use harness::cluster::StateDir;
+use harness::cmd::Runner;
+use harness::deploy::Applied;
+use harness::kind::{Backend, ClusterApi, ClusterChoice, Mode, Settings, Timeouts};
+use harness::knobs::Keep;
+use harness::paths;
+use harness::preflight::{ToolSearch, Tools};
+use harness::target::BoxFuture;
+use harness::versions::Versions;
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const BUILT_IMAGE: &str = "fft-service:3f2a9c01d4e5";
+
+pub struct Fake {
+    pub dir: TempDir,
+    pub bin: PathBuf,
+    pub log: PathBuf,
+    pub kind_state: PathBuf,
+}
+
+impl Fake {
+    /// All four fake tools, with `fail` injected.
+    pub fn new(fail: &[&str]) -> Self {
+        Self::with_tools(&["kind", "istioctl", "docker", "kubectl"], fail, &[])
+    }
+
+    pub fn with_tools(tools: &[&str], fail: &[&str], extra_env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake-tools");
+        std::fs::copy(source.join("common.sh"), bin.join("common.sh")).unwrap();
+        for tool in tools {
+            std::fs::copy(source.join(tool), bin.join(tool)).unwrap();
+        }
+        let log = dir.path().join("calls.log");
+        let kind_state = dir.path().join("kind-state");
+        let mut env = format!(
+            "FAKE_TOOLS_LOG={}\nFAKE_TOOLS_STATE={}\nFAKE_FAIL='{}'\n",
+            log.display(),
+            kind_state.display(),
+            fail.join(" ")
+        );
+        for (key, value) in extra_env {
+            env.push_str(&format!("{key}={value}\n"));
+        }
+        std::fs::write(bin.join("fake-tools.env"), env).unwrap();
+        std::fs::create_dir_all(&kind_state).unwrap();
+        std::fs::write(kind_state.join("clusters"), "").unwrap();
+        Fake {
+            dir,
+            bin,
+            log,
+            kind_state,
+        }
+    }
+
+    pub fn tools(&self) -> Tools {
+        Tools::resolve(&ToolSearch::with_path(self.bin.as_os_str()), "1.31.1")
+    }
+
+    /// Every recorded invocation, with the fake bin directory stripped from paths.
+    pub fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.replace(&format!("{}/", self.bin.display()), ""))
+            .collect()
+    }
+
+    /// Calls that change something (not version/info/get queries).
+    pub fn changes(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| {
+                !(c.contains(" version") || c.starts_with("docker info") || c.contains(" get "))
+            })
+            .collect()
+    }
+
+    pub fn clusters(&self) -> Vec<String> {
+        std::fs::read_to_string(self.kind_state.join("clusters"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn set_clusters(&self, names: &[&str]) {
+        let mut text = names.join("\n");
+        text.push('\n');
+        std::fs::write(self.kind_state.join("clusters"), text).unwrap();
+    }
+
+    pub fn state_dir(&self) -> StateDir {
+        StateDir::new(self.dir.path().join("state"))
+    }
+
+    pub fn artifacts(&self) -> PathBuf {
+        self.dir.path().join("artifacts")
+    }
+
+    pub fn settings(&self, keep: Keep, cluster: ClusterChoice) -> Settings {
+        let versions = Versions::load().unwrap();
+        Settings {
+            mode: Mode::Kind,
+            keep,
+            cluster,
+            image: None,
+            artifacts: self.artifacts(),
+            state: self.state_dir(),
+            tools: self.tools(),
+            istio_version: versions.istio.clone(),
+            versions,
+            kind_config: paths::manifests_dir().join("kind-cluster.yaml"),
+            istio_overlay: paths::manifests_dir().join("istio-install.yaml"),
+            app_manifest: paths::manifests_dir().join("app.yaml"),
+            timeouts: Timeouts {
+                control_plane: Duration::from_secs(5),
+                rollout: Duration::from_secs(5),
+                route: Duration::from_secs(5),
+            },
+            existing_context: None,
+        }
+    }
+}
+
+/// A build and a cluster API that record their calls and fail where told.
+#[derive(Clone, Default)]
+pub struct FakeBackend {
+    pub fail: Option<&'static str>,
+    pub calls: Arc<Mutex<Vec<String>>>,
+    pub applied: Arc<Mutex<Vec<Value>>>,
+}
+
+impl FakeBackend {
+    pub fn failing(step: &'static str) -> Self {
+        FakeBackend {
+            fail: Some(step),
+            ..FakeBackend::default()
+        }
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn call(&self, what: &str) -> Result<()> {
+        self.calls.lock().unwrap().push(what.to_string());
+        if self.fail == Some(what) {
+            bail!("injected failure in {what}");
+        }
+        Ok(())
+    }
+}
+
+impl Backend for FakeBackend {
+    fn build_image<'a>(&'a self, _runner: &'a Runner) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async move {
+            self.call("image")?;
+            Ok(BUILT_IMAGE.to_string())
+        })
+    }
+
+    fn connect(
+        &self,
+        kubeconfig: Option<String>,
+        context: String,
+    ) -> BoxFuture<'_, Result<Arc<dyn ClusterApi>>> {
+        Box::pin(async move {
+            self.call("connect")?;
+            let yaml = kubeconfig.unwrap_or_default();
+            // The kubeconfig comes from `kind get kubeconfig`, and the context is kind's.
+            assert!(
+                yaml.contains(&format!("name: {context}")),
+                "context {context} not in kubeconfig:\n{yaml}"
+            );
+            Ok(Arc::new(self.clone()) as Arc<dyn ClusterApi>)
+        })
+    }
+}
+
+impl ClusterApi for FakeBackend {
+    fn wait_control_plane(&self, _: Duration) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { self.call("control-plane") })
+    }
+    fn installed_istio_version(&self) -> BoxFuture<'_, Result<Option<String>>> {
+        Box::pin(async move {
+            self.call("istio-version")?;
+            Ok(None)
+        })
+    }
+    fn apply(&self, documents: Vec<Value>) -> BoxFuture<'_, Result<Vec<Applied>>> {
+        Box::pin(async move {
+            self.call("apply")?;
+            let applied = documents
+                .iter()
+                .map(|d| Applied {
+                    api_version: d["apiVersion"].as_str().unwrap().into(),
+                    kind: d["kind"].as_str().unwrap().into(),
+                    name: d["metadata"]["name"].as_str().unwrap().into(),
+                    namespace: d["metadata"]["namespace"].as_str().map(Into::into),
+                    created: true,
+                })
+                .collect();
+            *self.applied.lock().unwrap() = documents;
+            Ok(applied)
+        })
+    }
+    fn wait_rollout(&self, _: String, _: String, _: Duration) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { self.call("rollout") })
+    }
+    fn wait_for_route(&self, ingress: SocketAddr, _: Duration) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            assert!(ingress.ip().is_loopback());
+            self.call("route")
+        })
+    }
+    fn forward_gateway(&self) -> BoxFuture<'_, Result<SocketAddr>> {
+        Box::pin(async move {
+            self.call("forward")?;
+            Ok(SocketAddr::from(([127, 0, 0, 1], 41234)))
+        })
+    }
+    fn delete_created(&self, _: Vec<Applied>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { self.call("delete-created") })
+    }
+    fn article_endpoint(&self) -> BoxFuture<'_, Result<(String, u16)>> {
+        Box::pin(async move {
+            self.call("article-endpoint")?;
+            Ok(("172.18.0.2".to_string(), 30001))
+        })
+    }
+    fn client(&self) -> Option<kube::Client> {
+        None
+    }
+}
+
+/// The kind command lines in the call log, without their flags' values that vary per run.
+pub fn kind_verbs(calls: &[String]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|c| c.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .collect()
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The article's steps by hand, with kind, istioctl and kubectl: a person's walk-through of what
+# the harness automates (it is not used by the tests). Each step says what the article did and
+# what is different here and why.
+#
+# Needs: Docker, and the pinned tools (scripts/install-tools.sh puts them in .tools/bin).
+# Leaves the cluster running; delete it with: kind delete cluster --name "$CLUSTER"
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+export PATH="$root/.tools/bin:$PATH"
+# shellcheck disable=SC1091
+source versions.env
+
+CLUSTER="${CLUSTER:-istio-fft-e2e-article}"
+CONTEXT="kind-$CLUSTER"
+IMAGE="${IMAGE:-fft-service:article}"
+
+# 1. A cluster. The article used an existing lab cluster; kind gives a throwaway one. The node
+#    image is pinned in the config (a Kubernetes release the pinned Istio supports), and the
+#    gateway's nodePort 30001 is published on 127.0.0.1:30001.
+kind create cluster --name "$CLUSTER" --config manifests/kind-cluster.yaml --wait 120s
+
+# 2. Istio with an ingress gateway. The overlay keeps the `default` profile, makes the gateway
+#    Service a NodePort with http2 pinned to 30001 (the article's port) and lowers requests.
+istioctl install -y -f manifests/istio-install.yaml --readiness-timeout 5m --context "$CONTEXT"
+kubectl --context "$CONTEXT" -n istio-system rollout status deployment/istiod --timeout=300s
+kubectl --context "$CONTEXT" -n istio-system rollout status deployment/istio-ingressgateway --timeout=300s
+
+# 3. The app's image. The article pulled its Go image from a registry; here the Rust service is
+#    built locally (a static binary on scratch) and copied into the node: never pulled, never
+#    :latest.
+binary=$(scripts/build-static-binary.sh)
+context=$(mktemp -d)
+cp "$binary" "$context/fft-service"
+docker build -f service/Dockerfile -t "$IMAGE" "$context"
+kind load docker-image "$IMAGE" --name "$CLUSTER"
+
+# 4. The article's manifests: Namespace (with istio-injection=enabled) first, so the webhook
+#    injects the sidecar into the pods the Deployment creates; the image placeholder is replaced
+#    by the image just loaded.
+sed "s|image: fft-service:0.1.0|image: $IMAGE|" manifests/app.yaml |
+  kubectl --context "$CONTEXT" apply --server-side --field-manager istio-fft-e2e -f -
+kubectl --context "$CONTEXT" -n wty-istio rollout status deployment/wtyfft-deploy --timeout=180s
+
+# 5. The article's discovery of the gateway address: the gateway pod's node IP and the http2
+#    nodePort. The node IP is the kind container's, reachable only from a Linux host with native
+#    Docker; 127.0.0.1:30001 (the kind port mapping) works everywhere.
+INGRESS_HOST=$(kubectl --context "$CONTEXT" get po -l istio=ingressgateway -n istio-system -o jsonpath='{.items[0].status.hostIP}')
+INGRESS_PORT=$(kubectl --context "$CONTEXT" -n istio-system get service istio-ingressgateway -o jsonpath='{.spec.ports[?(@.name=="http2")].nodePort}')
+export INGRESS_HOST INGRESS_PORT
+echo "article's address: $INGRESS_HOST:$INGRESS_PORT; portable address: 127.0.0.1:30001"
+
+# 6. The article's request through the gateway (config reaches Envoy asynchronously: retry
+#    until the route answers, bounded).
+curl -sS --retry 30 --retry-delay 2 --retry-all-errors --fail "http://127.0.0.1:30001/fft/real/1024"
+echo
+curl -sS --fail "http://$INGRESS_HOST:$INGRESS_PORT/fft/real/1024"
+echo
