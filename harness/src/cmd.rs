@@ -205,6 +205,7 @@ async fn execute(cmd: &Cmd) -> Result<CmdOutput> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    die_with_parent(command.as_std_mut());
     if let Some(dir) = &cmd.current_dir {
         command.current_dir(dir);
     }
@@ -239,6 +240,34 @@ async fn execute(cmd: &Cmd) -> Result<CmdOutput> {
         );
     }
     Ok(result)
+}
+
+/// Asks the kernel to SIGKILL the child started by `command` when this process dies, so that no
+/// child outlives the harness even when it is killed with SIGKILL. Linux only; elsewhere children
+/// are stopped by the harness's own cleanup. The signal is tied to the *thread* that spawns the
+/// child: spawn from a thread that lives as long as the child.
+pub fn die_with_parent(command: &mut std::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
+        // functions (prctl, getppid, _exit); it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before the death signal was armed.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
 }
 
 /// The last `lines` lines of `text`.
