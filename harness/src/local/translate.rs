@@ -458,18 +458,13 @@ pub fn translate_match(matcher: &HttpMatchRequest, at: &str) -> Result<Value> {
         None => json!({"prefix": "/"}),
         Some(StringMatch::Prefix(prefix)) => json!({"prefix": prefix}),
         Some(StringMatch::Exact(path)) => json!({"path": path}),
-        // RE2 must match the whole path; Envoy's case_sensitive does not apply to regexes, so
-        // Istio makes the regex itself case-insensitive.
-        Some(StringMatch::Regex(regex)) => {
-            let regex = if ignore_case {
-                format!("(?i){regex}")
-            } else {
-                regex.clone()
-            };
-            json!({"safe_regex": {"regex": regex}})
-        }
+        // RE2 must match the whole path. Istio passes the regex through unchanged even with
+        // ignoreUriCase (route.go TranslateRouteMatch), and Envoy ignores case_sensitive for
+        // safe_regex: on a real gateway such a regex stays case-sensitive, so it does here too.
+        Some(StringMatch::Regex(regex)) => json!({"safe_regex": {"regex": regex}}),
     };
-    if ignore_case && !matches!(matcher.uri, Some(StringMatch::Regex(_))) {
+    // Istio sets case_sensitive = !ignoreUriCase on every match; true is Envoy's default.
+    if ignore_case {
         out["case_sensitive"] = json!(false);
     }
     Ok(out)
