@@ -125,7 +125,9 @@ install_kind() {
 
 install_istioctl() {
   local dest="$bin_dir/istioctl-$ISTIO_VERSION"
-  if [[ -x "$dest" ]] && "$dest" version --remote=false 2>/dev/null | grep -q "$ISTIO_VERSION"; then
+  # The version as a whole word: 1.31.1 must not be taken for 1.31.10.
+  if [[ -x "$dest" ]] && "$dest" version --remote=false 2>/dev/null |
+    grep -Eq "(^|[^0-9.])${ISTIO_VERSION//./\\.}([^0-9.]|\$)"; then
     say "istioctl $ISTIO_VERSION already in $dest"
   else
     local asset_platform

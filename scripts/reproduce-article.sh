@@ -15,7 +15,6 @@ source versions.env
 
 CLUSTER="${CLUSTER:-istio-fft-e2e-article}"
 CONTEXT="kind-$CLUSTER"
-IMAGE="${IMAGE:-fft-service:article}"
 
 # 1. A cluster. The article used an existing lab cluster; kind gives a throwaway one. The node
 #    image is pinned in the config (a Kubernetes release the pinned Istio supports), and the
@@ -29,13 +28,18 @@ kubectl --context "$CONTEXT" -n istio-system rollout status deployment/istiod --
 kubectl --context "$CONTEXT" -n istio-system rollout status deployment/istio-ingressgateway --timeout=300s
 
 # 3. The app's image. The article pulled its Go image from a registry; here the Rust service is
-#    built locally (a static binary on scratch) and copied into the node: never pulled, never
-#    :latest.
-binary=$(scripts/build-static-binary.sh)
-context=$(mktemp -d)
-cp "$binary" "$context/fft-service"
-docker build -f service/Dockerfile -t "$IMAGE" "$context"
-kind load docker-image "$IMAGE" --name "$CLUSTER"
+#    built locally (a static binary on scratch), tagged by its content so a rebuild is a new
+#    image, and copied into the node: never pulled, never :latest. `harness image` prints the
+#    name it built.
+IMAGE="${IMAGE:-$(cargo run -q -p harness -- image)}"
+if ! kind load docker-image "$IMAGE" --name "$CLUSTER"; then
+  # Docker's containerd image store can make `kind load docker-image` fail with
+  # "content digest ... not found"; an archive avoids it.
+  archive_dir=$(mktemp -d)
+  docker save -o "$archive_dir/image.tar" "$IMAGE"
+  kind load image-archive "$archive_dir/image.tar" --name "$CLUSTER"
+  rm -rf "$archive_dir"
+fi
 
 # 4. The article's manifests: Namespace (with istio-injection=enabled) first, so the webhook
 #    injects the sidecar into the pods the Deployment creates; the image placeholder is replaced
@@ -56,5 +60,9 @@ echo "article's address: $INGRESS_HOST:$INGRESS_PORT; portable address: 127.0.0.
 #    until the route answers, bounded).
 curl -sS --retry 30 --retry-delay 2 --retry-all-errors --fail "http://127.0.0.1:30001/fft/real/1024"
 echo
-curl -sS --fail "http://$INGRESS_HOST:$INGRESS_PORT/fft/real/1024"
-echo
+if curl -sS --fail --max-time 10 "http://$INGRESS_HOST:$INGRESS_PORT/fft/real/1024"; then
+  echo
+else
+  echo "the article's address $INGRESS_HOST:$INGRESS_PORT is not reachable from this host" \
+    "(Docker Desktop and rootless Docker do not route to the node's IP); 127.0.0.1:30001 above is"
+fi
