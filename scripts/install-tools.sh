@@ -12,7 +12,8 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-bin_dir="$root/.tools/bin"
+# INSTALL_TOOLS_BIN_DIR: install elsewhere (the harness only looks in .tools/bin and on PATH).
+bin_dir="${INSTALL_TOOLS_BIN_DIR:-$root/.tools/bin}"
 
 requested_istio="${ISTIO_VERSION:-}"
 # versions.env is plain KEY=VALUE lines (checked by the harness's parser).
