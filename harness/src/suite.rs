@@ -1,6 +1,6 @@
 //! Choosing and bringing up the target the suite runs against, from the `E2E_*` knobs.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::cmd::Runner;
 use crate::kind;
@@ -136,20 +136,42 @@ async fn bring_up_cluster_target(
     Ok(Box::new(env))
 }
 
+/// SIGINT and SIGTERM, watched from the moment [`TerminationSignals::listen`] returns: a signal
+/// that arrives before anyone waits is kept, not met with the default action (which would end the
+/// process without its cleanup).
+pub struct TerminationSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl TerminationSignals {
+    /// Starts watching both signals. Must be called inside a tokio runtime.
+    pub fn listen() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(TerminationSignals {
+            terminate: signal(SignalKind::terminate()).context("watching SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("watching SIGINT")?,
+        })
+    }
+
+    /// Waits for the next SIGINT or SIGTERM and says which arrived.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
 /// Waits for SIGINT or SIGTERM and says which arrived.
 pub async fn termination_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(stream) => stream,
+    match TerminationSignals::listen() {
+        Ok(mut signals) => signals.recv().await,
         Err(err) => {
-            eprintln!("warning: cannot watch SIGTERM ({err}); only Ctrl-C stops this");
+            eprintln!("warning: {err:#}; only Ctrl-C stops this");
             let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
+            "SIGINT"
         }
-    };
-    tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
     }
 }
 

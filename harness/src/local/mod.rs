@@ -12,6 +12,7 @@ pub mod replicas;
 pub mod translate;
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -456,22 +457,37 @@ impl Environment for LocalEnvironment {
 
 /// `harness up --target local`: serves in the foreground until SIGINT or SIGTERM.
 pub async fn run_foreground(options: &LocalOptions) -> Result<()> {
+    // Watch the signals before anything starts, so that one arriving during start-up or right
+    // after the export lines still stops every process through teardown.
+    let mut signals = crate::suite::TerminationSignals::listen()?;
     let runner = Runner::new();
     let mut times = PhaseTimes::default();
-    let mut env = LocalEnvironment::start(options, &runner, &mut times).await?;
+    let mut env = tokio::select! {
+        started = LocalEnvironment::start(options, &runner, &mut times) => started?,
+        // Dropping the half-started environment stops what it had started.
+        signal = signals.recv() => bail!("{signal} received while starting; stopped"),
+    };
     let ingress = env.ingress();
     eprintln!("{}", env.describe());
-    println!(
+    // stdout may be a pipe whose reader has gone (`harness up | head -n 1`): serving goes on.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
         "export INGRESS_HOST={} INGRESS_PORT={}",
         ingress.ip(),
         ingress.port()
     );
-    println!("curl -s -X POST \"http://$INGRESS_HOST:$INGRESS_PORT/fft?numSamples=1024&freq=1\"");
+    let _ = writeln!(
+        stdout,
+        "curl -s -X POST \"http://$INGRESS_HOST:$INGRESS_PORT/fft?numSamples=1024&freq=1\""
+    );
+    let _ = stdout.flush();
+    drop(stdout);
     eprintln!(
         "Envoy admin: http://{} — serving until Ctrl-C or SIGTERM",
         env.admin()
     );
-    let signal = crate::suite::termination_signal().await;
+    let signal = signals.recv().await;
     eprintln!("{signal} received: stopping every process");
     env.teardown(false).await
 }
