@@ -57,6 +57,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    return_large_allocations_to_the_kernel();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -148,6 +149,31 @@ async fn serve_until_signal(
         }
     }
 }
+
+/// Makes every large block (FFT buffers and plans: up to about 160 MiB for one FFT of a large
+/// prime size) go back to the kernel as soon as it is freed. By default glibc raises its mmap
+/// threshold after the first large free and then keeps such blocks in per-thread arenas, where
+/// they stay resident: with FFTs landing on different blocking threads, resident memory then
+/// grows past the peak of a single FFT, and under a 256Mi limit that is an OOM kill.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_large_allocations_to_the_kernel() {
+    const MMAP_THRESHOLD_BYTES: libc::c_int = 1 << 20;
+    // Small FFTs' buffers come from the heap; keeping a few MiB free at its top saves them
+    // page faults and system calls on every request.
+    const TRIM_THRESHOLD_BYTES: libc::c_int = 8 << 20;
+    // SAFETY: mallopt only changes allocator tuning; setting the thresholds explicitly also
+    // turns off glibc's dynamic raising of them. Called before any other thread exists.
+    let changed = unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+            + libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+    };
+    if changed != 2 {
+        tracing::warn!("could not tune the allocator's thresholds; memory may stay resident");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_large_allocations_to_the_kernel() {}
 
 /// SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
 async fn termination_signal() {

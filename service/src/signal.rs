@@ -44,8 +44,8 @@ pub fn signal(num_samples: usize, freq: f64) -> Vec<f64> {
 ///
 /// Two sines per sample would cost more than the FFT itself, so each term is a unit phasor
 /// rotated by a constant step per sample (one complex multiplication), re-anchored to the
-/// exact phase every [`BLOCK`] samples so that rounding cannot accumulate. Within a block,
-/// [`LANES`] phasors advance side by side, each [`LANES`] samples at a time: independent
+/// exact phase every `BLOCK` (256) samples so that rounding cannot accumulate. Within a block,
+/// `LANES` (4) phasors advance side by side, each `LANES` samples at a time: independent
 /// multiplications run in parallel on the CPU instead of waiting on each other.
 pub fn fill(buffer: &mut [Complex<f64>], freq: f64) {
     let reduced = freq.rem_euclid(8.0);

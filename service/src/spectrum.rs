@@ -164,9 +164,11 @@ pub fn analyze(plans: &PlanCache, num_samples: usize, freq: f64) -> Peak {
 
 fn transform(plans: &PlanCache, num_samples: usize, freq: f64) -> (Vec<Complex<f64>>, Duration) {
     assert!(num_samples >= 1, "an FFT needs at least one sample");
+    // Planning a new size allocates temporaries of its own: plan first, so they are gone
+    // before the signal's buffer exists.
+    let plan = plans.plan(num_samples);
     let mut buffer = vec![Complex::new(0.0, 0.0); num_samples];
     fill(&mut buffer, freq);
-    let plan = plans.plan(num_samples);
     let mut scratch = vec![Complex::new(0.0, 0.0); plan.get_inplace_scratch_len()];
     let started = Instant::now();
     plan.process_with_scratch(&mut buffer, &mut scratch);
