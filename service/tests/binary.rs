@@ -184,11 +184,15 @@ async fn an_idle_server_exits_zero_on_sigint() {
 async fn shutdown_is_forced_after_the_grace() {
     let mut server = Server::start(
         binary(),
-        &["--max-samples", "2097152", "--shutdown-grace", "200ms"],
+        &["--max-samples", "2097152", "--shutdown-grace", "1ms"],
         &[],
     );
     let client = reqwest::Client::new();
-    let _slow = tokio::spawn(client.post(server.url("/fft?numSamples=2097152")).send());
+    // Three queue up behind each other: seconds of work in a debug build, a third of a second
+    // in a release one, against a grace of 1 ms.
+    let _slow: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(client.post(server.url("/fft?numSamples=2097152")).send()))
+        .collect();
     let metrics_url = server.url("/metrics");
     wait_until("the slow FFT is running", || {
         let request = client.get(&metrics_url).send();
