@@ -21,6 +21,46 @@ const FFT_REQUESTS: usize = 2000;
 const IN_PROCESS_RUNS: usize = 2000;
 const MAX_SAMPLES: usize = 1_048_576;
 const CONCURRENT_MAX_SIZE: usize = 16;
+const ROUNDS: usize = 10;
+
+/// Runs the service's work for one request in this process, on a thread of its own as the
+/// server's FFT workers are (each thread allocates from its own glibc arena, whose behaviour
+/// differs from the main thread's).
+struct InProcess {
+    runs: std::sync::mpsc::Sender<usize>,
+    results: std::sync::mpsc::Receiver<(Vec<Duration>, Vec<Duration>)>,
+}
+
+impl InProcess {
+    fn start() -> Self {
+        let (runs, run_requests) = std::sync::mpsc::channel::<usize>();
+        let (send_results, results) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let plans = PlanCache::new(2 * MAX_SAMPLES);
+            analyze(&plans, N, 0.1);
+            for count in run_requests {
+                let mut compute = Vec::with_capacity(count);
+                let mut fft_only = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let started = Instant::now();
+                    let peak = std::hint::black_box(analyze(&plans, N, 0.1));
+                    compute.push(started.elapsed());
+                    fft_only.push(peak.fft_elapsed);
+                }
+                if send_results.send((compute, fft_only)).is_err() {
+                    break;
+                }
+            }
+        });
+        InProcess { runs, results }
+    }
+
+    /// (signal + FFT + peak, FFT alone) for `count` runs.
+    fn run(&self, count: usize) -> (Vec<Duration>, Vec<Duration>) {
+        self.runs.send(count).expect("in-process worker alive");
+        self.results.recv().expect("in-process worker alive")
+    }
+}
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_fft-service"))
@@ -134,28 +174,36 @@ async fn run() {
     measure(&client, reqwest::Method::GET, &healthz, 200, 1).await;
     measure(&client, reqwest::Method::POST, &fft_url, 200, 1).await;
 
-    let floor = stats(measure(&client, reqwest::Method::GET, &healthz, FLOOR_REQUESTS, 1).await);
-
-    // On a thread of its own, as the server's FFT workers are (each thread allocates from
-    // its own glibc arena, whose behaviour differs from the main thread's).
-    let (compute, fft_only) = std::thread::spawn(|| {
-        let plans = PlanCache::new(2 * MAX_SAMPLES);
-        analyze(&plans, N, 0.1);
-        let mut compute = Vec::with_capacity(IN_PROCESS_RUNS);
-        let mut fft_only = Vec::with_capacity(IN_PROCESS_RUNS);
-        for _ in 0..IN_PROCESS_RUNS {
-            let started = Instant::now();
-            let peak = std::hint::black_box(analyze(&plans, N, 0.1));
-            compute.push(started.elapsed());
-            fft_only.push(peak.fft_elapsed);
-        }
-        (compute, fft_only)
-    })
-    .join()
-    .expect("in-process measurement");
-    let (compute, fft_only) = (stats(compute), stats(fft_only));
-
-    let c1 = stats(measure(&client, reqwest::Method::POST, &fft_url, FFT_REQUESTS, 1).await);
+    // The floor, the in-process work and the requests are measured in interleaved rounds, so
+    // that a change in the machine's load during the run affects all of them alike.
+    let in_process = InProcess::start();
+    let (mut floor, mut compute, mut fft_only, mut c1) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..ROUNDS {
+        floor.extend(
+            measure(
+                &client,
+                reqwest::Method::GET,
+                &healthz,
+                FLOOR_REQUESTS / ROUNDS,
+                1,
+            )
+            .await,
+        );
+        let (round_compute, round_fft) = in_process.run(IN_PROCESS_RUNS / ROUNDS);
+        compute.extend(round_compute);
+        fft_only.extend(round_fft);
+        c1.extend(
+            measure(
+                &client,
+                reqwest::Method::POST,
+                &fft_url,
+                FFT_REQUESTS / ROUNDS,
+                1,
+            )
+            .await,
+        );
+    }
+    let (floor, compute, fft_only, c1) = (stats(floor), stats(compute), stats(fft_only), stats(c1));
     let c2 = stats(measure(&client, reqwest::Method::POST, &fft_url, FFT_REQUESTS, 2).await);
     drop(server);
 
