@@ -1,6 +1,6 @@
 //! What the service needs to know at start.
 
-/// Largest `--max-samples` accepted: one FFT of this size needs about 4 GiB.
+/// Largest `--max-samples` accepted: one FFT of this size already needs several GiB.
 pub const MAX_MAX_SAMPLES: usize = 1 << 27;
 
 #[derive(Clone, Debug)]
