@@ -104,6 +104,7 @@ async fn serve_until_signal(
     grace: Duration,
 ) -> Result<ExitCode> {
     let state = AppState::new(config.clone()).context("checking --replica-name")?;
+    let shutdown_signal = termination_signal()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -122,7 +123,7 @@ async fn serve_until_signal(
         "listening"
     );
 
-    let mut server = tokio::spawn(serve(listener, state.clone(), termination_signal()));
+    let mut server = tokio::spawn(serve(listener, state.clone(), shutdown_signal));
     tokio::select! {
         finished = &mut server => {
             finished.context("the server task failed")?.context("serving HTTP")?;
@@ -174,20 +175,18 @@ fn return_large_allocations_to_the_kernel() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn return_large_allocations_to_the_kernel() {}
 
-/// SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
-async fn termination_signal() {
-    let mut terminate = match tokio::signal::unix::signal(
-        tokio::signal::unix::SignalKind::terminate(),
-    ) {
-        Ok(stream) => stream,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Resolves on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C). The handlers are installed
+/// here, before the caller announces that it listens: a signal sent right after the
+/// `listening on` line must start a graceful shutdown, not kill the process.
+fn termination_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
         }
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
+    })
 }

@@ -219,3 +219,19 @@ async fn shutdown_is_forced_after_the_grace() {
         server.stderr()
     );
 }
+
+/// The `listening on` line promises that signals are handled: a SIGTERM sent at once must
+/// shut down gracefully rather than kill the process.
+#[test]
+fn a_signal_right_after_the_listening_line_is_graceful() {
+    for _ in 0..5 {
+        let mut server = Server::start(binary(), &[], &[]);
+        server.signal(libc::SIGTERM);
+        let status = server.wait_for_exit(Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "exit status {status}; stderr:\n{}",
+            server.stderr()
+        );
+    }
+}
