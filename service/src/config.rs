@@ -1,6 +1,6 @@
 //! What the service needs to know at start.
 
-/// Largest `--max-samples` accepted: one FFT of this size needs about 4 GiB.
+/// Largest `--max-samples` accepted: one FFT of this size already needs several GiB.
 pub const MAX_MAX_SAMPLES: usize = 1 << 27;
 
 #[derive(Clone, Debug)]
@@ -26,10 +26,10 @@ impl ServiceConfig {
         }
     }
 
-    /// The plan cache keeps plans for up to twice the largest size in total: the sizes a
-    /// client repeats stay planned, while the memory they hold stays a small multiple of one
-    /// FFT's.
+    /// The plan cache holds plans for at most the largest size plus an eighth of it: one plan
+    /// of the largest size (a prime size's plan takes about as much memory as the FFT's own
+    /// buffers) and the smaller sizes clients repeat, but never two large plans at once.
     pub fn plan_cache_samples(&self) -> usize {
-        self.max_samples.saturating_mul(2)
+        self.max_samples.saturating_add(self.max_samples / 8)
     }
 }

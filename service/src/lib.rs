@@ -13,7 +13,7 @@
 //!
 //! The FFT answer is `{"numSamples", "freq", "peakBin", "peakMagnitude", "elapsedMicros",
 //! "servedBy"}`: `peakBin` is the index of the largest magnitude among bins `0..=N/2` of the
-//! signal of [`signal`], `elapsedMicros` the FFT's own time. For N = 1024 and F = 1 the peak is
+//! signal of the [`signal`] module, `elapsedMicros` the FFT's own time. For N = 1024 and F = 1 the peak is
 //! bin 128 (N·F/8).
 //!
 //! Bad input computes nothing and answers 400 `{"error": "..."}` naming the parameter and what
@@ -24,6 +24,28 @@
 //!
 //! When the FFT workers and their queue are full the answer is 503 JSON with `Retry-After: 1`
 //! (see [`pool`]).
+//!
+//! # Running
+//!
+//! ```text
+//! fft-service [--listen 0.0.0.0:8080] [--max-samples 1048576] [--shutdown-grace 10s]
+//!             [--fft-workers 1] [--fft-queue 4] [--io-threads 1] [--replica-name <host name>]
+//! ```
+//!
+//! Each flag can also come from the environment: `LISTEN_ADDR`, `MAX_SAMPLES`, `SHUTDOWN_GRACE`,
+//! `FFT_WORKERS`, `FFT_QUEUE`, `IO_THREADS`, `REPLICA_NAME`; logs are filtered by `RUST_LOG`
+//! (default `info`) and go to stderr, one line per request (method, route, path, status,
+//! latency). Once listening, the binary prints exactly one line to stdout,
+//! `listening on <ip>:<port>`, so that `--listen 127.0.0.1:0` can be used and the port found.
+//!
+//! The defaults suit the manifests' limits (200m CPU, 256Mi memory): one FFT at a time (a second
+//! worker would only share the same fifth of a core) and four waiting requests (a waiting request
+//! holds no buffers, so the queue bounds latency, not memory). One FFT of the largest size holds
+//! about 50 MiB, or about 165 MiB for a large prime size, whose plan needs Bluestein's algorithm.
+//!
+//! On SIGTERM or SIGINT, `/readyz` answers 503 at once; the server keeps answering until no
+//! request is in flight, then closes and exits 0. If requests are still running when
+//! `--shutdown-grace` expires, it logs so and exits 1.
 //!
 //! # Metrics
 //!

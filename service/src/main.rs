@@ -57,6 +57,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    return_large_allocations_to_the_kernel();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -65,7 +66,6 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(code) => code,
         Err(err) => {
-            tracing::error!("{err:#}");
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
@@ -104,6 +104,7 @@ async fn serve_until_signal(
     grace: Duration,
 ) -> Result<ExitCode> {
     let state = AppState::new(config.clone()).context("checking --replica-name")?;
+    let shutdown_signal = termination_signal()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -122,7 +123,7 @@ async fn serve_until_signal(
         "listening"
     );
 
-    let mut server = tokio::spawn(serve(listener, state.clone(), termination_signal()));
+    let mut server = tokio::spawn(serve(listener, state.clone(), shutdown_signal));
     tokio::select! {
         finished = &mut server => {
             finished.context("the server task failed")?.context("serving HTTP")?;
@@ -149,20 +150,43 @@ async fn serve_until_signal(
     }
 }
 
-/// SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
-async fn termination_signal() {
-    let mut terminate = match tokio::signal::unix::signal(
-        tokio::signal::unix::SignalKind::terminate(),
-    ) {
-        Ok(stream) => stream,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+/// Makes every large block (FFT buffers and plans: up to about 160 MiB for one FFT of a large
+/// prime size) go back to the kernel as soon as it is freed. By default glibc raises its mmap
+/// threshold after the first large free and then keeps such blocks in per-thread arenas, where
+/// they stay resident: with FFTs landing on different blocking threads, resident memory then
+/// grows past the peak of a single FFT, and under a 256Mi limit that is an OOM kill.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_large_allocations_to_the_kernel() {
+    const MMAP_THRESHOLD_BYTES: libc::c_int = 1 << 20;
+    // Small FFTs' buffers come from the heap; keeping a few MiB free at its top saves them
+    // page faults and system calls on every request.
+    const TRIM_THRESHOLD_BYTES: libc::c_int = 8 << 20;
+    // SAFETY: mallopt only changes allocator tuning; setting the thresholds explicitly also
+    // turns off glibc's dynamic raising of them. Called before any other thread exists.
+    let changed = unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+            + libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
     };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    if changed != 2 {
+        tracing::warn!("could not tune the allocator's thresholds; memory may stay resident");
     }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_large_allocations_to_the_kernel() {}
+
+/// Resolves on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C). The handlers are installed
+/// here, before the caller announces that it listens: a signal sent right after the
+/// `listening on` line must start a graceful shutdown, not kill the process.
+fn termination_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }

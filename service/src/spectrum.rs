@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftPlanner};
 
-use crate::signal::sample;
+use crate::signal::fill;
 
 /// At most this many plans are cached, whatever their sizes: many tiny sizes must not make
 /// each lookup slow.
@@ -76,8 +76,10 @@ impl PlanCache {
             return Arc::clone(&entry.plan);
         }
         self.misses.inc();
-        let plan = FftPlanner::new().plan_fft_forward(len);
-        if len <= self.budget_samples {
+        let cacheable = len <= self.budget_samples;
+        if cacheable {
+            // Make room before planning, so that the evicted plans are freed (unless a running
+            // FFT still holds one) before the new one is allocated.
             while !state.entries.is_empty()
                 && (state.entries.len() >= MAX_CACHED_PLANS
                     || state.entries.iter().map(|e| e.len).sum::<usize>() + len
@@ -92,6 +94,9 @@ impl PlanCache {
                     .expect("entries is not empty");
                 state.entries.swap_remove(oldest);
             }
+        }
+        let plan = FftPlanner::new().plan_fft_forward(len);
+        if cacheable {
             state.entries.push(CachedPlan {
                 len,
                 plan: Arc::clone(&plan),
@@ -159,10 +164,11 @@ pub fn analyze(plans: &PlanCache, num_samples: usize, freq: f64) -> Peak {
 
 fn transform(plans: &PlanCache, num_samples: usize, freq: f64) -> (Vec<Complex<f64>>, Duration) {
     assert!(num_samples >= 1, "an FFT needs at least one sample");
-    let mut buffer: Vec<Complex<f64>> = (0..num_samples)
-        .map(|n| Complex::new(sample(n, freq), 0.0))
-        .collect();
+    // Planning a new size allocates temporaries of its own: plan first, so they are gone
+    // before the signal's buffer exists.
     let plan = plans.plan(num_samples);
+    let mut buffer = vec![Complex::new(0.0, 0.0); num_samples];
+    fill(&mut buffer, freq);
     let mut scratch = vec![Complex::new(0.0, 0.0); plan.get_inplace_scratch_len()];
     let started = Instant::now();
     plan.process_with_scratch(&mut buffer, &mut scratch);

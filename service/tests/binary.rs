@@ -108,8 +108,8 @@ fn bad_flags_are_refused_before_listening() {
     }
 }
 
-/// SIGTERM during a slow FFT: readiness fails at once while the server keeps answering, the
-/// FFT completes, and the process exits 0.
+/// SIGTERM during slow FFTs: readiness fails at once while the server keeps answering, the
+/// running and the queued FFTs complete, and the process exits 0.
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     // 2^21 samples take seconds in a debug build: long enough to act while it runs.
@@ -119,7 +119,10 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         &[],
     );
     let client = reqwest::Client::new();
-    let slow = tokio::spawn(client.post(server.url("/fft?numSamples=2097152")).send());
+    // Three queue up behind each other, so a release build is busy long enough too.
+    let slow: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(client.post(server.url("/fft?numSamples=2097152")).send()))
+        .collect();
     let metrics_url = server.url("/metrics");
     wait_until("the slow FFT is running", || {
         let request = client.get(&metrics_url).send();
@@ -147,13 +150,15 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         .expect("/healthz while draining");
     assert_eq!(health.status(), 200);
 
-    let response = slow
-        .await
-        .unwrap()
-        .expect("the in-flight request completes");
-    assert_eq!(response.status(), 200);
-    let json: Value = response.json().await.unwrap();
-    assert_eq!(json["numSamples"], 2_097_152);
+    for request in slow {
+        let response = request
+            .await
+            .unwrap()
+            .expect("an in-flight request completes");
+        assert_eq!(response.status(), 200);
+        let json: Value = response.json().await.unwrap();
+        assert_eq!(json["numSamples"], 2_097_152);
+    }
 
     let status = server.wait_for_exit(Duration::from_secs(30));
     assert!(
@@ -184,11 +189,15 @@ async fn an_idle_server_exits_zero_on_sigint() {
 async fn shutdown_is_forced_after_the_grace() {
     let mut server = Server::start(
         binary(),
-        &["--max-samples", "2097152", "--shutdown-grace", "200ms"],
+        &["--max-samples", "2097152", "--shutdown-grace", "1ms"],
         &[],
     );
     let client = reqwest::Client::new();
-    let _slow = tokio::spawn(client.post(server.url("/fft?numSamples=2097152")).send());
+    // Three queue up behind each other: seconds of work in a debug build, a third of a second
+    // in a release one, against a grace of 1 ms.
+    let _slow: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(client.post(server.url("/fft?numSamples=2097152")).send()))
+        .collect();
     let metrics_url = server.url("/metrics");
     wait_until("the slow FFT is running", || {
         let request = client.get(&metrics_url).send();
@@ -209,4 +218,20 @@ async fn shutdown_is_forced_after_the_grace() {
         "{}",
         server.stderr()
     );
+}
+
+/// The `listening on` line promises that signals are handled: a SIGTERM sent at once must
+/// shut down gracefully rather than kill the process.
+#[test]
+fn a_signal_right_after_the_listening_line_is_graceful() {
+    for _ in 0..5 {
+        let mut server = Server::start(binary(), &[], &[]);
+        server.signal(libc::SIGTERM);
+        let status = server.wait_for_exit(Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "exit status {status}; stderr:\n{}",
+            server.stderr()
+        );
+    }
 }

@@ -302,10 +302,12 @@ async fn beyond_workers_and_queue_requests_get_503_with_retry_after() {
     let state = state_with(|config| {
         config.fft_workers = 1;
         config.fft_queue = 1;
+        config.max_samples = 1 << 21;
     });
     let app = router(state.clone());
-    // Big enough to stay busy for a while in a debug build.
-    let slow = "/fft?numSamples=1048576";
+    // Busy for seconds in a debug build and about 0.1 s in a release one: long enough for the
+    // 10 ms polls below.
+    let slow = "/fft?numSamples=2097152";
     let running = tokio::spawn({
         let app = app.clone();
         async move { call(&app, Method::POST, slow).await.status }

@@ -78,15 +78,22 @@ fn a_huge_frequency_stays_finite() {
     assert!(signal(1000, 1e300).iter().all(|x| x.is_finite()));
 }
 
+/// The generated signal (phasors rotated within blocks) against the direct formula, across
+/// block boundaries and for frequencies whose phases wrap many times. Phases reach about 1e6
+/// radians, where a phase is only known to about 1e-10 whichever way it is computed.
 #[rstest]
-#[case(0)]
-#[case(1)]
-#[case(17)]
-fn signal_has_the_requested_length_and_samples(#[case] len: usize) {
-    let values = signal(len, 0.7);
+fn signal_matches_each_sample_computed_directly(
+    #[values(0, 1, 17, 256, 257, 1000, 100_000)] len: usize,
+    #[values(0.1, 0.01, 1.0, 5.5, -3.3, 1e300)] freq: f64,
+) {
+    let values = signal(len, freq);
     assert_eq!(values.len(), len);
     for (n, value) in values.iter().enumerate() {
-        assert_eq!(*value, sample(n, 0.7));
+        let direct = sample(n, freq);
+        assert!(
+            (value - direct).abs() < 1e-8,
+            "x({n}) for F={freq}: generated {value}, direct {direct}"
+        );
     }
 }
 
@@ -177,4 +184,16 @@ fn cache_keeps_a_bounded_number_of_plans() {
     let sizes = plans.cached_sizes();
     assert_eq!(sizes.len(), MAX_CACHED_PLANS);
     assert_eq!(sizes.last(), Some(&(MAX_CACHED_PLANS + 10)));
+}
+
+#[test]
+fn the_service_cache_never_holds_two_plans_of_the_largest_size() {
+    let mut config = fft_service::ServiceConfig::new("test");
+    config.max_samples = 1000;
+    let plans = PlanCache::new(config.plan_cache_samples());
+    plans.plan(100);
+    plans.plan(1000);
+    assert_eq!(plans.cached_sizes(), vec![100, 1000]);
+    plans.plan(997);
+    assert_eq!(plans.cached_sizes(), vec![997]);
 }
