@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::cluster::{self, CLI_CLUSTER_NAME, ClusterHandle, OwnerMarker, StateDir};
 use crate::cmd::Runner;
-use crate::deploy::{self, Applied};
+use crate::deploy::{self, AppPods, Applied};
 use crate::diagnose::{self, DiagnoseTarget};
 use crate::ingress;
 use crate::istio::{self, INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIOD, KubeTarget};
@@ -53,6 +53,7 @@ pub trait ClusterApi: Send + Sync {
         &self,
         namespace: String,
         name: String,
+        app: AppPods,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<()>>;
     fn wait_for_route(&self, ingress: SocketAddr, timeout: Duration) -> BoxFuture<'_, Result<()>>;
@@ -166,11 +167,12 @@ impl ClusterApi for LiveApi {
         &self,
         namespace: String,
         name: String,
+        app: AppPods,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<()>> {
-        Box::pin(
-            async move { deploy::wait_rollout(&self.client, &namespace, &name, timeout).await },
-        )
+        Box::pin(async move {
+            deploy::wait_rollout(&self.client, &namespace, &name, &app, timeout).await
+        })
     }
 
     fn wait_for_route(&self, ingress: SocketAddr, timeout: Duration) -> BoxFuture<'_, Result<()>> {
@@ -232,7 +234,13 @@ impl ClusterApi for DryRunApi {
     fn apply(&self, _: Vec<Value>) -> BoxFuture<'_, Result<Vec<Applied>>> {
         Box::pin(async { Ok(Vec::new()) })
     }
-    fn wait_rollout(&self, _: String, _: String, _: Duration) -> BoxFuture<'_, Result<()>> {
+    fn wait_rollout(
+        &self,
+        _: String,
+        _: String,
+        _: AppPods,
+        _: Duration,
+    ) -> BoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
     }
     fn wait_for_route(&self, _: SocketAddr, _: Duration) -> BoxFuture<'_, Result<()>> {
@@ -823,9 +831,14 @@ impl ClusterEnvironment {
             "wait until Deployment {}/{} has every replica available and every pod ready with its sidecar",
             app.namespace, app.deployment
         ));
+        let pods = AppPods {
+            container: app.container,
+            image_preloaded: self.settings.mode == Mode::Kind,
+        };
         api.wait_rollout(
             app.namespace,
             app.deployment,
+            pods,
             self.settings.timeouts.rollout,
         )
         .await

@@ -46,6 +46,8 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
             "kind version",
             "istioctl version --remote=false",
             "kubectl version --client",
+            // The daemon's CPU, which the image's binary is built for.
+            "docker info --format",
             "kind get clusters",
             "kind get clusters",
             "kind create cluster",
@@ -56,22 +58,30 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
     );
     let state = fake.state_dir();
     let kubeconfig = state.kubeconfig(&name);
-    assert!(calls[6].ends_with(&format!(
+    let call = |prefix: &str| {
+        calls
+            .iter()
+            .find(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in {calls:?}"))
+    };
+    assert!(calls.contains(&"docker info --format {{.Architecture}}".to_string()));
+    let create = call("kind create cluster");
+    assert!(create.ends_with(&format!(
         "--config {} --wait 120s --kubeconfig {}",
         harness::paths::manifests_dir().join("kind-cluster.yaml").display(),
         kubeconfig.display()
     )));
     assert!(
-        !calls[6].contains("--image"),
+        !create.contains("--image"),
         "the node image comes from the config only"
     );
     assert_eq!(
-        calls[8],
-        format!("kind load docker-image {BUILT_IMAGE} --name {name}")
+        call("kind load"),
+        &format!("kind load docker-image {BUILT_IMAGE} --name {name}")
     );
     assert_eq!(
-        calls[9],
-        format!(
+        call("istioctl install"),
+        &format!(
             "istioctl install -y -f {} --readiness-timeout 5m --kubeconfig {} --context kind-{name}",
             harness::paths::manifests_dir()
                 .join("istio-install.yaml")
@@ -97,6 +107,14 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
         BUILT_IMAGE
     );
     assert_eq!(env.ingress(), "127.0.0.1:30001".parse().unwrap());
+    assert_eq!(
+        backend.rollout_app.lock().unwrap().clone(),
+        Some(harness::deploy::AppPods {
+            container: "wtyfft-container-name".into(),
+            image_preloaded: true,
+        }),
+        "on kind our image is loaded into the node, so a pull of it can only fail"
+    );
 
     env.teardown(false).await.expect("teardown");
     env.teardown(false).await.expect("teardown is idempotent");

@@ -128,3 +128,88 @@ async fn the_existing_target_needs_no_kind_or_docker() {
             .any(|w| w.contains("istioctl not found"))
     );
 }
+
+/// A CPU the Docker daemon may run that is not this host's, so the image's binary is
+/// cross-built whatever machine runs the test.
+fn other_cpu() -> (&'static str, &'static str) {
+    if std::env::consts::ARCH == "aarch64" {
+        ("x86_64", "x86_64-unknown-linux-musl")
+    } else {
+        ("aarch64", "aarch64-unknown-linux-musl")
+    }
+}
+
+#[tokio::test]
+async fn a_cross_built_image_needs_its_rust_target_installed() {
+    let (arch, triple) = other_cpu();
+    let fake = Fake::with_tools(
+        &["kind", "istioctl", "docker", "kubectl", "rustup"],
+        &[],
+        &[("FAKE_DOCKER_ARCH", arch)],
+    );
+    let report = report(&fake, Needs::Kind).await;
+    assert_eq!(report.missing.len(), 1, "{:?}", report.missing);
+    let text = report.missing[0].to_string();
+    assert!(text.starts_with("rustup: "), "{text}");
+    assert!(text.contains(&format!("built for {triple}")), "{text}");
+    assert!(
+        text.contains(&format!("(fix: rustup target add {triple})")),
+        "{text}"
+    );
+    assert!(
+        fake.calls()
+            .contains(&"rustup target list --installed".to_string()),
+        "{:?}",
+        fake.calls()
+    );
+    let KindDecision::Skip { reasons } = decide_kind(true, false, &report.missing) else {
+        panic!("E2E_TARGET=kind without the target skips");
+    };
+    assert!(reasons.contains("rustup target add"), "{reasons}");
+}
+
+#[tokio::test]
+async fn an_installed_cross_target_is_enough() {
+    let (arch, triple) = other_cpu();
+    let fake = Fake::with_tools(
+        &["kind", "istioctl", "docker", "kubectl", "rustup"],
+        &[],
+        &[("FAKE_DOCKER_ARCH", arch), ("FAKE_RUSTUP_TARGETS", triple)],
+    );
+    let report = report(&fake, Needs::Kind).await;
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+}
+
+#[tokio::test]
+async fn a_cross_build_without_rustup_says_how_to_get_the_target() {
+    let (arch, triple) = other_cpu();
+    let fake = Fake::with_tools(
+        &["kind", "istioctl", "docker", "kubectl"],
+        &[],
+        &[("FAKE_DOCKER_ARCH", arch)],
+    );
+    let report = report(&fake, Needs::Kind).await;
+    assert_eq!(report.missing.len(), 1, "{:?}", report.missing);
+    let text = report.missing[0].to_string();
+    assert!(text.contains("https://rustup.rs"), "{text}");
+    assert!(
+        text.contains(&format!("rustup target add {triple}")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_linux_host_building_for_its_own_cpu_needs_no_rustup() {
+    if !cfg!(target_os = "linux") {
+        eprintln!("skipped: only a Linux host builds the image's binary for its own triple");
+        return;
+    }
+    let fake = Fake::new(&[]);
+    let report = report(&fake, Needs::Kind).await;
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    assert!(
+        !fake.calls().iter().any(|c| c.starts_with("rustup")),
+        "{:?}",
+        fake.calls()
+    );
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use harness::cluster::StateDir;
 use harness::cmd::Runner;
-use harness::deploy::Applied;
+use harness::deploy::{AppPods, Applied};
 use harness::kind::{Backend, ClusterApi, ClusterChoice, Mode, Settings, Timeouts};
 use harness::knobs::Keep;
 use harness::paths;
@@ -143,6 +143,8 @@ pub struct FakeBackend {
     pub fail: Option<&'static str>,
     pub calls: Arc<Mutex<Vec<String>>>,
     pub applied: Arc<Mutex<Vec<Value>>>,
+    /// What the rollout wait was told about the app's pods.
+    pub rollout_app: Arc<Mutex<Option<AppPods>>>,
 }
 
 impl FakeBackend {
@@ -219,7 +221,14 @@ impl ClusterApi for FakeBackend {
             Ok(applied)
         })
     }
-    fn wait_rollout(&self, _: String, _: String, _: Duration) -> BoxFuture<'_, Result<()>> {
+    fn wait_rollout(
+        &self,
+        _: String,
+        _: String,
+        app: AppPods,
+        _: Duration,
+    ) -> BoxFuture<'_, Result<()>> {
+        *self.rollout_app.lock().unwrap() = Some(app);
         Box::pin(async move { self.call("rollout") })
     }
     fn wait_for_route(&self, ingress: SocketAddr, _: Duration) -> BoxFuture<'_, Result<()>> {
