@@ -29,7 +29,7 @@ use crate::deploy::{self, AppPods, Applied};
 use crate::diagnose::{self, DiagnoseTarget};
 use crate::ingress;
 use crate::istio::{self, INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIOD, KubeTarget};
-use crate::k8s_checks::{self, ScrapeState};
+use crate::k8s_checks::{self, MeshMerging};
 use crate::knobs::{Keep, Knobs};
 use crate::manifest::{self, Resource};
 use crate::paths;
@@ -1058,6 +1058,14 @@ impl ClusterEnvironment {
         Ok(())
     }
 
+    /// kind: the suite installed Istio from the overlay, so the overlay says; existing: unknown.
+    fn mesh_merging(&self) -> Result<MeshMerging> {
+        match self.settings.mode {
+            Mode::Kind => k8s_checks::mesh_merging_from_overlay(&self.settings.istio_overlay),
+            Mode::Existing => Ok(MeshMerging::Unknown),
+        }
+    }
+
     fn app_or_err(&self) -> Result<&AppInfo> {
         self.app.as_ref().context("the app was not deployed")
     }
@@ -1094,20 +1102,20 @@ impl ClusterEnvironment {
                 format!("{} pods injected: {places:?}", pods.len())
             }
             KubeCheck::ScrapeAnnotations => {
-                let original = k8s_checks::template_scrape_annotations(&deployment)?;
-                let mut states = Vec::new();
-                for pod in &pods {
-                    states.push(k8s_checks::pod_scrape_annotations(pod, &original)?);
-                }
-                format!("template keeps the article's annotations; pods: {states:?}")
+                k8s_checks::template_scrape_annotations(&deployment)?;
+                let verdict = k8s_checks::scrape_verdict(&deployment, &pods, self.mesh_merging()?)?;
+                format!(
+                    "template keeps the article's annotations; all {} pods {:?} ({:?})",
+                    verdict.pods, verdict.state, verdict.expectation
+                )
             }
             KubeCheck::MergedMetricsServeAppMetrics => {
-                let original = k8s_checks::template_scrape_annotations(&deployment)?;
+                let verdict = k8s_checks::scrape_verdict(&deployment, &pods, self.mesh_merging()?)?;
+                if let Some(reason) = verdict.unmerged_reason() {
+                    return Ok(KubeCheckOutcome::NotApplicable { reason });
+                }
                 let mut checked = 0;
                 for pod in &pods {
-                    if k8s_checks::pod_scrape_annotations(pod, &original)? != ScrapeState::Merged {
-                        continue;
-                    }
                     let name = pod.metadata.name.as_deref().unwrap_or("?");
                     let text = k8s_checks::http_get_through_port_forward(
                         &client,
@@ -1120,13 +1128,6 @@ impl ClusterEnvironment {
                     k8s_checks::contains_app_metrics(&text)
                         .with_context(|| format!("pod {name} :15020/stats/prometheus"))?;
                     checked += 1;
-                }
-                if checked == 0 {
-                    return Ok(KubeCheckOutcome::NotApplicable {
-                        reason: "metrics merging is off: the pods keep their original scrape \
-                                 annotations, so Prometheus scrapes 8080 /metrics directly"
-                            .into(),
-                    });
                 }
                 format!(
                     "{checked} pods serve {:?} on :15020/stats/prometheus",

@@ -7,8 +7,9 @@ use std::path::Path;
 use harness::deploy::{AppPods, Attempt, rollout_state};
 use harness::ingress::article_endpoint;
 use harness::k8s_checks::{
-    ScrapeAnnotations, ScrapeState, SidecarPlace, contains_app_metrics, pod_runs_image,
-    pod_scrape_annotations, sidecar_injected, sidecar_ready, template_scrape_annotations,
+    MergeExpectation, MeshMerging, ScrapeAnnotations, ScrapeState, SidecarPlace,
+    contains_app_metrics, mesh_merging_from_overlay, pod_runs_image, pod_scrape_annotations,
+    scrape_verdict, sidecar_injected, sidecar_ready, template_scrape_annotations,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -372,4 +373,128 @@ fn the_articles_endpoint_is_the_gateway_host_ip_and_http2_nodeport() {
         ("172.18.0.2".to_string(), 30001)
     );
     assert!(format!("{:#}", article_endpoint(&[], &service).unwrap_err()).contains("hostIP"));
+}
+
+/// A pod of a mesh that does not merge: the originals as written, no opt-out annotation.
+fn unmerged_by_the_mesh() -> Pod {
+    let mut pod = pod("native-unmerged");
+    pod.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .remove("prometheus.istio.io/merge-metrics");
+    pod
+}
+
+fn opting_out(key: &str) -> Deployment {
+    let mut deployment = rolled_out();
+    deployment
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .metadata
+        .as_mut()
+        .unwrap()
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert(key.into(), "false".into());
+    deployment
+}
+
+#[test]
+fn on_kind_every_pod_must_be_merged() {
+    let merged = three(["native-merged", "classic-merged", "native-merged"]);
+    let verdict = scrape_verdict(&rolled_out(), &merged, MeshMerging::On).unwrap();
+    assert_eq!(verdict.state, ScrapeState::Merged);
+    assert_eq!(verdict.unmerged_reason(), None);
+
+    let one_unmerged = vec![
+        pod("native-merged"),
+        pod("native-merged"),
+        unmerged_by_the_mesh(),
+    ];
+    let all_unmerged = vec![unmerged_by_the_mesh(); 3];
+    for pods in [one_unmerged, all_unmerged] {
+        let text = err_text(scrape_verdict(&rolled_out(), &pods, MeshMerging::On));
+        assert!(text.contains("wtyfft-deploy-6c9d7f5d8b-m3n8v"), "{text}");
+        assert!(text.contains("enablePrometheusMerge"), "{text}");
+    }
+}
+
+#[rstest]
+#[case::merge_metrics_false("prometheus.istio.io/merge-metrics")]
+fn a_template_that_opts_out_expects_unmerged_pods(#[case] key: &str) {
+    let deployment = opting_out(key);
+    for mesh in [MeshMerging::On, MeshMerging::Unknown] {
+        let verdict = scrape_verdict(&deployment, &[pod("native-unmerged")], mesh).unwrap();
+        assert_eq!(verdict.state, ScrapeState::Unmerged);
+        let reason = verdict
+            .unmerged_reason()
+            .expect("not applicable, with a reason");
+        assert!(reason.contains(key), "{reason}");
+        let text = err_text(scrape_verdict(
+            &deployment,
+            &[pod("native-unmerged"), pod("native-merged")],
+            mesh,
+        ));
+        assert!(text.contains("wtyfft-deploy-6c9d7f5d8b-4xk2p"), "{text}");
+        assert!(text.contains(key), "{text}");
+    }
+}
+
+#[test]
+fn scrape_false_in_the_template_is_an_opt_out() {
+    assert_eq!(
+        harness::k8s_checks::merge_expectation(
+            &opting_out("prometheus.io/scrape"),
+            MeshMerging::On
+        ),
+        MergeExpectation::Unmerged(
+            "the pod template opts out with `prometheus.io/scrape: \"false\"`".into()
+        )
+    );
+}
+
+#[test]
+fn on_an_existing_cluster_either_state_passes_when_every_pod_agrees() {
+    let merged = three(["native-merged", "classic-merged", "native-merged"]);
+    let verdict = scrape_verdict(&rolled_out(), &merged, MeshMerging::Unknown).unwrap();
+    assert_eq!(verdict.state, ScrapeState::Merged);
+
+    let unmerged = vec![unmerged_by_the_mesh(); 3];
+    let verdict = scrape_verdict(&rolled_out(), &unmerged, MeshMerging::Unknown).unwrap();
+    assert_eq!(verdict.state, ScrapeState::Unmerged);
+    let reason = verdict.unmerged_reason().unwrap();
+    assert!(reason.contains("merging is off"), "{reason}");
+
+    let mixed = vec![pod("native-merged"), unmerged_by_the_mesh()];
+    let text = err_text(scrape_verdict(&rolled_out(), &mixed, MeshMerging::Unknown));
+    assert!(text.contains("disagree"), "{text}");
+}
+
+#[test]
+fn the_install_overlay_decides_whether_the_mesh_merges() {
+    assert_eq!(
+        mesh_merging_from_overlay(&harness::istio::install_overlay()).unwrap(),
+        MeshMerging::On,
+        "manifests/istio-install.yaml leaves enablePrometheusMerge at its default"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let off = dir.path().join("off.yaml");
+    std::fs::write(
+        &off,
+        "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  meshConfig:\n    enablePrometheusMerge: false\n",
+    )
+    .unwrap();
+    assert_eq!(mesh_merging_from_overlay(&off).unwrap(), MeshMerging::Off);
+    let verdict =
+        scrape_verdict(&rolled_out(), &[unmerged_by_the_mesh()], MeshMerging::Off).unwrap();
+    assert!(
+        verdict
+            .unmerged_reason()
+            .unwrap()
+            .contains("enablePrometheusMerge: false")
+    );
 }
