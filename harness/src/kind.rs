@@ -648,6 +648,8 @@ impl ClusterEnvironment {
             self.cluster = Some(handle);
             return Ok(());
         }
+        let config = cluster::KindConfig::load(&self.settings.kind_config)?;
+        cluster::ensure_host_ports_free(&self.runner, &self.settings.tools, &config).await?;
         if marked && !self.runner.is_dry_run() {
             // Before `kind create`, so a run killed during the create is still reaped later.
             state.write_marker(&name, &OwnerMarker::for_this_process())?;

@@ -50,6 +50,8 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
             "docker info --format",
             "kind get clusters",
             "kind get clusters",
+            // Nothing else may hold the port the config publishes.
+            "docker ps --filter",
             "kind create cluster",
             "kind get kubeconfig",
             "kind load docker-image",
@@ -420,4 +422,61 @@ async fn the_containerd_digest_error_falls_back_to_an_image_archive() {
     );
     assert!(!archive.exists(), "the archive is removed after loading");
     env.teardown(false).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_kept_cluster_holding_the_gateway_port_stops_the_run_before_kind_create() {
+    let fake = Fake::new(&[]);
+    let kept = "istio-fft-e2e-4242-beef";
+    fake.set_clusters(&[kept]);
+    fake.publish(30001, &[&format!("{kept}-control-plane")]);
+    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    let err =
+        match ClusterEnvironment::up_with(Runner::new(), settings, &FakeBackend::default()).await {
+            Ok(_) => panic!("the port is taken"),
+            Err(err) => format!("{err:#}"),
+        };
+    assert!(
+        err.contains(&format!(
+            "cluster {kept} holds 127.0.0.1:30001: reuse it with E2E_CLUSTER={kept}, or delete \
+             it: kind delete cluster --name {kept}"
+        )),
+        "{err}"
+    );
+    let calls = fake.calls();
+    assert!(
+        calls.contains(&"docker ps --filter publish=30001 --format {{.Names}}".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("kind create") || c.starts_with("kind delete")),
+        "nothing created, nothing deleted: {calls:?}"
+    );
+    assert_eq!(fake.clusters(), [kept], "the kept cluster is left alone");
+    assert!(
+        std::fs::read_dir(fake.state_dir().dir)
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "no owner marker for a cluster that was never created"
+    );
+}
+
+#[tokio::test]
+async fn any_other_container_on_the_port_is_named_too() {
+    let fake = Fake::new(&[]);
+    fake.publish(30001, &["my-web-server"]);
+    let settings = fake.settings(Keep::Never, ClusterChoice::Reuse("my-dev".into()));
+    let err =
+        match ClusterEnvironment::up_with(Runner::new(), settings, &FakeBackend::default()).await {
+            Ok(_) => panic!("the port is taken"),
+            Err(err) => format!("{err:#}"),
+        };
+    assert!(
+        err.contains("container my-web-server holds 127.0.0.1:30001"),
+        "{err}"
+    );
+    assert!(!fake.calls().iter().any(|c| c.starts_with("kind create")));
 }

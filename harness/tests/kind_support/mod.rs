@@ -85,7 +85,12 @@ impl Fake {
         self.calls()
             .into_iter()
             .filter(|c| {
-                !(c.contains(" version") || c.starts_with("docker info") || c.contains(" get "))
+                !(c.contains(" version")
+                    || c.starts_with("docker info")
+                    || c.starts_with("docker ps")
+                    || c.starts_with("docker port")
+                    || c.starts_with("docker image inspect")
+                    || c.contains(" get "))
             })
             .collect()
     }
@@ -102,6 +107,29 @@ impl Fake {
         let mut text = names.join("\n");
         text.push('\n');
         std::fs::write(self.kind_state.join("clusters"), text).unwrap();
+    }
+
+    /// Makes the fake `docker ps --filter publish=PORT` list these running containers.
+    pub fn publish(&self, port: u16, containers: &[&str]) {
+        let mut text = containers.join("\n");
+        text.push('\n');
+        std::fs::write(self.kind_state.join(format!("publish-{port}")), text).unwrap();
+    }
+
+    /// Makes the fake `docker port NODE …` print `mapping`.
+    pub fn set_docker_port(&self, node: &str, mapping: &str) {
+        std::fs::write(
+            self.kind_state.join(format!("port-{node}")),
+            format!("{mapping}\n"),
+        )
+        .unwrap();
+    }
+
+    /// Makes the fake `docker image inspect` find these images.
+    pub fn set_local_images(&self, images: &[&str]) {
+        let mut text = images.join("\n");
+        text.push('\n');
+        std::fs::write(self.kind_state.join("images"), text).unwrap();
     }
 
     pub fn state_dir(&self) -> StateDir {
