@@ -324,6 +324,8 @@ pub struct Settings {
     pub timeouts: Timeouts,
     /// The existing target's context (the kubeconfig's current one).
     pub existing_context: Option<String>,
+    /// `E2E_OFFLINE=1`: kind only with its node image already present.
+    pub offline: bool,
 }
 
 impl Settings {
@@ -354,6 +356,7 @@ impl Settings {
             app_manifest: paths::manifests_dir().join("app.yaml"),
             timeouts: Timeouts::default(),
             existing_context,
+            offline: knobs.offline,
         })
     }
 }
@@ -513,13 +516,22 @@ impl ClusterEnvironment {
     }
 
     async fn preflight(&mut self) -> Result<()> {
-        let report = preflight::check(
+        let mut report = preflight::check(
             &self.runner,
             &self.settings.tools,
             &self.settings.versions,
             self.preflight_needs(),
         )
         .await;
+        if self.settings.offline && self.settings.mode == Mode::Kind {
+            preflight::check_offline_kind(
+                &self.runner,
+                &self.settings.tools,
+                &self.settings.versions.kind_node_image,
+                &mut report,
+            )
+            .await;
+        }
         report.print();
         if report.missing.is_empty() {
             return Ok(());

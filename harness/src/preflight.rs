@@ -313,6 +313,39 @@ pub async fn check(runner: &Runner, tools: &Tools, versions: &Versions, needs: N
     report
 }
 
+/// `E2E_OFFLINE=1`: nothing may be downloaded, and `kind create` pulls its node image unless
+/// Docker already has it. The Istio images are pulled later by the node's own containerd, out
+/// of reach of any check from here: what can be checked is the node image.
+pub async fn check_offline_kind(
+    runner: &Runner,
+    tools: &Tools,
+    node_image: &str,
+    report: &mut Report,
+) {
+    let inspect = tools
+        .cmd(Tool::Docker)
+        .args(["image", "inspect", node_image])
+        .timeout(Duration::from_secs(20));
+    const ISTIO_IMAGES: &str = "Istio images are pulled inside the node (by its container \
+                                runtime, when istioctl installs), so they cannot be checked \
+                                from here";
+    match runner.query(&inspect).await {
+        Ok(_) => report.warnings.push(format!(
+            "E2E_OFFLINE=1: the pinned node image {node_image} is present locally, but the \
+             {ISTIO_IMAGES}"
+        )),
+        Err(err) => report.missing.push(Missing {
+            tool: Tool::Kind,
+            problem: format!(
+                "E2E_OFFLINE=1 and the pinned node image {node_image} is not present locally \
+                 (`docker image inspect`: {}), so `kind create` would pull it; the {ISTIO_IMAGES} either",
+                crate::cmd::tail(&format!("{err:#}"), 1).trim()
+            ),
+            fix: format!("while online: docker pull {node_image}; or unset E2E_OFFLINE"),
+        }),
+    }
+}
+
 /// A cross-built image binary needs its target's standard library: `rustup target list
 /// --installed` must list the triple. The host's own triple is always there.
 pub async fn rust_target_missing(

@@ -480,3 +480,24 @@ async fn any_other_container_on_the_port_is_named_too() {
     );
     assert!(!fake.calls().iter().any(|c| c.starts_with("kind create")));
 }
+
+#[tokio::test]
+async fn offline_without_the_node_image_creates_nothing() {
+    let fake = Fake::new(&[]);
+    let mut settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    settings.offline = true;
+    let err =
+        match ClusterEnvironment::up_with(Runner::new(), settings, &FakeBackend::default()).await {
+            Ok(_) => panic!("offline without the node image must not run kind"),
+            Err(err) => format!("{err:#}"),
+        };
+    assert!(
+        err.contains("E2E_OFFLINE=1") && err.contains("not present locally"),
+        "{err}"
+    );
+    assert!(
+        !fake.calls().iter().any(|c| c.starts_with("kind create")),
+        "{:?}",
+        fake.calls()
+    );
+}

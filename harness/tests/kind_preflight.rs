@@ -213,3 +213,67 @@ async fn a_linux_host_building_for_its_own_cpu_needs_no_rustup() {
         fake.calls()
     );
 }
+
+fn node_image() -> String {
+    Versions::load().unwrap().kind_node_image
+}
+
+async fn offline_report(fake: &Fake) -> preflight::Report {
+    let mut report = report(fake, Needs::Kind).await;
+    preflight::check_offline_kind(&Runner::new(), &fake.tools(), &node_image(), &mut report).await;
+    report
+}
+
+#[tokio::test]
+async fn offline_without_the_node_image_falls_back_skips_or_fails_saying_why() {
+    let fake = Fake::new(&[]);
+    let report = offline_report(&fake).await;
+    assert_eq!(report.missing.len(), 1, "{:?}", report.missing);
+    let text = report.missing[0].to_string();
+    let image = node_image();
+    assert!(text.contains("E2E_OFFLINE=1"), "{text}");
+    assert!(
+        text.contains(&format!("{image} is not present locally")),
+        "{text}"
+    );
+    assert!(text.contains("No such image"), "{text}");
+    assert!(
+        text.contains("Istio images are pulled inside the node")
+            || text.contains("pulled inside the node"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("docker pull {image}")), "{text}");
+    assert!(
+        fake.calls()
+            .contains(&format!("docker image inspect {image}")),
+        "{:?}",
+        fake.calls()
+    );
+    let KindDecision::FallBackToLocal { reasons } = decide_kind(false, false, &report.missing)
+    else {
+        panic!("auto falls back to local");
+    };
+    assert!(reasons.contains("E2E_OFFLINE=1"), "{reasons}");
+    assert!(matches!(
+        decide_kind(true, false, &report.missing),
+        KindDecision::Skip { .. }
+    ));
+    assert!(matches!(
+        decide_kind(true, true, &report.missing),
+        KindDecision::Fail { .. }
+    ));
+}
+
+#[tokio::test]
+async fn offline_with_the_node_image_present_runs_kind_and_warns_about_istio_images() {
+    let fake = Fake::new(&[]);
+    fake.set_local_images(&[&node_image()]);
+    let report = offline_report(&fake).await;
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    assert!(
+        report.warnings.iter().any(|w| w.contains("E2E_OFFLINE=1")
+            && w.contains("Istio images are pulled inside the node")),
+        "{:?}",
+        report.warnings
+    );
+}

@@ -161,6 +161,7 @@ impl Fake {
                 route: Duration::from_secs(5),
             },
             existing_context: None,
+            offline: false,
         }
     }
 }
