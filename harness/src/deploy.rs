@@ -171,7 +171,45 @@ async fn dynamic_api(
     })
 }
 
-/// Server-side applies each document in order (force: the suite owns these fields).
+/// How long a Namespace (or any object) that is being deleted may take to go: its pods get
+/// their termination grace period (30 s by default) before the namespace's finalizer ends.
+pub const TERMINATION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Polls `look` (which reports the object's state while it still exists) with the project's
+/// retry primitive until it finds nothing, or `timeout` passes; the error names what was
+/// awaited and the last state seen.
+pub async fn wait_until_gone<F, Fut>(what: &str, timeout: Duration, mut look: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<String>>>,
+{
+    Retry::within(timeout)
+        .backoff(Duration::from_millis(250), Duration::from_secs(2))
+        .run(what, || {
+            let seen = look();
+            async move {
+                match seen.await {
+                    Ok(None) => Ok(()),
+                    Ok(Some(state)) => Err(state),
+                    Err(err) => Err(format!("{err:#}")),
+                }
+            }
+        })
+        .await?;
+    Ok(())
+}
+
+/// The state of an object that is still there, in words.
+fn presence(object: &DynamicObject) -> String {
+    match &object.metadata.deletion_timestamp {
+        Some(since) => format!("still Terminating (deletion requested at {})", since.0),
+        None => "still present".to_string(),
+    }
+}
+
+/// Server-side applies each document in order (force: the suite owns these fields). An object
+/// still being deleted (a Namespace left Terminating by the previous run's teardown) is waited
+/// for first: applying into it would be refused or vanish with it.
 pub async fn apply(client: &kube::Client, documents: &[Value]) -> Result<Vec<Applied>> {
     let mut applied = Vec::new();
     for raw in documents {
@@ -187,11 +225,26 @@ pub async fn apply(client: &kube::Client, documents: &[Value]) -> Result<Vec<App
             "{kind} {}{name}",
             namespace.map(|n| format!("{n}/")).unwrap_or_default()
         );
-        let existed = api
+        let current = api
             .get_opt(name)
             .await
-            .with_context(|| format!("reading {what}"))?
-            .is_some();
+            .with_context(|| format!("reading {what}"))?;
+        let terminating = current
+            .as_ref()
+            .is_some_and(|o| o.metadata.deletion_timestamp.is_some());
+        if terminating {
+            eprintln!(
+                "==> {what} is being deleted (left by an earlier teardown): waiting up to \
+                 {TERMINATION_TIMEOUT:?} for it to be gone before applying it again"
+            );
+            wait_until_gone(
+                &format!("{what} to finish terminating before it is applied again"),
+                TERMINATION_TIMEOUT,
+                || async { Ok(api.get_opt(name).await?.as_ref().map(presence)) },
+            )
+            .await?;
+        }
+        let existed = current.is_some() && !terminating;
         api.patch(
             name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -238,6 +291,26 @@ pub async fn delete_created(client: &kube::Client, applied: &[Applied]) -> Resul
         .await;
         if let Err(err) = result {
             failures.push(format!("{}: {err:#}", object.describe()));
+        }
+    }
+    // A Namespace goes only after everything in it: wait, so that a rerun does not apply into
+    // a Terminating namespace.
+    for namespace in applied
+        .iter()
+        .filter(|o| o.created && o.kind == "Namespace" && o.namespace.is_none())
+    {
+        let result = async {
+            let api = dynamic_api(client, &namespace.api_version, &namespace.kind, None).await?;
+            wait_until_gone(
+                &format!("{} to be deleted", namespace.describe()),
+                TERMINATION_TIMEOUT,
+                || async { Ok(api.get_opt(&namespace.name).await?.as_ref().map(presence)) },
+            )
+            .await
+        }
+        .await;
+        if let Err(err) = result {
+            failures.push(format!("{}: {err:#}", namespace.describe()));
         }
     }
     if !failures.is_empty() {
@@ -629,6 +702,60 @@ mod tests {
         .unwrap_err();
         assert!(format!("{err:#}").contains("ErrImageNeverPull"));
         assert_eq!(polls, 1);
+    }
+
+    #[tokio::test]
+    async fn waiting_until_gone_ends_when_the_object_is_not_found() {
+        let mut looks = 0;
+        wait_until_gone(
+            "Namespace wty-istio to be deleted",
+            Duration::from_secs(5),
+            || {
+                looks += 1;
+                let gone = looks >= 3;
+                async move {
+                    Ok((!gone).then(|| "still Terminating (deletion requested at …)".to_string()))
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(looks, 3);
+    }
+
+    #[tokio::test]
+    async fn waiting_until_gone_is_bounded_and_says_what_it_saw() {
+        let err = wait_until_gone(
+            "Namespace wty-istio to be deleted",
+            Duration::from_millis(300),
+            || async {
+                Ok(Some(
+                    "still Terminating (deletion requested at 12:00)".to_string(),
+                ))
+            },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("Namespace wty-istio to be deleted"), "{err}");
+        assert!(err.contains("still Terminating"), "{err}");
+        assert!(err.contains("attempts"), "{err}");
+    }
+
+    #[test]
+    fn a_terminating_object_says_since_when() {
+        let mut object: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "wty-istio"}
+        }))
+        .unwrap();
+        assert_eq!(presence(&object), "still present");
+        object.metadata.deletion_timestamp =
+            Some(serde_json::from_value(serde_json::json!("2025-11-26T09:30:00Z")).unwrap());
+        assert!(
+            presence(&object).starts_with("still Terminating"),
+            "{}",
+            presence(&object)
+        );
     }
 
     #[tokio::test]
