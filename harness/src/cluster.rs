@@ -102,6 +102,16 @@ impl KindConfig {
             .collect()
     }
 
+    /// Every `extraPortMappings` entry's containerPort.
+    pub fn container_ports(&self) -> Vec<u16> {
+        self.nodes()
+            .iter()
+            .filter_map(|node| node.get("extraPortMappings")?.as_array())
+            .flatten()
+            .filter_map(|m| u16::try_from(m.get("containerPort")?.as_u64()?).ok())
+            .collect()
+    }
+
     /// The `extraPortMappings` entry that publishes `container_port`: (listenAddress, hostPort).
     /// kind's default listenAddress is 0.0.0.0.
     pub fn host_mapping(&self, container_port: u16) -> Option<(String, u16)> {

@@ -76,13 +76,8 @@ pub fn loopback_endpoint(config: &KindConfig, node_port: u16) -> Result<SocketAd
     Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), host_port))
 }
 
-/// The article's `INGRESS_HOST` (`status.hostIP` of a gateway pod) and `INGRESS_PORT` (the
-/// Service's `http2` nodePort).
-pub fn article_endpoint(gateway_pods: &[Pod], service: &Service) -> Result<(String, u16)> {
-    let host = gateway_pods
-        .iter()
-        .find_map(|p| p.status.as_ref()?.host_ip.clone())
-        .context("no ingress gateway pod has a status.hostIP yet")?;
+/// The `http2` nodePort of the gateway Service.
+pub fn service_http2_node_port(service: &Service) -> Result<u16> {
     let port = service
         .spec
         .as_ref()
@@ -92,7 +87,88 @@ pub fn article_endpoint(gateway_pods: &[Pod], service: &Service) -> Result<(Stri
         .find(|p| p.name.as_deref() == Some("http2"))
         .and_then(|p| p.node_port)
         .context("the ingress gateway Service has no `http2` port with a nodePort")?;
-    Ok((host, u16::try_from(port).context("nodePort out of range")?))
+    u16::try_from(port).context("nodePort out of range")
+}
+
+pub async fn live_gateway_node_port(client: &kube::Client) -> Result<u16> {
+    let services: Api<Service> = Api::namespaced(client.clone(), ISTIO_NAMESPACE);
+    let service = services
+        .get(INGRESS_GATEWAY)
+        .await
+        .with_context(|| format!("reading Service {ISTIO_NAMESPACE}/{INGRESS_GATEWAY}"))?;
+    service_http2_node_port(&service)
+}
+
+/// The whole path a probe takes on kind, checked before probing: the live gateway Service's
+/// http2 nodePort is the containerPort the kind config maps, and the node container really
+/// publishes it where the config says (`docker port NODE PORT/tcp`, or its error when it
+/// publishes nothing). A cluster made from another config, or an Istio installed from another
+/// overlay, otherwise shows up only as connection errors until the route wait times out.
+pub fn verify_gateway_path(
+    config: &KindConfig,
+    overlay_file: &Path,
+    live_node_port: u16,
+    node_container: &str,
+    docker_port: std::result::Result<&str, &str>,
+) -> Result<SocketAddr> {
+    let (listen, host_port) = config.host_mapping(live_node_port).with_context(|| {
+        let mapped: Vec<String> = config
+            .container_ports()
+            .iter()
+            .map(u16::to_string)
+            .collect();
+        format!(
+            "the gateway Service's http2 nodePort is {live_node_port}, but {} maps containerPort \
+             {}: make them equal (the nodePort is pinned in {}, the mapping is in {}; a reused \
+             cluster keeps the Istio it was installed with)",
+            config.path.display(),
+            if mapped.is_empty() {
+                "nothing".to_string()
+            } else {
+                mapped.join(", ")
+            },
+            overlay_file.display(),
+            config.path.display()
+        )
+    })?;
+    let address = loopback_endpoint(config, live_node_port)?;
+    let published: Vec<&str> = match docker_port {
+        Ok(text) => text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let wanted = format!("{listen}:{host_port}");
+    if published.contains(&wanted.as_str()) {
+        return Ok(address);
+    }
+    let seen = match docker_port {
+        Ok(_) if !published.is_empty() => published.join(", "),
+        Ok(_) => "nothing".to_string(),
+        Err(err) => format!("nothing ({})", err.trim()),
+    };
+    bail!(
+        "`docker port {node_container} {live_node_port}/tcp` shows {seen}, but {} publishes \
+         containerPort {live_node_port} on {wanted}: the cluster was created from another \
+         config; recreate it (kind delete cluster --name {}) or make {} match",
+        config.path.display(),
+        node_container
+            .strip_suffix("-control-plane")
+            .unwrap_or(node_container),
+        config.path.display()
+    )
+}
+
+/// The article's `INGRESS_HOST` (`status.hostIP` of a gateway pod) and `INGRESS_PORT` (the
+/// Service's `http2` nodePort).
+pub fn article_endpoint(gateway_pods: &[Pod], service: &Service) -> Result<(String, u16)> {
+    let host = gateway_pods
+        .iter()
+        .find_map(|p| p.status.as_ref()?.host_ip.clone())
+        .context("no ingress gateway pod has a status.hostIP yet")?;
+    Ok((host, service_http2_node_port(service)?))
 }
 
 /// The article's export lines, for a person to paste.
@@ -255,6 +331,64 @@ mod tests {
         assert!(err.contains("not loopback"), "{err}");
         let err = loopback_endpoint(&config, 30002).unwrap_err().to_string();
         assert!(err.contains("containerPort 30002"), "{err}");
+    }
+
+    fn overlay() -> std::path::PathBuf {
+        crate::istio::install_overlay()
+    }
+
+    const NODE: &str = "istio-fft-e2e-1-abcd-control-plane";
+
+    #[test]
+    fn a_consistent_path_gives_the_loopback_address() {
+        let config = KindConfig::load_default().unwrap();
+        assert_eq!(
+            verify_gateway_path(&config, &overlay(), 30001, NODE, Ok("127.0.0.1:30001\n")).unwrap(),
+            "127.0.0.1:30001".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_gateway_on_another_nodeport_names_both_values_and_both_files() {
+        let config = KindConfig::load_default().unwrap();
+        let err = verify_gateway_path(&config, &overlay(), 31380, NODE, Ok("127.0.0.1:30001\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http2 nodePort is 31380"), "{err}");
+        assert!(err.contains("maps containerPort 30001"), "{err}");
+        assert!(
+            err.contains("manifests/istio-install.yaml")
+                && err.contains("manifests/kind-cluster.yaml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_node_published_elsewhere_names_both_values_and_the_config() {
+        let config = KindConfig::load_default().unwrap();
+        let err = verify_gateway_path(&config, &overlay(), 30001, NODE, Ok("0.0.0.0:30080\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("shows 0.0.0.0:30080"), "{err}");
+        assert!(err.contains("127.0.0.1:30001"), "{err}");
+        assert!(err.contains("manifests/kind-cluster.yaml"), "{err}");
+        assert!(
+            err.contains("kind delete cluster --name istio-fft-e2e-1-abcd"),
+            "{err}"
+        );
+        let err = verify_gateway_path(
+            &config,
+            &overlay(),
+            30001,
+            NODE,
+            Err("Error: No public port '30001/tcp' published for istio-fft-e2e-1-abcd-control-plane"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("shows nothing (Error: No public port"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub trait ClusterApi: Send + Sync {
     fn delete_created(&self, applied: Vec<Applied>) -> BoxFuture<'_, Result<()>>;
     /// The article's `status.hostIP` + `http2` nodePort.
     fn article_endpoint(&self) -> BoxFuture<'_, Result<(String, u16)>>;
+    /// The live gateway Service's `http2` nodePort.
+    fn gateway_node_port(&self) -> BoxFuture<'_, Result<u16>>;
     /// The client behind this, for the Kubernetes checks (none for stand-ins).
     fn client(&self) -> Option<kube::Client>;
 }
@@ -199,6 +201,10 @@ impl ClusterApi for LiveApi {
         Box::pin(ingress::live_article_endpoint(&self.client))
     }
 
+    fn gateway_node_port(&self) -> BoxFuture<'_, Result<u16>> {
+        Box::pin(ingress::live_gateway_node_port(&self.client))
+    }
+
     fn client(&self) -> Option<kube::Client> {
         Some(self.client.clone())
     }
@@ -253,6 +259,9 @@ impl ClusterApi for DryRunApi {
         Box::pin(async { Ok(()) })
     }
     fn article_endpoint(&self) -> BoxFuture<'_, Result<(String, u16)>> {
+        Box::pin(async { bail!("a dry run has no cluster to ask") })
+    }
+    fn gateway_node_port(&self) -> BoxFuture<'_, Result<u16>> {
         Box::pin(async { bail!("a dry run has no cluster to ask") })
     }
     fn client(&self) -> Option<kube::Client> {
@@ -902,8 +911,46 @@ impl ClusterEnvironment {
     async fn kind_ingress(&mut self) -> Result<()> {
         let api = self.api_or_err()?;
         let config = cluster::KindConfig::load(&self.settings.kind_config)?;
-        let node_port = ingress::gateway_node_port(&self.settings.istio_overlay)?;
-        let address = ingress::loopback_endpoint(&config, node_port)?;
+        let overlay = &self.settings.istio_overlay;
+        let node_port = ingress::gateway_node_port(overlay)?;
+        let mut address = ingress::loopback_endpoint(&config, node_port)?;
+        let node = cluster::control_plane_container(
+            &self.cluster.as_ref().context("no cluster to probe")?.name,
+        );
+        self.runner.step(format!(
+            "check that the gateway Service's http2 nodePort is the containerPort {} maps, \
+             and that node {node} publishes it there",
+            config.path.display()
+        ));
+        let docker_port = |port: u16| {
+            self.settings
+                .tools
+                .cmd(Tool::Docker)
+                .arg("port")
+                .arg(&node)
+                .arg(format!("{port}/tcp"))
+                .timeout(Duration::from_secs(20))
+        };
+        if self.runner.is_dry_run() {
+            self.runner.run(&docker_port(node_port)).await?;
+        } else {
+            let live = api
+                .gateway_node_port()
+                .await
+                .context("reading the gateway's http2 nodePort before probing")?;
+            // `docker port` exits 1 when nothing is published: that is an answer, not a failure.
+            let published = match self.runner.run(&docker_port(live)).await {
+                Ok(output) => Ok(output.stdout),
+                Err(err) => Err(format!("{err:#}")),
+            };
+            address = ingress::verify_gateway_path(
+                &config,
+                overlay,
+                live,
+                &node,
+                published.as_deref().map_err(String::as_str),
+            )?;
+        }
         self.runner.step(format!(
             "probe http://{address}{} through the gateway until the app answers",
             ingress::ROUTED_PATH

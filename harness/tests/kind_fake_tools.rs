@@ -39,8 +39,15 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
     );
 
     let calls = fake.calls();
+    let verbs: Vec<String> = kind_verbs(&calls)
+        .into_iter()
+        .map(|verb| match verb.strip_prefix("docker port ") {
+            Some(_) => "docker port <node>".to_string(),
+            None => verb,
+        })
+        .collect();
     assert_eq!(
-        kind_verbs(&calls),
+        verbs,
         [
             "docker info --format",
             "kind version",
@@ -56,6 +63,8 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
             "kind get kubeconfig",
             "kind load docker-image",
             "istioctl install -y",
+            // The node publishes the gateway's nodePort where the config says, before probing.
+            "docker port <node>",
         ]
     );
     let state = fake.state_dir();
@@ -99,8 +108,19 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
             "control-plane",
             "apply",
             "rollout",
+            "gateway-node-port",
             "route"
         ]
+    );
+    let node = format!("{name}-control-plane");
+    let port_check = calls
+        .iter()
+        .position(|c| c == &format!("docker port {node} 30001/tcp"))
+        .unwrap_or_else(|| panic!("no docker port check in {calls:?}"));
+    assert_eq!(
+        port_check,
+        calls.len() - 1,
+        "checked last, just before probing"
     );
     let applied = backend.applied.lock().unwrap().clone();
     assert_eq!(applied[0]["kind"], "Namespace");
@@ -499,5 +519,38 @@ async fn offline_without_the_node_image_creates_nothing() {
         !fake.calls().iter().any(|c| c.starts_with("kind create")),
         "{:?}",
         fake.calls()
+    );
+}
+
+#[rstest]
+#[case::gateway_on_another_nodeport(Some(31380), None, &["http2 nodePort is 31380", "maps containerPort 30001", "manifests/istio-install.yaml", "manifests/kind-cluster.yaml"])]
+#[case::node_published_elsewhere(None, Some("127.0.0.1:30080"), &["shows 127.0.0.1:30080", "on 127.0.0.1:30001", "manifests/kind-cluster.yaml"])]
+#[tokio::test]
+async fn a_gateway_path_that_disagrees_with_the_config_fails_before_probing(
+    #[case] live_node_port: Option<u16>,
+    #[case] published: Option<&str>,
+    #[case] says: &[&str],
+) {
+    let fake = Fake::new(&[]);
+    fake.set_clusters(&["my-dev"]);
+    if let Some(mapping) = published {
+        fake.set_docker_port("my-dev-control-plane", mapping);
+    }
+    let backend = FakeBackend {
+        gateway_node_port: live_node_port,
+        ..FakeBackend::default()
+    };
+    let settings = fake.settings(Keep::Never, ClusterChoice::Reuse("my-dev".into()));
+    let err = match ClusterEnvironment::up_with(Runner::new(), settings, &backend).await {
+        Ok(_) => panic!("the probe would go nowhere"),
+        Err(err) => format!("{err:#}"),
+    };
+    for needle in says {
+        assert!(err.contains(needle), "`{needle}` missing: {err}");
+    }
+    assert!(
+        !backend.calls().contains(&"route".to_string()),
+        "no probe: {:?}",
+        backend.calls()
     );
 }

@@ -174,6 +174,8 @@ pub struct FakeBackend {
     pub applied: Arc<Mutex<Vec<Value>>>,
     /// What the rollout wait was told about the app's pods.
     pub rollout_app: Arc<Mutex<Option<AppPods>>>,
+    /// The live gateway Service's http2 nodePort (default: the overlay's 30001).
+    pub gateway_node_port: Option<u16>,
 }
 
 impl FakeBackend {
@@ -279,6 +281,12 @@ impl ClusterApi for FakeBackend {
         Box::pin(async move {
             self.call("article-endpoint")?;
             Ok(("172.18.0.2".to_string(), 30001))
+        })
+    }
+    fn gateway_node_port(&self) -> BoxFuture<'_, Result<u16>> {
+        Box::pin(async move {
+            self.call("gateway-node-port")?;
+            Ok(self.gateway_node_port.unwrap_or(30001))
         })
     }
     fn client(&self) -> Option<kube::Client> {
