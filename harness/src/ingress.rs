@@ -214,7 +214,9 @@ pub async fn wait_for_route(ingress: SocketAddr, timeout: Duration) -> Result<()
     if !ingress.ip().is_loopback() {
         bail!("refusing to probe {ingress}: the suite only sends traffic to 127.0.0.0/8");
     }
+    // The probe goes to loopback: an HTTP(S)_PROXY of the environment must not take it.
     let client = reqwest::Client::builder()
+        .no_proxy()
         .timeout(Duration::from_secs(5))
         .build()
         .context("building the HTTP client")?;

@@ -33,7 +33,7 @@ where
 async fn serves_the_oracle_on_an_ephemeral_port_with_the_given_replica_name() {
     let server = Server::start(binary(), &["--replica-name", "replica-a"], &[]);
     assert!(server.addr.ip().is_loopback() && server.addr.port() != 0);
-    let client = reqwest::Client::new();
+    let client = loopback_client();
     let response = client
         .post(server.url("/fft?numSamples=1024&freq=1"))
         .send()
@@ -63,7 +63,7 @@ async fn settings_come_from_the_environment_too() {
         &[],
         &[("REPLICA_NAME", "from-env"), ("MAX_SAMPLES", "100")],
     );
-    let client = reqwest::Client::new();
+    let client = loopback_client();
     let response = client
         .get(server.url("/fft/real/101"))
         .send()
@@ -80,7 +80,11 @@ fn the_replica_name_defaults_to_the_host_name() {
     let server = Server::start(binary(), &[], &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let served_by = runtime.block_on(async {
-        let response = reqwest::get(server.url("/healthz")).await.unwrap();
+        let response = loopback_client()
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
         response.headers()["x-served-by"]
             .to_str()
             .unwrap()
@@ -118,7 +122,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         &["--max-samples", "2097152", "--shutdown-grace", "60s"],
         &[],
     );
-    let client = reqwest::Client::new();
+    let client = loopback_client();
     let slow = tokio::spawn(client.post(server.url("/fft?numSamples=2097152")).send());
     let metrics_url = server.url("/metrics");
     wait_until("the slow FFT is running", || {
@@ -167,7 +171,11 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 #[tokio::test]
 async fn an_idle_server_exits_zero_on_sigint() {
     let mut server = Server::start(binary(), &[], &[]);
-    let response = reqwest::get(server.url("/healthz")).await.unwrap();
+    let response = loopback_client()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     server.signal(libc::SIGINT);
     let status = server.wait_for_exit(Duration::from_secs(10));
@@ -187,7 +195,7 @@ async fn shutdown_is_forced_after_the_grace() {
         &["--max-samples", "2097152", "--shutdown-grace", "200ms"],
         &[],
     );
-    let client = reqwest::Client::new();
+    let client = loopback_client();
     let _slow = tokio::spawn(client.post(server.url("/fft?numSamples=2097152")).send());
     let metrics_url = server.url("/metrics");
     wait_until("the slow FFT is running", || {
@@ -209,4 +217,12 @@ async fn shutdown_is_forced_after_the_grace() {
         "{}",
         server.stderr()
     );
+}
+
+/// The tests only talk to loopback: an HTTP(S)_PROXY of the environment must not take it.
+fn loopback_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("building an HTTP client")
 }
