@@ -29,6 +29,9 @@ enum Verdict {
 }
 
 fn main() -> ExitCode {
+    // Dropped when main returns or a panic unwinds through it: whatever the environment
+    // registered and the orderly teardown did not undo (a kind cluster) is removed then.
+    let _cleanup = harness::teardown::CleanupGuard;
     let mut args = Arguments::from_args();
     // The scenarios share one environment, and the counter check compares scrapes taken before
     // and after its own requests: no other scenario may send traffic in between.

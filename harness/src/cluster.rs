@@ -84,6 +84,34 @@ impl KindConfig {
             .collect()
     }
 
+    /// Every `extraPortMappings` entry's (listenAddress, hostPort): what the node container
+    /// binds on the host when it is created.
+    pub fn host_ports(&self) -> Vec<(String, u16)> {
+        self.nodes()
+            .iter()
+            .filter_map(|node| node.get("extraPortMappings")?.as_array())
+            .flatten()
+            .filter_map(|m| {
+                let host_port = u16::try_from(m.get("hostPort")?.as_u64()?).ok()?;
+                let listen = m
+                    .get("listenAddress")
+                    .and_then(Value::as_str)
+                    .unwrap_or("0.0.0.0");
+                Some((listen.to_string(), host_port))
+            })
+            .collect()
+    }
+
+    /// Every `extraPortMappings` entry's containerPort.
+    pub fn container_ports(&self) -> Vec<u16> {
+        self.nodes()
+            .iter()
+            .filter_map(|node| node.get("extraPortMappings")?.as_array())
+            .flatten()
+            .filter_map(|m| u16::try_from(m.get("containerPort")?.as_u64()?).ok())
+            .collect()
+    }
+
     /// The `extraPortMappings` entry that publishes `container_port`: (listenAddress, hostPort).
     /// kind's default listenAddress is 0.0.0.0.
     pub fn host_mapping(&self, container_port: u16) -> Option<(String, u16)> {
@@ -361,6 +389,66 @@ pub async fn reap_stale(
     Ok(reaped)
 }
 
+/// The container kind runs a cluster's (first) control-plane node in.
+pub fn control_plane_container(cluster: &str) -> String {
+    format!("{cluster}-control-plane")
+}
+
+/// Why `kind create` would fail on `listen:port`, from the names `docker ps --filter
+/// publish=PORT --format {{.Names}}` printed; `None` when nothing holds it.
+pub fn port_holder_problem(names: &str, listen: &str, port: u16) -> Option<String> {
+    let holder = names.lines().map(str::trim).find(|n| !n.is_empty())?;
+    Some(match holder.strip_suffix("-control-plane") {
+        Some(cluster) if !cluster.is_empty() => format!(
+            "cluster {cluster} holds {listen}:{port}: reuse it with E2E_CLUSTER={cluster}, or \
+             delete it: kind delete cluster --name {cluster}"
+        ),
+        _ => format!(
+            "container {holder} holds {listen}:{port}, which the kind cluster publishes the \
+             gateway on: stop it (docker stop {holder}), or change the hostPort in \
+             manifests/kind-cluster.yaml"
+        ),
+    })
+}
+
+/// Fails before `kind create` when a host port the config publishes is taken by a running
+/// container (a kept cluster, most often): kind would fail later with "port is already
+/// allocated" after pulling and starting the node.
+pub async fn ensure_host_ports_free(
+    runner: &Runner,
+    tools: &Tools,
+    config: &KindConfig,
+) -> Result<()> {
+    for (listen, port) in config.host_ports() {
+        let query = tools
+            .cmd(Tool::Docker)
+            .args(["ps", "--filter"])
+            .arg(format!("publish={port}"))
+            .args(["--format", "{{.Names}}"])
+            .timeout(Duration::from_secs(30));
+        let names = match runner.query(&query).await {
+            Ok(output) => output.stdout,
+            Err(err) if runner.is_dry_run() => {
+                println!("[dry-run] cannot ask Docker who publishes port {port} ({err:#})");
+                continue;
+            }
+            Err(err) => {
+                return Err(err).with_context(|| {
+                    format!("asking Docker which container publishes port {port}")
+                });
+            }
+        };
+        if let Some(problem) = port_holder_problem(&names, &listen, port) {
+            if runner.is_dry_run() {
+                println!("[dry-run] a real run stops here: {problem}");
+                continue;
+            }
+            bail!("{problem}");
+        }
+    }
+    Ok(())
+}
+
 /// `kind create cluster` from the config file; the kubeconfig goes to `handle.kubeconfig`.
 pub async fn create(
     runner: &Runner,
@@ -620,6 +708,36 @@ mod tests {
                       ctr: content digest sha256:9a1b: not found";
         assert!(is_content_digest_error(stderr));
         assert!(!is_content_digest_error("ERROR: image not present locally"));
+    }
+
+    #[test]
+    fn a_port_holder_is_named_with_the_way_out() {
+        assert_eq!(port_holder_problem("", "127.0.0.1", 30001), None);
+        assert_eq!(port_holder_problem("\n", "127.0.0.1", 30001), None);
+        assert_eq!(
+            port_holder_problem(
+                "istio-fft-e2e-4242-beef-control-plane\n",
+                "127.0.0.1",
+                30001
+            )
+            .unwrap(),
+            "cluster istio-fft-e2e-4242-beef holds 127.0.0.1:30001: reuse it with \
+             E2E_CLUSTER=istio-fft-e2e-4242-beef, or delete it: kind delete cluster --name \
+             istio-fft-e2e-4242-beef"
+        );
+        let other = port_holder_problem("web\n", "127.0.0.1", 30001).unwrap();
+        assert!(
+            other.contains("container web holds 127.0.0.1:30001")
+                && other.contains("docker stop web")
+                && other.contains("manifests/kind-cluster.yaml"),
+            "{other}"
+        );
+    }
+
+    #[test]
+    fn the_kind_config_binds_only_the_gateway_port() {
+        let config = KindConfig::load_default().unwrap();
+        assert_eq!(config.host_ports(), [("127.0.0.1".to_string(), 30001)]);
     }
 
     #[test]

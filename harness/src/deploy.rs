@@ -96,6 +96,13 @@ pub fn prepare(documents: &[Document], image: &str) -> Result<Vec<Value>> {
                     .is_some_and(|current| image_repository(current) == IMAGE_REPOSITORY);
                 if is_ours {
                     container["image"] = Value::String(image.to_string());
+                    // The kubelet's default termination message is empty; the log tail makes
+                    // a start failure such as `exec /fft-service: exec format error` visible
+                    // in the pod status, so the rollout wait can stop at once.
+                    if container.get("terminationMessagePolicy").is_none() {
+                        container["terminationMessagePolicy"] =
+                            Value::String("FallbackToLogsOnError".into());
+                    }
                     rewritten += 1;
                 }
             }
@@ -164,7 +171,45 @@ async fn dynamic_api(
     })
 }
 
-/// Server-side applies each document in order (force: the suite owns these fields).
+/// How long a Namespace (or any object) that is being deleted may take to go: its pods get
+/// their termination grace period (30 s by default) before the namespace's finalizer ends.
+pub const TERMINATION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Polls `look` (which reports the object's state while it still exists) with the project's
+/// retry primitive until it finds nothing, or `timeout` passes; the error names what was
+/// awaited and the last state seen.
+pub async fn wait_until_gone<F, Fut>(what: &str, timeout: Duration, mut look: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<String>>>,
+{
+    Retry::within(timeout)
+        .backoff(Duration::from_millis(250), Duration::from_secs(2))
+        .run(what, || {
+            let seen = look();
+            async move {
+                match seen.await {
+                    Ok(None) => Ok(()),
+                    Ok(Some(state)) => Err(state),
+                    Err(err) => Err(format!("{err:#}")),
+                }
+            }
+        })
+        .await?;
+    Ok(())
+}
+
+/// The state of an object that is still there, in words.
+fn presence(object: &DynamicObject) -> String {
+    match &object.metadata.deletion_timestamp {
+        Some(since) => format!("still Terminating (deletion requested at {})", since.0),
+        None => "still present".to_string(),
+    }
+}
+
+/// Server-side applies each document in order (force: the suite owns these fields). An object
+/// still being deleted (a Namespace left Terminating by the previous run's teardown) is waited
+/// for first: applying into it would be refused or vanish with it.
 pub async fn apply(client: &kube::Client, documents: &[Value]) -> Result<Vec<Applied>> {
     let mut applied = Vec::new();
     for raw in documents {
@@ -180,11 +225,26 @@ pub async fn apply(client: &kube::Client, documents: &[Value]) -> Result<Vec<App
             "{kind} {}{name}",
             namespace.map(|n| format!("{n}/")).unwrap_or_default()
         );
-        let existed = api
+        let current = api
             .get_opt(name)
             .await
-            .with_context(|| format!("reading {what}"))?
-            .is_some();
+            .with_context(|| format!("reading {what}"))?;
+        let terminating = current
+            .as_ref()
+            .is_some_and(|o| o.metadata.deletion_timestamp.is_some());
+        if terminating {
+            eprintln!(
+                "==> {what} is being deleted (left by an earlier teardown): waiting up to \
+                 {TERMINATION_TIMEOUT:?} for it to be gone before applying it again"
+            );
+            wait_until_gone(
+                &format!("{what} to finish terminating before it is applied again"),
+                TERMINATION_TIMEOUT,
+                || async { Ok(api.get_opt(name).await?.as_ref().map(presence)) },
+            )
+            .await?;
+        }
+        let existed = current.is_some() && !terminating;
         api.patch(
             name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -233,6 +293,26 @@ pub async fn delete_created(client: &kube::Client, applied: &[Applied]) -> Resul
             failures.push(format!("{}: {err:#}", object.describe()));
         }
     }
+    // A Namespace goes only after everything in it: wait, so that a rerun does not apply into
+    // a Terminating namespace.
+    for namespace in applied
+        .iter()
+        .filter(|o| o.created && o.kind == "Namespace" && o.namespace.is_none())
+    {
+        let result = async {
+            let api = dynamic_api(client, &namespace.api_version, &namespace.kind, None).await?;
+            wait_until_gone(
+                &format!("{} to be deleted", namespace.describe()),
+                TERMINATION_TIMEOUT,
+                || async { Ok(api.get_opt(&namespace.name).await?.as_ref().map(presence)) },
+            )
+            .await
+        }
+        .await;
+        if let Err(err) = result {
+            failures.push(format!("{}: {err:#}", namespace.describe()));
+        }
+    }
     if !failures.is_empty() {
         bail!(
             "deleting what the suite applied:\n  {}",
@@ -242,9 +322,21 @@ pub async fn delete_created(client: &kube::Client, applied: &[Applied]) -> Resul
     Ok(())
 }
 
+/// What the rollout wait knows about the app's pods.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppPods {
+    /// The container that runs our image.
+    pub container: String,
+    /// Our image was copied into every node (`kind load`): the kubelet never needs to pull it,
+    /// so a pull of it failing can only mean the pod asks for another image or insists on
+    /// pulling. Elsewhere the kubelet retries pulls, and so does the wait.
+    pub image_preloaded: bool,
+}
+
 /// Whether a Deployment's rollout is complete with every pod ready and injected; the state in
-/// words when not. `Err` for states that never recover by waiting.
-pub fn rollout_state(deployment: &Deployment, pods: &[Pod]) -> Result<Attempt<()>> {
+/// words when not. `Err` for states that never recover by waiting, seen on pods of the current
+/// template (pods of an older template are on their way out).
+pub fn rollout_state(deployment: &Deployment, pods: &[Pod], app: &AppPods) -> Result<Attempt<()>> {
     let name = deployment.metadata.name.as_deref().unwrap_or("<unnamed>");
     let wanted = deployment
         .spec
@@ -258,6 +350,16 @@ pub fn rollout_state(deployment: &Deployment, pods: &[Pod]) -> Result<Attempt<()
         return Ok(Attempt::NotYet(format!(
             "Deployment {name}: generation {generation} not yet observed (observed {observed})"
         )));
+    }
+    // Before the counts: a pod that can never start keeps them short forever.
+    for pod in pods.iter().filter(|p| runs_current_template(deployment, p)) {
+        let pod_name = pod.metadata.name.as_deref().unwrap_or("<unnamed>");
+        if let Some(reason) = never_recovers(pod, app) {
+            bail!("pod {pod_name}: {reason}");
+        }
+        if let Some(reason) = never_injected(pod) {
+            bail!("pod {pod_name}: {reason}");
+        }
     }
     let counts = (
         status.replicas.unwrap_or(0),
@@ -282,9 +384,6 @@ pub fn rollout_state(deployment: &Deployment, pods: &[Pod]) -> Result<Attempt<()
     }
     for pod in pods {
         let pod_name = pod.metadata.name.as_deref().unwrap_or("<unnamed>");
-        if let Some(reason) = never_recovers(pod) {
-            bail!("pod {pod_name}: {reason}");
-        }
         if let Err(err) = k8s_checks::sidecar_injected(pod) {
             return Ok(Attempt::NotYet(format!("{err:#}")));
         }
@@ -298,6 +397,27 @@ pub fn rollout_state(deployment: &Deployment, pods: &[Pod]) -> Result<Attempt<()
     Ok(Attempt::Done(()))
 }
 
+/// Whether the pod was made from the Deployment's current template: every container of the
+/// template is in the pod with the same image (the injector adds containers, never changes
+/// these).
+fn runs_current_template(deployment: &Deployment, pod: &Pod) -> bool {
+    let Some(template) = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+    else {
+        return false;
+    };
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    template.containers.iter().all(|wanted| {
+        spec.containers
+            .iter()
+            .any(|c| c.name == wanted.name && c.image == wanted.image)
+    })
+}
+
 fn pod_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
@@ -307,32 +427,117 @@ fn pod_ready(pod: &Pod) -> bool {
         .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-/// Waiting reasons that no amount of waiting fixes, with what to do.
-fn never_recovers(pod: &Pod) -> Option<String> {
+/// The injector mutates a pod only when it is created: a pod that exists without any mark of
+/// injection keeps running without a sidecar until it is replaced.
+fn never_injected(pod: &Pod) -> Option<String> {
+    let annotated = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(k8s_checks::SIDECAR_STATUS_ANNOTATION));
+    if annotated || k8s_checks::sidecar_container(pod).is_some() {
+        return None;
+    }
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("<namespace>");
+    Some(format!(
+        "it was created without a sidecar (no `{}` annotation, no `{}` container), and the \
+         injector acts only when a pod is created: the namespace label `istio-injection=enabled` \
+         must be on namespace {namespace} before the pod is created, and the injector webhook \
+         (istiod in istio-system) must be reachable then. Fix that, then recreate the pods \
+         (`kubectl -n {namespace} rollout restart deployment`)",
+        k8s_checks::SIDECAR_STATUS_ANNOTATION,
+        k8s_checks::SIDECAR_CONTAINER
+    ))
+}
+
+/// Container states that no amount of waiting fixes, with what to do.
+fn never_recovers(pod: &Pod, app: &AppPods) -> Option<String> {
     let status = pod.status.as_ref()?;
-    let all = status
+    let app_containers = status
         .container_statuses
         .iter()
-        .chain(status.init_container_statuses.iter())
-        .flatten();
-    for container in all {
-        let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
-            continue;
-        };
-        let reason = waiting.reason.as_deref().unwrap_or("");
+        .flatten()
+        .map(|c| (c, true));
+    let init_containers = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .map(|c| (c, false));
+    for (container, regular) in app_containers.chain(init_containers) {
+        let is_ours = regular && container.name == app.container;
+        let state = container.state.as_ref();
+        let waiting = state.and_then(|s| s.waiting.as_ref());
+        let reason = waiting.and_then(|w| w.reason.as_deref()).unwrap_or("");
         let fix = match reason {
-            "ErrImageNeverPull" | "ErrImagePull" | "ImagePullBackOff" => {
-                "the image is not in the cluster: was it loaded with `kind load docker-image`, and is the tag not `:latest`?"
+            "ErrImageNeverPull" => Some(
+                "the image is not on the node and its pull policy is Never: was it loaded with \
+                 `kind load docker-image`?"
+                    .to_string(),
+            ),
+            "InvalidImageName" => Some("the image reference is malformed".to_string()),
+            "ErrImagePull" | "ImagePullBackOff" if is_ours && app.image_preloaded => Some(
+                "our image was loaded into the nodes with `kind load docker-image` and must \
+                 never be pulled: the pod names another image than the one loaded, or forces a \
+                 pull (`imagePullPolicy: Always`, or a `:latest` tag)"
+                    .to_string(),
+            ),
+            "CreateContainerConfigError" => {
+                Some("the container's configuration is invalid".to_string())
             }
-            "InvalidImageName" => "the image reference is malformed",
-            "CreateContainerConfigError" => "the container's configuration is invalid",
-            _ => continue,
+            _ => None,
         };
+        if let Some(fix) = fix {
+            return Some(format!(
+                "container {} is waiting with {reason} ({}): {fix}",
+                container.name,
+                waiting
+                    .and_then(|w| w.message.as_deref())
+                    .unwrap_or("no message")
+            ));
+        }
+        // A start failure repeats identically on every restart: judge by the last one.
+        let crash_looping = reason == "CrashLoopBackOff";
+        let terminated = state.and_then(|s| s.terminated.as_ref()).or_else(|| {
+            crash_looping
+                .then(|| container.last_state.as_ref()?.terminated.as_ref())
+                .flatten()
+        });
+        if let Some(terminated) = terminated
+            && let Some(cause) = cannot_execute(terminated, crash_looping)
+        {
+            return Some(format!(
+                "container {} cannot start its program: {cause}",
+                container.name
+            ));
+        }
+    }
+    None
+}
+
+/// Why a termination means the container's program cannot run at all, if it does.
+fn cannot_execute(
+    terminated: &k8s_openapi::api::core::v1::ContainerStateTerminated,
+    crash_looping: bool,
+) -> Option<String> {
+    let message = terminated.message.as_deref().unwrap_or("");
+    let reason = terminated.reason.as_deref().unwrap_or("");
+    if message.contains("exec format error") || reason.contains("exec format error") {
         return Some(format!(
-            "container {} is waiting with {reason} ({}): {fix}",
-            container.name,
-            waiting.message.as_deref().unwrap_or("no message")
+            "exec format error ({}): the binary is not a Linux executable for the node's CPU (a \
+             macOS or other-architecture binary in the image); rebuild the image so its binary \
+             targets Linux on the Docker daemon's architecture",
+            message.trim()
         ));
+    }
+    // A shell's "found but not executable" and "not found": the image lacks its entrypoint.
+    // Only once it repeats, since an app may exit with these codes for its own reasons.
+    if crash_looping {
+        let cause = match terminated.exit_code {
+            126 => "exit code 126: the entrypoint is not executable",
+            127 => "exit code 127: the entrypoint was not found in the image",
+            _ => return None,
+        };
+        return Some(format!("{cause} (restarting in a loop)"));
     }
     None
 }
@@ -383,6 +588,7 @@ pub async fn wait_rollout(
     client: &kube::Client,
     namespace: &str,
     name: &str,
+    app: &AppPods,
     timeout: Duration,
 ) -> Result<()> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
@@ -400,7 +606,7 @@ pub async fn wait_rollout(
                 Ok(p) => p,
                 Err(err) => return Ok(Attempt::NotYet(format!("{err:#}"))),
             };
-            rollout_state(&deployment, &pods)
+            rollout_state(&deployment, &pods, app)
         },
     )
     .await
@@ -496,6 +702,60 @@ mod tests {
         .unwrap_err();
         assert!(format!("{err:#}").contains("ErrImageNeverPull"));
         assert_eq!(polls, 1);
+    }
+
+    #[tokio::test]
+    async fn waiting_until_gone_ends_when_the_object_is_not_found() {
+        let mut looks = 0;
+        wait_until_gone(
+            "Namespace wty-istio to be deleted",
+            Duration::from_secs(5),
+            || {
+                looks += 1;
+                let gone = looks >= 3;
+                async move {
+                    Ok((!gone).then(|| "still Terminating (deletion requested at …)".to_string()))
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(looks, 3);
+    }
+
+    #[tokio::test]
+    async fn waiting_until_gone_is_bounded_and_says_what_it_saw() {
+        let err = wait_until_gone(
+            "Namespace wty-istio to be deleted",
+            Duration::from_millis(300),
+            || async {
+                Ok(Some(
+                    "still Terminating (deletion requested at 12:00)".to_string(),
+                ))
+            },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("Namespace wty-istio to be deleted"), "{err}");
+        assert!(err.contains("still Terminating"), "{err}");
+        assert!(err.contains("attempts"), "{err}");
+    }
+
+    #[test]
+    fn a_terminating_object_says_since_when() {
+        let mut object: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "wty-istio"}
+        }))
+        .unwrap();
+        assert_eq!(presence(&object), "still present");
+        object.metadata.deletion_timestamp =
+            Some(serde_json::from_value(serde_json::json!("2025-11-26T09:30:00Z")).unwrap());
+        assert!(
+            presence(&object).starts_with("still Terminating"),
+            "{}",
+            presence(&object)
+        );
     }
 
     #[tokio::test]

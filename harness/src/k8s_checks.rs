@@ -212,6 +212,163 @@ pub fn pod_scrape_annotations(pod: &Pod, original: &ScrapeAnnotations) -> Result
     Ok(ScrapeState::Unmerged)
 }
 
+/// Whether the mesh merges metrics, as far as the suite knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeshMerging {
+    /// Istio installed by the suite with an overlay that leaves `enablePrometheusMerge` on (its
+    /// default since 1.7).
+    On,
+    /// The overlay turns it off.
+    Off,
+    /// Istio installed by someone else (`existing`): either is possible.
+    Unknown,
+}
+
+/// What the install overlay says about `meshConfig.enablePrometheusMerge` (absent: on).
+pub fn mesh_merging_from_overlay(overlay_file: &std::path::Path) -> Result<MeshMerging> {
+    let text = std::fs::read_to_string(overlay_file)
+        .with_context(|| format!("reading {}", overlay_file.display()))?;
+    let overlay: serde_json::Value = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("parsing {}", overlay_file.display()))?;
+    match overlay.pointer("/spec/meshConfig/enablePrometheusMerge") {
+        None => Ok(MeshMerging::On),
+        Some(serde_json::Value::Bool(true)) => Ok(MeshMerging::On),
+        Some(serde_json::Value::Bool(false)) => Ok(MeshMerging::Off),
+        Some(other) => bail!(
+            "{}: spec.meshConfig.enablePrometheusMerge is `{other}`, expected true or false",
+            overlay_file.display()
+        ),
+    }
+}
+
+/// What every app pod's scrape annotations must be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MergeExpectation {
+    Merged,
+    /// With the reason merging does not apply.
+    Unmerged(String),
+    /// Either, as long as every pod agrees.
+    Uniform,
+}
+
+/// The pod template's own opt-out, which wins over the mesh setting.
+fn template_opt_out(deployment: &Deployment) -> Option<String> {
+    let annotations = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())?;
+    ["prometheus.istio.io/merge-metrics", "prometheus.io/scrape"]
+        .into_iter()
+        .find(|key| annotations.get(*key).map(String::as_str) == Some("false"))
+        .map(|key| format!("the pod template opts out with `{key}: \"false\"`"))
+}
+
+pub fn merge_expectation(deployment: &Deployment, mesh: MeshMerging) -> MergeExpectation {
+    if let Some(why) = template_opt_out(deployment) {
+        return MergeExpectation::Unmerged(why);
+    }
+    match mesh {
+        MeshMerging::On => MergeExpectation::Merged,
+        MeshMerging::Off => MergeExpectation::Unmerged(
+            "the install overlay sets meshConfig.enablePrometheusMerge: false".into(),
+        ),
+        MeshMerging::Unknown => MergeExpectation::Uniform,
+    }
+}
+
+/// The scrape annotations every app pod carries, checked against what the mesh and the template
+/// call for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScrapeVerdict {
+    pub state: ScrapeState,
+    pub expectation: MergeExpectation,
+    pub pods: usize,
+}
+
+impl ScrapeVerdict {
+    /// Why the merged endpoint is not there to check, when it is not.
+    pub fn unmerged_reason(&self) -> Option<String> {
+        if self.state == ScrapeState::Merged {
+            return None;
+        }
+        Some(match &self.expectation {
+            MergeExpectation::Unmerged(why) => format!(
+                "metrics merging does not apply: {why}; Prometheus scrapes the app's 8080 \
+                 /metrics directly"
+            ),
+            _ => "metrics merging is off in this mesh (every pod keeps its original scrape \
+                  annotations): Prometheus scrapes the app's 8080 /metrics directly"
+                .into(),
+        })
+    }
+}
+
+/// Every pod's scrape state, which must match `merge_expectation` (and agree across pods).
+pub fn scrape_verdict(
+    deployment: &Deployment,
+    pods: &[Pod],
+    mesh: MeshMerging,
+) -> Result<ScrapeVerdict> {
+    let name = deployment.metadata.name.as_deref().unwrap_or("<unnamed>");
+    ensure!(!pods.is_empty(), "Deployment {name} has no pods");
+    let template = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.clone())
+        .unwrap_or_default();
+    let original = ScrapeAnnotations::from_map(&template).with_context(|| {
+        format!("Deployment {name}: the pod template lacks prometheus.io/scrape, /path or /port")
+    })?;
+    let expectation = merge_expectation(deployment, mesh);
+    let mut merged = Vec::new();
+    let mut unmerged = Vec::new();
+    for pod in pods {
+        match pod_scrape_annotations(pod, &original)? {
+            ScrapeState::Merged => merged.push(pod_name(pod).to_string()),
+            ScrapeState::Unmerged => unmerged.push(pod_name(pod).to_string()),
+        }
+    }
+    let state = match &expectation {
+        MergeExpectation::Merged => {
+            ensure!(
+                unmerged.is_empty(),
+                "pods {unmerged:?} keep their original scrape annotations, but the Istio the \
+                 suite installed merges metrics (meshConfig.enablePrometheusMerge is on by default \
+                 and the install overlay leaves it on) and the pod template does not opt out: \
+                 the injector should have rewritten them to :{MERGED_METRICS_PORT}\
+                 {MERGED_METRICS_PATH} with the originals in {ORIGINAL_ANNOTATIONS_ENV}"
+            );
+            ScrapeState::Merged
+        }
+        MergeExpectation::Unmerged(why) => {
+            ensure!(
+                merged.is_empty(),
+                "pods {merged:?} carry the merged scrape annotations although {why}"
+            );
+            ScrapeState::Unmerged
+        }
+        MergeExpectation::Uniform => {
+            ensure!(
+                merged.is_empty() || unmerged.is_empty(),
+                "the pods disagree about metrics merging: {merged:?} merged, {unmerged:?} \
+                 unmerged; pods of one template in one mesh are injected alike"
+            );
+            if merged.is_empty() {
+                ScrapeState::Unmerged
+            } else {
+                ScrapeState::Merged
+            }
+        }
+    };
+    Ok(ScrapeVerdict {
+        state,
+        expectation,
+        pods: pods.len(),
+    })
+}
+
 /// The app container runs `image` (the tag is the content, so the tag proves the content).
 pub fn pod_runs_image(pod: &Pod, app_container: &str, image: &str) -> Result<()> {
     let name = pod_name(pod);

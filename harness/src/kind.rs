@@ -25,11 +25,11 @@ use serde_json::Value;
 
 use crate::cluster::{self, CLI_CLUSTER_NAME, ClusterHandle, OwnerMarker, StateDir};
 use crate::cmd::Runner;
-use crate::deploy::{self, Applied};
+use crate::deploy::{self, AppPods, Applied};
 use crate::diagnose::{self, DiagnoseTarget};
 use crate::ingress;
 use crate::istio::{self, INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIOD, KubeTarget};
-use crate::k8s_checks::{self, ScrapeState};
+use crate::k8s_checks::{self, MeshMerging};
 use crate::knobs::{Keep, Knobs};
 use crate::manifest::{self, Resource};
 use crate::paths;
@@ -53,6 +53,7 @@ pub trait ClusterApi: Send + Sync {
         &self,
         namespace: String,
         name: String,
+        app: AppPods,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<()>>;
     fn wait_for_route(&self, ingress: SocketAddr, timeout: Duration) -> BoxFuture<'_, Result<()>>;
@@ -61,6 +62,8 @@ pub trait ClusterApi: Send + Sync {
     fn delete_created(&self, applied: Vec<Applied>) -> BoxFuture<'_, Result<()>>;
     /// The article's `status.hostIP` + `http2` nodePort.
     fn article_endpoint(&self) -> BoxFuture<'_, Result<(String, u16)>>;
+    /// The live gateway Service's `http2` nodePort.
+    fn gateway_node_port(&self) -> BoxFuture<'_, Result<u16>>;
     /// The client behind this, for the Kubernetes checks (none for stand-ins).
     fn client(&self) -> Option<kube::Client>;
 }
@@ -166,11 +169,12 @@ impl ClusterApi for LiveApi {
         &self,
         namespace: String,
         name: String,
+        app: AppPods,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<()>> {
-        Box::pin(
-            async move { deploy::wait_rollout(&self.client, &namespace, &name, timeout).await },
-        )
+        Box::pin(async move {
+            deploy::wait_rollout(&self.client, &namespace, &name, &app, timeout).await
+        })
     }
 
     fn wait_for_route(&self, ingress: SocketAddr, timeout: Duration) -> BoxFuture<'_, Result<()>> {
@@ -195,6 +199,10 @@ impl ClusterApi for LiveApi {
 
     fn article_endpoint(&self) -> BoxFuture<'_, Result<(String, u16)>> {
         Box::pin(ingress::live_article_endpoint(&self.client))
+    }
+
+    fn gateway_node_port(&self) -> BoxFuture<'_, Result<u16>> {
+        Box::pin(ingress::live_gateway_node_port(&self.client))
     }
 
     fn client(&self) -> Option<kube::Client> {
@@ -232,7 +240,13 @@ impl ClusterApi for DryRunApi {
     fn apply(&self, _: Vec<Value>) -> BoxFuture<'_, Result<Vec<Applied>>> {
         Box::pin(async { Ok(Vec::new()) })
     }
-    fn wait_rollout(&self, _: String, _: String, _: Duration) -> BoxFuture<'_, Result<()>> {
+    fn wait_rollout(
+        &self,
+        _: String,
+        _: String,
+        _: AppPods,
+        _: Duration,
+    ) -> BoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
     }
     fn wait_for_route(&self, _: SocketAddr, _: Duration) -> BoxFuture<'_, Result<()>> {
@@ -245,6 +259,9 @@ impl ClusterApi for DryRunApi {
         Box::pin(async { Ok(()) })
     }
     fn article_endpoint(&self) -> BoxFuture<'_, Result<(String, u16)>> {
+        Box::pin(async { bail!("a dry run has no cluster to ask") })
+    }
+    fn gateway_node_port(&self) -> BoxFuture<'_, Result<u16>> {
         Box::pin(async { bail!("a dry run has no cluster to ask") })
     }
     fn client(&self) -> Option<kube::Client> {
@@ -316,6 +333,8 @@ pub struct Settings {
     pub timeouts: Timeouts,
     /// The existing target's context (the kubeconfig's current one).
     pub existing_context: Option<String>,
+    /// `E2E_OFFLINE=1`: kind only with its node image already present.
+    pub offline: bool,
 }
 
 impl Settings {
@@ -346,6 +365,7 @@ impl Settings {
             app_manifest: paths::manifests_dir().join("app.yaml"),
             timeouts: Timeouts::default(),
             existing_context,
+            offline: knobs.offline,
         })
     }
 }
@@ -505,13 +525,22 @@ impl ClusterEnvironment {
     }
 
     async fn preflight(&mut self) -> Result<()> {
-        let report = preflight::check(
+        let mut report = preflight::check(
             &self.runner,
             &self.settings.tools,
             &self.settings.versions,
             self.preflight_needs(),
         )
         .await;
+        if self.settings.offline && self.settings.mode == Mode::Kind {
+            preflight::check_offline_kind(
+                &self.runner,
+                &self.settings.tools,
+                &self.settings.versions.kind_node_image,
+                &mut report,
+            )
+            .await;
+        }
         report.print();
         if report.missing.is_empty() {
             return Ok(());
@@ -640,6 +669,8 @@ impl ClusterEnvironment {
             self.cluster = Some(handle);
             return Ok(());
         }
+        let config = cluster::KindConfig::load(&self.settings.kind_config)?;
+        cluster::ensure_host_ports_free(&self.runner, &self.settings.tools, &config).await?;
         if marked && !self.runner.is_dry_run() {
             // Before `kind create`, so a run killed during the create is still reaped later.
             state.write_marker(&name, &OwnerMarker::for_this_process())?;
@@ -823,9 +854,14 @@ impl ClusterEnvironment {
             "wait until Deployment {}/{} has every replica available and every pod ready with its sidecar",
             app.namespace, app.deployment
         ));
+        let pods = AppPods {
+            container: app.container,
+            image_preloaded: self.settings.mode == Mode::Kind,
+        };
         api.wait_rollout(
             app.namespace,
             app.deployment,
+            pods,
             self.settings.timeouts.rollout,
         )
         .await
@@ -875,8 +911,46 @@ impl ClusterEnvironment {
     async fn kind_ingress(&mut self) -> Result<()> {
         let api = self.api_or_err()?;
         let config = cluster::KindConfig::load(&self.settings.kind_config)?;
-        let node_port = ingress::gateway_node_port(&self.settings.istio_overlay)?;
-        let address = ingress::loopback_endpoint(&config, node_port)?;
+        let overlay = &self.settings.istio_overlay;
+        let node_port = ingress::gateway_node_port(overlay)?;
+        let mut address = ingress::loopback_endpoint(&config, node_port)?;
+        let node = cluster::control_plane_container(
+            &self.cluster.as_ref().context("no cluster to probe")?.name,
+        );
+        self.runner.step(format!(
+            "check that the gateway Service's http2 nodePort is the containerPort {} maps, \
+             and that node {node} publishes it there",
+            config.path.display()
+        ));
+        let docker_port = |port: u16| {
+            self.settings
+                .tools
+                .cmd(Tool::Docker)
+                .arg("port")
+                .arg(&node)
+                .arg(format!("{port}/tcp"))
+                .timeout(Duration::from_secs(20))
+        };
+        if self.runner.is_dry_run() {
+            self.runner.run(&docker_port(node_port)).await?;
+        } else {
+            let live = api
+                .gateway_node_port()
+                .await
+                .context("reading the gateway's http2 nodePort before probing")?;
+            // `docker port` exits 1 when nothing is published: that is an answer, not a failure.
+            let published = match self.runner.run(&docker_port(live)).await {
+                Ok(output) => Ok(output.stdout),
+                Err(err) => Err(format!("{err:#}")),
+            };
+            address = ingress::verify_gateway_path(
+                &config,
+                overlay,
+                live,
+                &node,
+                published.as_deref().map_err(String::as_str),
+            )?;
+        }
         self.runner.step(format!(
             "probe http://{address}{} through the gateway until the app answers",
             ingress::ROUTED_PATH
@@ -1045,6 +1119,14 @@ impl ClusterEnvironment {
         Ok(())
     }
 
+    /// kind: the suite installed Istio from the overlay, so the overlay says; existing: unknown.
+    fn mesh_merging(&self) -> Result<MeshMerging> {
+        match self.settings.mode {
+            Mode::Kind => k8s_checks::mesh_merging_from_overlay(&self.settings.istio_overlay),
+            Mode::Existing => Ok(MeshMerging::Unknown),
+        }
+    }
+
     fn app_or_err(&self) -> Result<&AppInfo> {
         self.app.as_ref().context("the app was not deployed")
     }
@@ -1081,20 +1163,20 @@ impl ClusterEnvironment {
                 format!("{} pods injected: {places:?}", pods.len())
             }
             KubeCheck::ScrapeAnnotations => {
-                let original = k8s_checks::template_scrape_annotations(&deployment)?;
-                let mut states = Vec::new();
-                for pod in &pods {
-                    states.push(k8s_checks::pod_scrape_annotations(pod, &original)?);
-                }
-                format!("template keeps the article's annotations; pods: {states:?}")
+                k8s_checks::template_scrape_annotations(&deployment)?;
+                let verdict = k8s_checks::scrape_verdict(&deployment, &pods, self.mesh_merging()?)?;
+                format!(
+                    "template keeps the article's annotations; all {} pods {:?} ({:?})",
+                    verdict.pods, verdict.state, verdict.expectation
+                )
             }
             KubeCheck::MergedMetricsServeAppMetrics => {
-                let original = k8s_checks::template_scrape_annotations(&deployment)?;
+                let verdict = k8s_checks::scrape_verdict(&deployment, &pods, self.mesh_merging()?)?;
+                if let Some(reason) = verdict.unmerged_reason() {
+                    return Ok(KubeCheckOutcome::NotApplicable { reason });
+                }
                 let mut checked = 0;
                 for pod in &pods {
-                    if k8s_checks::pod_scrape_annotations(pod, &original)? != ScrapeState::Merged {
-                        continue;
-                    }
                     let name = pod.metadata.name.as_deref().unwrap_or("?");
                     let text = k8s_checks::http_get_through_port_forward(
                         &client,
@@ -1107,13 +1189,6 @@ impl ClusterEnvironment {
                     k8s_checks::contains_app_metrics(&text)
                         .with_context(|| format!("pod {name} :15020/stats/prometheus"))?;
                     checked += 1;
-                }
-                if checked == 0 {
-                    return Ok(KubeCheckOutcome::NotApplicable {
-                        reason: "metrics merging is off: the pods keep their original scrape \
-                                 annotations, so Prometheus scrapes 8080 /metrics directly"
-                            .into(),
-                    });
                 }
                 format!(
                     "{checked} pods serve {:?} on :15020/stats/prometheus",

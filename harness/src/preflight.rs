@@ -20,6 +20,8 @@ pub enum Tool {
     Kind,
     Istioctl,
     Kubectl,
+    /// Installs the Rust target of the image's binary when it is not the host's.
+    Rustup,
 }
 
 impl Tool {
@@ -29,6 +31,7 @@ impl Tool {
             Tool::Kind => "kind",
             Tool::Istioctl => "istioctl",
             Tool::Kubectl => "kubectl",
+            Tool::Rustup => "rustup",
         }
     }
 
@@ -38,6 +41,7 @@ impl Tool {
             Tool::Docker => "install Docker Engine (https://docs.docker.com/engine/install/) or \
                              Docker Desktop, then start it"
                 .to_string(),
+            Tool::Rustup => "install rustup (https://rustup.rs)".to_string(),
             tool => format!("scripts/install-tools.sh {}", tool.name()),
         }
     }
@@ -84,6 +88,7 @@ pub struct Tools {
     pub kind: OsString,
     pub istioctl: OsString,
     pub kubectl: OsString,
+    pub rustup: OsString,
     found: Vec<(Tool, PathBuf)>,
 }
 
@@ -109,6 +114,7 @@ impl Tools {
                 &[format!("istioctl-{istio_version}"), "istioctl".into()],
             ),
             kubectl: locate(Tool::Kubectl, &["kubectl".into()]),
+            rustup: locate(Tool::Rustup, &["rustup".into()]),
             found,
         }
     }
@@ -126,6 +132,7 @@ impl Tools {
             Tool::Kind => &self.kind,
             Tool::Istioctl => &self.istioctl,
             Tool::Kubectl => &self.kubectl,
+            Tool::Rustup => &self.rustup,
         }
     }
 
@@ -289,7 +296,96 @@ pub async fn check(runner: &Runner, tools: &Tools, versions: &Versions, needs: N
             }
         }
     }
+    if needs == Needs::Kind {
+        match crate::image::build_target(runner, &tools.docker).await {
+            Ok(target) => {
+                if let Some(missing) = rust_target_missing(runner, tools, &target).await {
+                    report.missing.push(missing);
+                }
+            }
+            Err(err) => report.missing.push(Missing {
+                tool: Tool::Rustup,
+                problem: format!("cannot tell which Rust target the image's binary needs: {err:#}"),
+                fix: "install Rust with rustup (https://rustup.rs)".into(),
+            }),
+        }
+    }
     report
+}
+
+/// `E2E_OFFLINE=1`: nothing may be downloaded, and `kind create` pulls its node image unless
+/// Docker already has it. The Istio images are pulled later by the node's own containerd, out
+/// of reach of any check from here: what can be checked is the node image.
+pub async fn check_offline_kind(
+    runner: &Runner,
+    tools: &Tools,
+    node_image: &str,
+    report: &mut Report,
+) {
+    let inspect = tools
+        .cmd(Tool::Docker)
+        .args(["image", "inspect", node_image])
+        .timeout(Duration::from_secs(20));
+    const ISTIO_IMAGES: &str = "Istio images are pulled inside the node (by its container \
+                                runtime, when istioctl installs), so they cannot be checked \
+                                from here";
+    match runner.query(&inspect).await {
+        Ok(_) => report.warnings.push(format!(
+            "E2E_OFFLINE=1: the pinned node image {node_image} is present locally, but the \
+             {ISTIO_IMAGES}"
+        )),
+        Err(err) => report.missing.push(Missing {
+            tool: Tool::Kind,
+            problem: format!(
+                "E2E_OFFLINE=1 and the pinned node image {node_image} is not present locally \
+                 (`docker image inspect`: {}), so `kind create` would pull it; the {ISTIO_IMAGES} either",
+                crate::cmd::tail(&format!("{err:#}"), 1).trim()
+            ),
+            fix: format!("while online: docker pull {node_image}; or unset E2E_OFFLINE"),
+        }),
+    }
+}
+
+/// A cross-built image binary needs its target's standard library: `rustup target list
+/// --installed` must list the triple. The host's own triple is always there.
+pub async fn rust_target_missing(
+    runner: &Runner,
+    tools: &Tools,
+    target: &crate::image::BuildTarget,
+) -> Option<Missing> {
+    if !target.cross {
+        return None;
+    }
+    let triple = &target.triple;
+    let add = format!("rustup target add {triple}");
+    let why = format!(
+        "the image's binary is built for {triple} (a static Linux executable for the Docker \
+         daemon's CPU)"
+    );
+    if tools.path_of(Tool::Rustup).is_none() {
+        return Some(Missing {
+            tool: Tool::Rustup,
+            problem: format!("{why}, and rustup is not found to confirm that target is installed"),
+            fix: format!("{}, then `{add}`", Tool::Rustup.install_hint()),
+        });
+    }
+    let list = tools
+        .cmd(Tool::Rustup)
+        .args(["target", "list", "--installed"])
+        .timeout(Duration::from_secs(20));
+    match runner.query(&list).await {
+        Ok(output) if output.stdout.lines().any(|line| line.trim() == triple) => None,
+        Ok(_) => Some(Missing {
+            tool: Tool::Rustup,
+            problem: format!("{why}, and that Rust target is not installed"),
+            fix: add,
+        }),
+        Err(err) => Some(Missing {
+            tool: Tool::Rustup,
+            problem: format!("{why}; listing the installed Rust targets failed: {err:#}"),
+            fix: add,
+        }),
+    }
 }
 
 /// The kind target's prerequisites: `Ok(tools)` to use, or every missing piece with its fix.
@@ -321,6 +417,7 @@ pub async fn tool_version(runner: &Runner, tools: &Tools, tool: Tool) -> anyhow:
         Tool::Kind => &["version"],
         Tool::Istioctl => &["version", "--remote=false"],
         Tool::Kubectl => &["version", "--client"],
+        Tool::Rustup => &["--version"],
     };
     let cmd = tools.cmd(tool).args(args).timeout(Duration::from_secs(20));
     let output = runner.query(&cmd).await?;

@@ -87,13 +87,22 @@ async fn bring_up_cluster_target(
     };
     let settings = kind::Settings::from_knobs(mode, knobs)?;
     if mode == kind::Mode::Kind {
-        let report = preflight::check(
+        let mut report = preflight::check(
             runner,
             &settings.tools,
             &settings.versions,
             preflight::Needs::Kind,
         )
         .await;
+        if knobs.offline {
+            preflight::check_offline_kind(
+                runner,
+                &settings.tools,
+                &settings.versions.kind_node_image,
+                &mut report,
+            )
+            .await;
+        }
         report.print();
         let explicit = knobs.target == TargetChoice::Kind;
         match kind::decide_kind(explicit, knobs.require, &report.missing) {

@@ -170,7 +170,9 @@ async fn docker_inspect(container: &ContainerAsync<GenericImage>, format: &str) 
 }
 
 fn client() -> reqwest::Client {
+    // Only loopback is spoken to: an HTTP(S)_PROXY of the environment must not take it.
     reqwest::Client::builder()
+        .no_proxy()
         .timeout(Duration::from_secs(60))
         .build()
         .expect("building an HTTP client")

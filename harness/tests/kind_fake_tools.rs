@@ -39,39 +39,60 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
     );
 
     let calls = fake.calls();
+    let verbs: Vec<String> = kind_verbs(&calls)
+        .into_iter()
+        .map(|verb| match verb.strip_prefix("docker port ") {
+            Some(_) => "docker port <node>".to_string(),
+            None => verb,
+        })
+        .collect();
     assert_eq!(
-        kind_verbs(&calls),
+        verbs,
         [
             "docker info --format",
             "kind version",
             "istioctl version --remote=false",
             "kubectl version --client",
+            // The daemon's CPU, which the image's binary is built for.
+            "docker info --format",
             "kind get clusters",
             "kind get clusters",
+            // Nothing else may hold the port the config publishes.
+            "docker ps --filter",
             "kind create cluster",
             "kind get kubeconfig",
             "kind load docker-image",
             "istioctl install -y",
+            // The node publishes the gateway's nodePort where the config says, before probing.
+            "docker port <node>",
         ]
     );
     let state = fake.state_dir();
     let kubeconfig = state.kubeconfig(&name);
-    assert!(calls[6].ends_with(&format!(
+    let call = |prefix: &str| {
+        calls
+            .iter()
+            .find(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in {calls:?}"))
+    };
+    assert!(calls.contains(&"docker info --format {{.Architecture}}".to_string()));
+    let create = call("kind create cluster");
+    assert!(create.ends_with(&format!(
         "--config {} --wait 120s --kubeconfig {}",
         harness::paths::manifests_dir().join("kind-cluster.yaml").display(),
         kubeconfig.display()
     )));
     assert!(
-        !calls[6].contains("--image"),
+        !create.contains("--image"),
         "the node image comes from the config only"
     );
     assert_eq!(
-        calls[8],
-        format!("kind load docker-image {BUILT_IMAGE} --name {name}")
+        call("kind load"),
+        &format!("kind load docker-image {BUILT_IMAGE} --name {name}")
     );
     assert_eq!(
-        calls[9],
-        format!(
+        call("istioctl install"),
+        &format!(
             "istioctl install -y -f {} --readiness-timeout 5m --kubeconfig {} --context kind-{name}",
             harness::paths::manifests_dir()
                 .join("istio-install.yaml")
@@ -87,8 +108,19 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
             "control-plane",
             "apply",
             "rollout",
+            "gateway-node-port",
             "route"
         ]
+    );
+    let node = format!("{name}-control-plane");
+    let port_check = calls
+        .iter()
+        .position(|c| c == &format!("docker port {node} 30001/tcp"))
+        .unwrap_or_else(|| panic!("no docker port check in {calls:?}"));
+    assert_eq!(
+        port_check,
+        calls.len() - 1,
+        "checked last, just before probing"
     );
     let applied = backend.applied.lock().unwrap().clone();
     assert_eq!(applied[0]["kind"], "Namespace");
@@ -97,6 +129,14 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
         BUILT_IMAGE
     );
     assert_eq!(env.ingress(), "127.0.0.1:30001".parse().unwrap());
+    assert_eq!(
+        backend.rollout_app.lock().unwrap().clone(),
+        Some(harness::deploy::AppPods {
+            container: "wtyfft-container-name".into(),
+            image_preloaded: true,
+        }),
+        "on kind our image is loaded into the node, so a pull of it can only fail"
+    );
 
     env.teardown(false).await.expect("teardown");
     env.teardown(false).await.expect("teardown is idempotent");
@@ -402,4 +442,115 @@ async fn the_containerd_digest_error_falls_back_to_an_image_archive() {
     );
     assert!(!archive.exists(), "the archive is removed after loading");
     env.teardown(false).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_kept_cluster_holding_the_gateway_port_stops_the_run_before_kind_create() {
+    let fake = Fake::new(&[]);
+    let kept = "istio-fft-e2e-4242-beef";
+    fake.set_clusters(&[kept]);
+    fake.publish(30001, &[&format!("{kept}-control-plane")]);
+    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    let err =
+        match ClusterEnvironment::up_with(Runner::new(), settings, &FakeBackend::default()).await {
+            Ok(_) => panic!("the port is taken"),
+            Err(err) => format!("{err:#}"),
+        };
+    assert!(
+        err.contains(&format!(
+            "cluster {kept} holds 127.0.0.1:30001: reuse it with E2E_CLUSTER={kept}, or delete \
+             it: kind delete cluster --name {kept}"
+        )),
+        "{err}"
+    );
+    let calls = fake.calls();
+    assert!(
+        calls.contains(&"docker ps --filter publish=30001 --format {{.Names}}".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("kind create") || c.starts_with("kind delete")),
+        "nothing created, nothing deleted: {calls:?}"
+    );
+    assert_eq!(fake.clusters(), [kept], "the kept cluster is left alone");
+    assert!(
+        std::fs::read_dir(fake.state_dir().dir)
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "no owner marker for a cluster that was never created"
+    );
+}
+
+#[tokio::test]
+async fn any_other_container_on_the_port_is_named_too() {
+    let fake = Fake::new(&[]);
+    fake.publish(30001, &["my-web-server"]);
+    let settings = fake.settings(Keep::Never, ClusterChoice::Reuse("my-dev".into()));
+    let err =
+        match ClusterEnvironment::up_with(Runner::new(), settings, &FakeBackend::default()).await {
+            Ok(_) => panic!("the port is taken"),
+            Err(err) => format!("{err:#}"),
+        };
+    assert!(
+        err.contains("container my-web-server holds 127.0.0.1:30001"),
+        "{err}"
+    );
+    assert!(!fake.calls().iter().any(|c| c.starts_with("kind create")));
+}
+
+#[tokio::test]
+async fn offline_without_the_node_image_creates_nothing() {
+    let fake = Fake::new(&[]);
+    let mut settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    settings.offline = true;
+    let err =
+        match ClusterEnvironment::up_with(Runner::new(), settings, &FakeBackend::default()).await {
+            Ok(_) => panic!("offline without the node image must not run kind"),
+            Err(err) => format!("{err:#}"),
+        };
+    assert!(
+        err.contains("E2E_OFFLINE=1") && err.contains("not present locally"),
+        "{err}"
+    );
+    assert!(
+        !fake.calls().iter().any(|c| c.starts_with("kind create")),
+        "{:?}",
+        fake.calls()
+    );
+}
+
+#[rstest]
+#[case::gateway_on_another_nodeport(Some(31380), None, &["http2 nodePort is 31380", "maps containerPort 30001", "manifests/istio-install.yaml", "manifests/kind-cluster.yaml"])]
+#[case::node_published_elsewhere(None, Some("127.0.0.1:30080"), &["shows 127.0.0.1:30080", "on 127.0.0.1:30001", "manifests/kind-cluster.yaml"])]
+#[tokio::test]
+async fn a_gateway_path_that_disagrees_with_the_config_fails_before_probing(
+    #[case] live_node_port: Option<u16>,
+    #[case] published: Option<&str>,
+    #[case] says: &[&str],
+) {
+    let fake = Fake::new(&[]);
+    fake.set_clusters(&["my-dev"]);
+    if let Some(mapping) = published {
+        fake.set_docker_port("my-dev-control-plane", mapping);
+    }
+    let backend = FakeBackend {
+        gateway_node_port: live_node_port,
+        ..FakeBackend::default()
+    };
+    let settings = fake.settings(Keep::Never, ClusterChoice::Reuse("my-dev".into()));
+    let err = match ClusterEnvironment::up_with(Runner::new(), settings, &backend).await {
+        Ok(_) => panic!("the probe would go nowhere"),
+        Err(err) => format!("{err:#}"),
+    };
+    for needle in says {
+        assert!(err.contains(needle), "`{needle}` missing: {err}");
+    }
+    assert!(
+        !backend.calls().contains(&"route".to_string()),
+        "no probe: {:?}",
+        backend.calls()
+    );
 }

@@ -4,11 +4,12 @@
 
 use std::path::Path;
 
-use harness::deploy::{Attempt, rollout_state};
+use harness::deploy::{AppPods, Attempt, rollout_state};
 use harness::ingress::article_endpoint;
 use harness::k8s_checks::{
-    ScrapeAnnotations, ScrapeState, SidecarPlace, contains_app_metrics, pod_runs_image,
-    pod_scrape_annotations, sidecar_injected, sidecar_ready, template_scrape_annotations,
+    MergeExpectation, MeshMerging, ScrapeAnnotations, ScrapeState, SidecarPlace,
+    contains_app_metrics, mesh_merging_from_overlay, pod_runs_image, pod_scrape_annotations,
+    scrape_verdict, sidecar_injected, sidecar_ready, template_scrape_annotations,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -182,24 +183,54 @@ fn rolled_out() -> Deployment {
     fixture("deployment-rolled-out.json")
 }
 
+/// The same Deployment while one replica is still short: what the wait sees when a pod cannot
+/// start.
+fn progressing() -> Deployment {
+    let mut deployment = rolled_out();
+    let status = deployment.status.as_mut().unwrap();
+    status.available_replicas = Some(2);
+    status.ready_replicas = Some(2);
+    deployment
+}
+
+fn on_kind() -> AppPods {
+    AppPods {
+        container: APP.into(),
+        image_preloaded: true,
+    }
+}
+
+fn on_existing() -> AppPods {
+    AppPods {
+        container: APP.into(),
+        image_preloaded: false,
+    }
+}
+
 fn three(pods: [&str; 3]) -> Vec<Pod> {
     pods.iter().map(|n| pod(n)).collect()
+}
+
+fn with_one(name: &str) -> Vec<Pod> {
+    three(["native-merged", "native-merged", name])
 }
 
 #[test]
 fn a_complete_rollout_is_done() {
     let pods = three(["native-merged", "classic-merged", "native-unmerged"]);
-    assert!(matches!(
-        rollout_state(&rolled_out(), &pods).unwrap(),
-        Attempt::Done(())
-    ));
+    for app in [on_kind(), on_existing()] {
+        assert!(matches!(
+            rollout_state(&rolled_out(), &pods, &app).unwrap(),
+            Attempt::Done(())
+        ));
+    }
 }
 
 #[rstest]
 #[case::pod_not_ready(["native-merged", "native-merged", "native-not-ready"], "not ready yet")]
-#[case::pod_not_injected(["native-merged", "native-merged", "uninjected"], "sidecar.istio.io/status")]
 fn an_incomplete_rollout_says_what_it_waits_for(#[case] pods: [&str; 3], #[case] why: &str) {
-    let Attempt::NotYet(state) = rollout_state(&rolled_out(), &three(pods)).unwrap() else {
+    let Attempt::NotYet(state) = rollout_state(&rolled_out(), &three(pods), &on_kind()).unwrap()
+    else {
         panic!("not done");
     };
     assert!(state.contains(why), "{state}");
@@ -210,28 +241,127 @@ fn an_unobserved_generation_or_missing_replicas_is_not_done() {
     let pods = three(["native-merged", "native-merged", "native-merged"]);
     let mut newer = rolled_out();
     newer.metadata.generation = Some(2);
-    let Attempt::NotYet(state) = rollout_state(&newer, &pods).unwrap() else {
+    let Attempt::NotYet(state) = rollout_state(&newer, &pods, &on_kind()).unwrap() else {
         panic!("generation 2 is not observed yet");
     };
     assert!(state.contains("not yet observed"), "{state}");
-    let mut short = rolled_out();
-    short.status.as_mut().unwrap().available_replicas = Some(2);
-    let Attempt::NotYet(state) = rollout_state(&short, &pods).unwrap() else {
+    let Attempt::NotYet(state) = rollout_state(&progressing(), &pods, &on_kind()).unwrap() else {
         panic!("2 of 3 available is not done");
     };
     assert!(state.contains("2 available of 3"), "{state}");
-    let Attempt::NotYet(state) = rollout_state(&rolled_out(), &pods[..2]).unwrap() else {
+    let Attempt::NotYet(state) = rollout_state(&rolled_out(), &pods[..2], &on_kind()).unwrap()
+    else {
         panic!("2 pods of 3 is not done");
     };
     assert!(state.contains("2 pods, 3 wanted"), "{state}");
 }
 
+/// Such a pod keeps the Deployment short of available replicas, so the wait must stop on the
+/// pod itself, not after the counts.
+#[rstest]
+#[case::never_pull_on_kind("err-image-never-pull", on_kind(), &["ErrImageNeverPull", "kind load docker-image"])]
+#[case::never_pull_on_existing("err-image-never-pull", on_existing(), &["ErrImageNeverPull"])]
+#[case::our_image_pulled_on_kind("app-image-pull-backoff", on_kind(), &["ImagePullBackOff", "must never be pulled", APP])]
+#[case::exec_format_error("crashloop-exec-format-error", on_kind(), &["exec format error", "not a Linux executable", APP])]
+#[case::exec_format_error_on_existing("crashloop-exec-format-error", on_existing(), &["exec format error"])]
+#[case::uninjected("uninjected", on_kind(), &["wtyfft-deploy-6c9d7f5d8b-z9y8x", "istio-injection=enabled", "webhook", "created"])]
+#[case::uninjected_on_existing("uninjected", on_existing(), &["istio-injection=enabled"])]
+fn a_pod_that_can_never_become_ready_fails_at_once(
+    #[case] name: &str,
+    #[case] app: AppPods,
+    #[case] says: &[&str],
+) {
+    for deployment in [progressing(), rolled_out()] {
+        let text = err_text(rollout_state(&deployment, &with_one(name), &app));
+        for needle in says {
+            assert!(text.contains(needle), "`{needle}` missing: {text}");
+        }
+    }
+}
+
+/// The kubelet retries pulls: a registry hiccup (a rate limit, a slow mirror) heals itself.
+#[rstest]
+#[case::proxy_image_on_kind("proxy-image-pull-backoff", on_kind())]
+#[case::proxy_image_on_existing("proxy-image-pull-backoff", on_existing())]
+#[case::our_image_on_existing("app-image-pull-backoff", on_existing())]
+fn pulls_the_kubelet_retries_are_waited_for(#[case] name: &str, #[case] app: AppPods) {
+    let Attempt::NotYet(state) = rollout_state(&progressing(), &with_one(name), &app).unwrap()
+    else {
+        panic!("a pull that may still succeed is not done");
+    };
+    assert!(state.contains("ImagePullBackOff"), "{state}");
+}
+
+#[rstest]
+#[case::not_executable(126, "not executable")]
+#[case::not_found(127, "not found")]
+fn a_crash_loop_on_a_missing_or_unexecutable_entrypoint_is_fatal(
+    #[case] code: i32,
+    #[case] says: &str,
+) {
+    let mut looping = pod("crashloop-exec-format-error");
+    let terminated = looping
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap()[0]
+        .last_state
+        .as_mut()
+        .unwrap()
+        .terminated
+        .as_mut()
+        .unwrap();
+    terminated.exit_code = code;
+    terminated.message = None;
+    let pods = vec![pod("native-merged"), pod("native-merged"), looping.clone()];
+    let text = err_text(rollout_state(&progressing(), &pods, &on_kind()));
+    assert!(text.contains(says), "{text}");
+    // Any other crash may be the app's own and is waited for (the timeout then says so).
+    let terminated = looping
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap()[0]
+        .last_state
+        .as_mut()
+        .unwrap()
+        .terminated
+        .as_mut()
+        .unwrap();
+    terminated.exit_code = 1;
+    let pods = vec![pod("native-merged"), pod("native-merged"), looping];
+    assert!(matches!(
+        rollout_state(&progressing(), &pods, &on_kind()).unwrap(),
+        Attempt::NotYet(_)
+    ));
+}
+
 #[test]
-fn an_image_that_will_never_be_pulled_fails_at_once() {
-    let pods = three(["native-merged", "native-merged", "err-image-never-pull"]);
-    let text = err_text(rollout_state(&rolled_out(), &pods));
-    assert!(text.contains("ErrImageNeverPull"), "{text}");
-    assert!(text.contains("kind load docker-image"), "{text}");
+fn a_broken_pod_of_an_older_template_is_left_to_the_rollout() {
+    for name in ["uninjected", "crashloop-exec-format-error"] {
+        let mut old = pod(name);
+        old.spec.as_mut().unwrap().containers[0].image = Some("fft-service:000000000000".into());
+        let pods = vec![pod("native-merged"), pod("native-merged"), old];
+        let Attempt::NotYet(_) = rollout_state(&progressing(), &pods, &on_kind()).unwrap() else {
+            panic!("{name}: a pod the rollout replaces is waited for");
+        };
+    }
+}
+
+#[test]
+fn the_app_container_reports_its_log_tail_as_termination_message() {
+    let file = harness::paths::manifests_dir().join("app.yaml");
+    let documents = harness::manifest::load_file(&file).unwrap();
+    let prepared = harness::deploy::prepare(&documents, BUILT).unwrap();
+    let deployment = prepared.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["terminationMessagePolicy"],
+        "FallbackToLogsOnError"
+    );
 }
 
 #[test]
@@ -243,4 +373,128 @@ fn the_articles_endpoint_is_the_gateway_host_ip_and_http2_nodeport() {
         ("172.18.0.2".to_string(), 30001)
     );
     assert!(format!("{:#}", article_endpoint(&[], &service).unwrap_err()).contains("hostIP"));
+}
+
+/// A pod of a mesh that does not merge: the originals as written, no opt-out annotation.
+fn unmerged_by_the_mesh() -> Pod {
+    let mut pod = pod("native-unmerged");
+    pod.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .remove("prometheus.istio.io/merge-metrics");
+    pod
+}
+
+fn opting_out(key: &str) -> Deployment {
+    let mut deployment = rolled_out();
+    deployment
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .metadata
+        .as_mut()
+        .unwrap()
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert(key.into(), "false".into());
+    deployment
+}
+
+#[test]
+fn on_kind_every_pod_must_be_merged() {
+    let merged = three(["native-merged", "classic-merged", "native-merged"]);
+    let verdict = scrape_verdict(&rolled_out(), &merged, MeshMerging::On).unwrap();
+    assert_eq!(verdict.state, ScrapeState::Merged);
+    assert_eq!(verdict.unmerged_reason(), None);
+
+    let one_unmerged = vec![
+        pod("native-merged"),
+        pod("native-merged"),
+        unmerged_by_the_mesh(),
+    ];
+    let all_unmerged = vec![unmerged_by_the_mesh(); 3];
+    for pods in [one_unmerged, all_unmerged] {
+        let text = err_text(scrape_verdict(&rolled_out(), &pods, MeshMerging::On));
+        assert!(text.contains("wtyfft-deploy-6c9d7f5d8b-m3n8v"), "{text}");
+        assert!(text.contains("enablePrometheusMerge"), "{text}");
+    }
+}
+
+#[rstest]
+#[case::merge_metrics_false("prometheus.istio.io/merge-metrics")]
+fn a_template_that_opts_out_expects_unmerged_pods(#[case] key: &str) {
+    let deployment = opting_out(key);
+    for mesh in [MeshMerging::On, MeshMerging::Unknown] {
+        let verdict = scrape_verdict(&deployment, &[pod("native-unmerged")], mesh).unwrap();
+        assert_eq!(verdict.state, ScrapeState::Unmerged);
+        let reason = verdict
+            .unmerged_reason()
+            .expect("not applicable, with a reason");
+        assert!(reason.contains(key), "{reason}");
+        let text = err_text(scrape_verdict(
+            &deployment,
+            &[pod("native-unmerged"), pod("native-merged")],
+            mesh,
+        ));
+        assert!(text.contains("wtyfft-deploy-6c9d7f5d8b-4xk2p"), "{text}");
+        assert!(text.contains(key), "{text}");
+    }
+}
+
+#[test]
+fn scrape_false_in_the_template_is_an_opt_out() {
+    assert_eq!(
+        harness::k8s_checks::merge_expectation(
+            &opting_out("prometheus.io/scrape"),
+            MeshMerging::On
+        ),
+        MergeExpectation::Unmerged(
+            "the pod template opts out with `prometheus.io/scrape: \"false\"`".into()
+        )
+    );
+}
+
+#[test]
+fn on_an_existing_cluster_either_state_passes_when_every_pod_agrees() {
+    let merged = three(["native-merged", "classic-merged", "native-merged"]);
+    let verdict = scrape_verdict(&rolled_out(), &merged, MeshMerging::Unknown).unwrap();
+    assert_eq!(verdict.state, ScrapeState::Merged);
+
+    let unmerged = vec![unmerged_by_the_mesh(); 3];
+    let verdict = scrape_verdict(&rolled_out(), &unmerged, MeshMerging::Unknown).unwrap();
+    assert_eq!(verdict.state, ScrapeState::Unmerged);
+    let reason = verdict.unmerged_reason().unwrap();
+    assert!(reason.contains("merging is off"), "{reason}");
+
+    let mixed = vec![pod("native-merged"), unmerged_by_the_mesh()];
+    let text = err_text(scrape_verdict(&rolled_out(), &mixed, MeshMerging::Unknown));
+    assert!(text.contains("disagree"), "{text}");
+}
+
+#[test]
+fn the_install_overlay_decides_whether_the_mesh_merges() {
+    assert_eq!(
+        mesh_merging_from_overlay(&harness::istio::install_overlay()).unwrap(),
+        MeshMerging::On,
+        "manifests/istio-install.yaml leaves enablePrometheusMerge at its default"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let off = dir.path().join("off.yaml");
+    std::fs::write(
+        &off,
+        "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  meshConfig:\n    enablePrometheusMerge: false\n",
+    )
+    .unwrap();
+    assert_eq!(mesh_merging_from_overlay(&off).unwrap(), MeshMerging::Off);
+    let verdict =
+        scrape_verdict(&rolled_out(), &[unmerged_by_the_mesh()], MeshMerging::Off).unwrap();
+    assert!(
+        verdict
+            .unmerged_reason()
+            .unwrap()
+            .contains("enablePrometheusMerge: false")
+    );
 }

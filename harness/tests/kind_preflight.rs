@@ -128,3 +128,152 @@ async fn the_existing_target_needs_no_kind_or_docker() {
             .any(|w| w.contains("istioctl not found"))
     );
 }
+
+/// A CPU the Docker daemon may run that is not this host's, so the image's binary is
+/// cross-built whatever machine runs the test.
+fn other_cpu() -> (&'static str, &'static str) {
+    if std::env::consts::ARCH == "aarch64" {
+        ("x86_64", "x86_64-unknown-linux-musl")
+    } else {
+        ("aarch64", "aarch64-unknown-linux-musl")
+    }
+}
+
+#[tokio::test]
+async fn a_cross_built_image_needs_its_rust_target_installed() {
+    let (arch, triple) = other_cpu();
+    let fake = Fake::with_tools(
+        &["kind", "istioctl", "docker", "kubectl", "rustup"],
+        &[],
+        &[("FAKE_DOCKER_ARCH", arch)],
+    );
+    let report = report(&fake, Needs::Kind).await;
+    assert_eq!(report.missing.len(), 1, "{:?}", report.missing);
+    let text = report.missing[0].to_string();
+    assert!(text.starts_with("rustup: "), "{text}");
+    assert!(text.contains(&format!("built for {triple}")), "{text}");
+    assert!(
+        text.contains(&format!("(fix: rustup target add {triple})")),
+        "{text}"
+    );
+    assert!(
+        fake.calls()
+            .contains(&"rustup target list --installed".to_string()),
+        "{:?}",
+        fake.calls()
+    );
+    let KindDecision::Skip { reasons } = decide_kind(true, false, &report.missing) else {
+        panic!("E2E_TARGET=kind without the target skips");
+    };
+    assert!(reasons.contains("rustup target add"), "{reasons}");
+}
+
+#[tokio::test]
+async fn an_installed_cross_target_is_enough() {
+    let (arch, triple) = other_cpu();
+    let fake = Fake::with_tools(
+        &["kind", "istioctl", "docker", "kubectl", "rustup"],
+        &[],
+        &[("FAKE_DOCKER_ARCH", arch), ("FAKE_RUSTUP_TARGETS", triple)],
+    );
+    let report = report(&fake, Needs::Kind).await;
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+}
+
+#[tokio::test]
+async fn a_cross_build_without_rustup_says_how_to_get_the_target() {
+    let (arch, triple) = other_cpu();
+    let fake = Fake::with_tools(
+        &["kind", "istioctl", "docker", "kubectl"],
+        &[],
+        &[("FAKE_DOCKER_ARCH", arch)],
+    );
+    let report = report(&fake, Needs::Kind).await;
+    assert_eq!(report.missing.len(), 1, "{:?}", report.missing);
+    let text = report.missing[0].to_string();
+    assert!(text.contains("https://rustup.rs"), "{text}");
+    assert!(
+        text.contains(&format!("rustup target add {triple}")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_linux_host_building_for_its_own_cpu_needs_no_rustup() {
+    if !cfg!(target_os = "linux") {
+        eprintln!("skipped: only a Linux host builds the image's binary for its own triple");
+        return;
+    }
+    let fake = Fake::new(&[]);
+    let report = report(&fake, Needs::Kind).await;
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    assert!(
+        !fake.calls().iter().any(|c| c.starts_with("rustup")),
+        "{:?}",
+        fake.calls()
+    );
+}
+
+fn node_image() -> String {
+    Versions::load().unwrap().kind_node_image
+}
+
+async fn offline_report(fake: &Fake) -> preflight::Report {
+    let mut report = report(fake, Needs::Kind).await;
+    preflight::check_offline_kind(&Runner::new(), &fake.tools(), &node_image(), &mut report).await;
+    report
+}
+
+#[tokio::test]
+async fn offline_without_the_node_image_falls_back_skips_or_fails_saying_why() {
+    let fake = Fake::new(&[]);
+    let report = offline_report(&fake).await;
+    assert_eq!(report.missing.len(), 1, "{:?}", report.missing);
+    let text = report.missing[0].to_string();
+    let image = node_image();
+    assert!(text.contains("E2E_OFFLINE=1"), "{text}");
+    assert!(
+        text.contains(&format!("{image} is not present locally")),
+        "{text}"
+    );
+    assert!(text.contains("No such image"), "{text}");
+    assert!(
+        text.contains("Istio images are pulled inside the node")
+            || text.contains("pulled inside the node"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("docker pull {image}")), "{text}");
+    assert!(
+        fake.calls()
+            .contains(&format!("docker image inspect {image}")),
+        "{:?}",
+        fake.calls()
+    );
+    let KindDecision::FallBackToLocal { reasons } = decide_kind(false, false, &report.missing)
+    else {
+        panic!("auto falls back to local");
+    };
+    assert!(reasons.contains("E2E_OFFLINE=1"), "{reasons}");
+    assert!(matches!(
+        decide_kind(true, false, &report.missing),
+        KindDecision::Skip { .. }
+    ));
+    assert!(matches!(
+        decide_kind(true, true, &report.missing),
+        KindDecision::Fail { .. }
+    ));
+}
+
+#[tokio::test]
+async fn offline_with_the_node_image_present_runs_kind_and_warns_about_istio_images() {
+    let fake = Fake::new(&[]);
+    fake.set_local_images(&[&node_image()]);
+    let report = offline_report(&fake).await;
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    assert!(
+        report.warnings.iter().any(|w| w.contains("E2E_OFFLINE=1")
+            && w.contains("Istio images are pulled inside the node")),
+        "{:?}",
+        report.warnings
+    );
+}

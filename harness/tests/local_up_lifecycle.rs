@@ -71,7 +71,9 @@ fn is_running(pid: u32) -> bool {
 }
 
 async fn answers_fft(port: u16) -> Result<()> {
-    let response = reqwest::Client::new()
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
         .post(format!(
             "http://127.0.0.1:{port}/fft?numSamples=1024&freq=1"
         ))

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fft_service::spectrum::{PlanCache, analyze};
-use support::Server;
+use support::{Server, loopback_client};
 
 const N: usize = 10_000;
 const FLOOR_REQUESTS: usize = 3000;
@@ -135,7 +135,7 @@ async fn futures_join<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>
 /// started with `args`; returns (how many got 200, how many 503, peak RSS in bytes).
 async fn peak_rss(args: &[&str], sizes: &[usize]) -> (usize, usize, u64) {
     let server = Server::start(binary(), args, &[]);
-    let client = reqwest::Client::new();
+    let client = loopback_client();
     let requests = sizes.iter().cycle().take(CONCURRENT_MAX_SIZE).map(|size| {
         let (client, url) = (
             client.clone(),
@@ -166,7 +166,7 @@ fn main() {
 async fn run() {
     println!("fft-service benchmark (release binary on 127.0.0.1, default flags unless noted)");
     let server = Server::start(binary(), &["--replica-name", "bench"], &[]);
-    let client = reqwest::Client::new();
+    let client = loopback_client();
     let fft_url = server.url(&format!("/fft?numSamples={N}"));
     let healthz = server.url("/healthz");
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Server, metric_value};
+use support::{Server, loopback_client, metric_value};
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_fft-service"))
@@ -33,7 +33,7 @@ where
 async fn serves_the_oracle_on_an_ephemeral_port_with_the_given_replica_name() {
     let server = Server::start(binary(), &["--replica-name", "replica-a"], &[]);
     assert!(server.addr.ip().is_loopback() && server.addr.port() != 0);
-    let client = reqwest::Client::new();
+    let client = loopback_client();
     let response = client
         .post(server.url("/fft?numSamples=1024&freq=1"))
         .send()
@@ -63,7 +63,7 @@ async fn settings_come_from_the_environment_too() {
         &[],
         &[("REPLICA_NAME", "from-env"), ("MAX_SAMPLES", "100")],
     );
-    let client = reqwest::Client::new();
+    let client = loopback_client();
     let response = client
         .get(server.url("/fft/real/101"))
         .send()
@@ -80,7 +80,11 @@ fn the_replica_name_defaults_to_the_host_name() {
     let server = Server::start(binary(), &[], &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let served_by = runtime.block_on(async {
-        let response = reqwest::get(server.url("/healthz")).await.unwrap();
+        let response = loopback_client()
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
         response.headers()["x-served-by"]
             .to_str()
             .unwrap()
@@ -118,7 +122,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         &["--max-samples", "2097152", "--shutdown-grace", "60s"],
         &[],
     );
-    let client = reqwest::Client::new();
+    let client = loopback_client();
     // Three queue up behind each other, so a release build is busy long enough too.
     let slow: Vec<_> = (0..3)
         .map(|_| tokio::spawn(client.post(server.url("/fft?numSamples=2097152")).send()))
@@ -172,7 +176,11 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 #[tokio::test]
 async fn an_idle_server_exits_zero_on_sigint() {
     let mut server = Server::start(binary(), &[], &[]);
-    let response = reqwest::get(server.url("/healthz")).await.unwrap();
+    let response = loopback_client()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     server.signal(libc::SIGINT);
     let status = server.wait_for_exit(Duration::from_secs(10));
@@ -192,7 +200,7 @@ async fn shutdown_is_forced_after_the_grace() {
         &["--max-samples", "2097152", "--shutdown-grace", "1ms"],
         &[],
     );
-    let client = reqwest::Client::new();
+    let client = loopback_client();
     // Three queue up behind each other: seconds of work in a debug build, a third of a second
     // in a release one, against a grace of 1 ms.
     let _slow: Vec<_> = (0..3)

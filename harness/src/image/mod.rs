@@ -1,15 +1,19 @@
 //! Building the service image: the static `fft-service` binary, then the image from
 //! `service/Dockerfile` through testcontainers' buildable image, tagged by content.
 //!
-//! The image is `FROM scratch` (nothing can be pulled), so the binary must be fully static:
-//! glibc's static C runtime (`+crt-static`) with an explicit `--target`, which keeps RUSTFLAGS
-//! away from build scripts and proc macros (they must stay dynamic to be loaded by the host).
+//! The image is `FROM scratch` (nothing can be pulled), so the binary must be a fully static
+//! Linux executable for the CPU the Docker daemon runs: on a Linux host of that CPU, the host
+//! triple with glibc's static C runtime (`+crt-static`); anywhere else (macOS with Docker
+//! Desktop, another CPU) `<arch>-unknown-linux-musl` linked by the toolchain's own `rust-lld`, so
+//! no cross C toolchain is needed. An explicit `--target` keeps RUSTFLAGS away from build scripts
+//! and proc macros (they must stay dynamic to be loaded by the host).
 //! The tag is a digest of the Dockerfile and the binary: a rebuilt binary is a new image, which
 //! is what makes `kind load` + `imagePullPolicy: IfNotPresent` safe, and an unchanged one is not
 //! built twice.
 
 pub mod cli;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,11 +29,12 @@ use crate::paths::project_root;
 /// A cold release build of the service and its dependencies on a small machine.
 const STATIC_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
-/// Builds `fft-service` in release as a static binary for the host triple and returns its
-/// path, `target/<host triple>/release/fft-service`. In dry-run mode the build is only
-/// planned and the path it would have is returned.
+/// Builds `fft-service` in release as a static Linux binary for the Docker daemon's CPU (see
+/// [`image_build_target`]) and returns its path, `target/<triple>/release/fft-service`. In
+/// dry-run mode the build is only planned and the path it would have is returned.
 pub async fn build_static_binary(runner: &crate::cmd::Runner) -> anyhow::Result<PathBuf> {
-    let triple = host_triple(runner).await?;
+    let target = build_target(runner, OsStr::new("docker")).await?;
+    let triple = &target.triple;
     let root = project_root();
     // Inside `cargo test`, CARGO names the cargo that is running: use the same toolchain.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -38,16 +43,21 @@ pub async fn build_static_binary(runner: &crate::cmd::Runner) -> anyhow::Result<
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
         .args(["--release", "--locked", "-p", "fft-service", "--target"])
-        .arg(&triple)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .arg(triple)
+        .env("RUSTFLAGS", &target.rustflags)
         .timeout(STATIC_BUILD_TIMEOUT);
+    let hint = if target.cross {
+        format!(" (is the target installed? `rustup target add {triple}`)")
+    } else {
+        String::new()
+    };
     runner
         .run(&build)
         .await
-        .with_context(|| format!("build the static fft-service binary for {triple}"))?;
+        .with_context(|| format!("build the static fft-service binary for {triple}{hint}"))?;
     let binary = root
         .join("target")
-        .join(&triple)
+        .join(triple)
         .join("release")
         .join("fft-service");
     if !runner.is_dry_run() && !binary.is_file() {
@@ -57,6 +67,89 @@ pub async fn build_static_binary(runner: &crate::cmd::Runner) -> anyhow::Result<
         );
     }
     Ok(binary)
+}
+
+/// What the image's binary is compiled for, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildTarget {
+    pub triple: String,
+    pub rustflags: String,
+    /// The triple is not the host's: its standard library must be installed
+    /// (`rustup target add`), and the binary cannot be run here.
+    pub cross: bool,
+}
+
+/// The target of the image's binary. The image is Linux whatever the host: a host triple is kept
+/// only when it is Linux on the CPU the daemon runs (`docker_arch`, from `docker info`; the
+/// host's CPU when unknown). Otherwise the binary is `<arch>-unknown-linux-musl`, whose static C
+/// runtime ships with the Rust target, linked with `rust-lld` (a host `cc` would produce a
+/// binary for the host's own format, e.g. Mach-O on macOS).
+pub fn image_build_target(host_triple: &str, docker_arch: Option<&str>) -> Result<BuildTarget> {
+    let host_arch = host_triple
+        .split('-')
+        .next()
+        .filter(|arch| !arch.is_empty())
+        .with_context(|| format!("`{host_triple}` is not a target triple"))?;
+    let arch = match docker_arch.map(str::trim).filter(|a| !a.is_empty()) {
+        Some(reported) => rust_arch(reported).with_context(|| {
+            format!(
+                "the Docker daemon reports architecture `{reported}`, which has no static Linux \
+                 Rust target this build knows (x86_64, aarch64, s390x, ppc64le, riscv64)"
+            )
+        })?,
+        None => host_arch,
+    };
+    let host_is_linux = host_triple.split('-').any(|part| part == "linux");
+    if host_is_linux && arch == host_arch {
+        return Ok(BuildTarget {
+            triple: host_triple.to_string(),
+            rustflags: "-C target-feature=+crt-static".into(),
+            cross: false,
+        });
+    }
+    Ok(BuildTarget {
+        triple: format!("{arch}-unknown-linux-musl"),
+        rustflags: "-C target-feature=+crt-static -C linker=rust-lld".into(),
+        cross: true,
+    })
+}
+
+/// The Rust architecture for a kernel's `uname -m` (what `docker info` reports) or a Go/OCI
+/// platform name.
+fn rust_arch(reported: &str) -> Option<&'static str> {
+    Some(match reported {
+        "x86_64" | "amd64" => "x86_64",
+        "aarch64" | "arm64" => "aarch64",
+        "s390x" => "s390x",
+        "ppc64le" | "powerpc64le" => "powerpc64le",
+        "riscv64" => "riscv64gc",
+        _ => return None,
+    })
+}
+
+/// The image's build target on this machine: the host triple from `rustc -vV`, the daemon's CPU
+/// from `docker info` (when Docker does not answer, the host's CPU is assumed: the image build
+/// will report Docker's problem itself).
+pub async fn build_target(runner: &Runner, docker: &OsStr) -> Result<BuildTarget> {
+    let host = host_triple(runner).await?;
+    let arch = docker_architecture(runner, docker).await;
+    image_build_target(&host, arch.as_deref())
+}
+
+async fn docker_architecture(runner: &Runner, docker: &OsStr) -> Option<String> {
+    let query = Cmd::new(docker)
+        .args(["info", "--format", "{{.Architecture}}"])
+        .timeout(Duration::from_secs(20));
+    match runner.query(&query).await {
+        Ok(output) => Some(output.stdout.trim().to_string()).filter(|a| !a.is_empty()),
+        Err(err) => {
+            eprintln!(
+                "warning: could not ask Docker for its CPU architecture ({err:#}); building the \
+                 image's binary for this host's CPU"
+            );
+            None
+        }
+    }
 }
 
 async fn host_triple(runner: &Runner) -> Result<String> {
@@ -193,11 +286,94 @@ mod tests {
         assert!(parse_host_triple("rustc 1.95.0\n").is_err());
     }
 
+    #[rstest::rstest]
+    #[case::linux_host_same_cpu(
+        "x86_64-unknown-linux-gnu",
+        Some("x86_64"),
+        "x86_64-unknown-linux-gnu",
+        false
+    )]
+    #[case::linux_host_docker_unknown(
+        "aarch64-unknown-linux-gnu",
+        None,
+        "aarch64-unknown-linux-gnu",
+        false
+    )]
+    #[case::linux_musl_host(
+        "x86_64-unknown-linux-musl",
+        Some("x86_64"),
+        "x86_64-unknown-linux-musl",
+        false
+    )]
+    #[case::mac_apple_silicon(
+        "aarch64-apple-darwin",
+        Some("aarch64"),
+        "aarch64-unknown-linux-musl",
+        true
+    )]
+    #[case::mac_apple_silicon_go_name(
+        "aarch64-apple-darwin",
+        Some("arm64"),
+        "aarch64-unknown-linux-musl",
+        true
+    )]
+    #[case::mac_intel(
+        "x86_64-apple-darwin",
+        Some("x86_64"),
+        "x86_64-unknown-linux-musl",
+        true
+    )]
+    #[case::mac_docker_unknown("aarch64-apple-darwin", None, "aarch64-unknown-linux-musl", true)]
+    #[case::mac_emulated_amd64_daemon(
+        "aarch64-apple-darwin",
+        Some("amd64"),
+        "x86_64-unknown-linux-musl",
+        true
+    )]
+    #[case::windows(
+        "x86_64-pc-windows-msvc",
+        Some("x86_64"),
+        "x86_64-unknown-linux-musl",
+        true
+    )]
+    #[case::linux_host_other_cpu_daemon(
+        "x86_64-unknown-linux-gnu",
+        Some("aarch64"),
+        "aarch64-unknown-linux-musl",
+        true
+    )]
+    fn the_image_binary_always_targets_linux_on_the_daemons_cpu(
+        #[case] host: &str,
+        #[case] docker_arch: Option<&str>,
+        #[case] triple: &str,
+        #[case] cross: bool,
+    ) {
+        let target = image_build_target(host, docker_arch).unwrap();
+        assert_eq!(target.triple, triple);
+        assert_eq!(target.cross, cross);
+        assert!(target.rustflags.contains("+crt-static"), "{target:?}");
+        // Only the cross build brings its own linker; a host `cc` links for the host's format.
+        assert_eq!(
+            target.rustflags.contains("-C linker=rust-lld"),
+            cross,
+            "{target:?}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_daemon_architecture_is_an_error_naming_it() {
+        let err = image_build_target("aarch64-apple-darwin", Some("mips"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`mips`"), "{err}");
+    }
+
     #[tokio::test]
-    async fn plans_a_static_release_build_for_the_host_triple() {
+    async fn plans_a_static_release_build_for_the_image_target() {
         let runner = Runner::dry_run();
         let binary = build_static_binary(&runner).await.expect("dry run");
-        let triple = host_triple(&runner).await.unwrap();
+        let target = build_target(&runner, OsStr::new("docker")).await.unwrap();
+        let triple = target.triple.clone();
         assert_eq!(
             binary,
             project_root()
@@ -212,7 +388,7 @@ mod tests {
             .find(|step| step.contains(" build "))
             .unwrap_or_else(|| panic!("no cargo build in the plan: {plan:?}"));
         assert!(
-            build.starts_with("$ RUSTFLAGS='-C target-feature=+crt-static' "),
+            build.starts_with(&format!("$ RUSTFLAGS='{}' ", target.rustflags)),
             "{build}"
         );
         assert!(build.contains(&format!("--target {triple}")), "{build}");

@@ -9,6 +9,10 @@
 #                     kind-load-digest, kind-delete-noop, istioctl-install, docker-info,
 #                     kubectl-logs
 #   FAKE_ISTIO_VERSION  what `istioctl version` reports (default 1.31.1)
+#   FAKE_DOCKER_ARCH    what `docker info --format {{.Architecture}}` reports (default uname -m)
+#   FAKE_RUSTUP_TARGETS targets `rustup target list --installed` adds to the host's
+# and files in FAKE_TOOLS_STATE: `publish-PORT` (containers `docker ps` says publish PORT),
+# `port-NODE` (what `docker port NODE …` prints), `images` (what `docker image inspect` finds).
 # shellcheck shell=bash
 
 fake_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use harness::cluster::StateDir;
 use harness::cmd::Runner;
-use harness::deploy::Applied;
+use harness::deploy::{AppPods, Applied};
 use harness::kind::{Backend, ClusterApi, ClusterChoice, Mode, Settings, Timeouts};
 use harness::knobs::Keep;
 use harness::paths;
@@ -85,7 +85,12 @@ impl Fake {
         self.calls()
             .into_iter()
             .filter(|c| {
-                !(c.contains(" version") || c.starts_with("docker info") || c.contains(" get "))
+                !(c.contains(" version")
+                    || c.starts_with("docker info")
+                    || c.starts_with("docker ps")
+                    || c.starts_with("docker port")
+                    || c.starts_with("docker image inspect")
+                    || c.contains(" get "))
             })
             .collect()
     }
@@ -102,6 +107,29 @@ impl Fake {
         let mut text = names.join("\n");
         text.push('\n');
         std::fs::write(self.kind_state.join("clusters"), text).unwrap();
+    }
+
+    /// Makes the fake `docker ps --filter publish=PORT` list these running containers.
+    pub fn publish(&self, port: u16, containers: &[&str]) {
+        let mut text = containers.join("\n");
+        text.push('\n');
+        std::fs::write(self.kind_state.join(format!("publish-{port}")), text).unwrap();
+    }
+
+    /// Makes the fake `docker port NODE …` print `mapping`.
+    pub fn set_docker_port(&self, node: &str, mapping: &str) {
+        std::fs::write(
+            self.kind_state.join(format!("port-{node}")),
+            format!("{mapping}\n"),
+        )
+        .unwrap();
+    }
+
+    /// Makes the fake `docker image inspect` find these images.
+    pub fn set_local_images(&self, images: &[&str]) {
+        let mut text = images.join("\n");
+        text.push('\n');
+        std::fs::write(self.kind_state.join("images"), text).unwrap();
     }
 
     pub fn state_dir(&self) -> StateDir {
@@ -133,6 +161,7 @@ impl Fake {
                 route: Duration::from_secs(5),
             },
             existing_context: None,
+            offline: false,
         }
     }
 }
@@ -143,6 +172,10 @@ pub struct FakeBackend {
     pub fail: Option<&'static str>,
     pub calls: Arc<Mutex<Vec<String>>>,
     pub applied: Arc<Mutex<Vec<Value>>>,
+    /// What the rollout wait was told about the app's pods.
+    pub rollout_app: Arc<Mutex<Option<AppPods>>>,
+    /// The live gateway Service's http2 nodePort (default: the overlay's 30001).
+    pub gateway_node_port: Option<u16>,
 }
 
 impl FakeBackend {
@@ -219,7 +252,14 @@ impl ClusterApi for FakeBackend {
             Ok(applied)
         })
     }
-    fn wait_rollout(&self, _: String, _: String, _: Duration) -> BoxFuture<'_, Result<()>> {
+    fn wait_rollout(
+        &self,
+        _: String,
+        _: String,
+        app: AppPods,
+        _: Duration,
+    ) -> BoxFuture<'_, Result<()>> {
+        *self.rollout_app.lock().unwrap() = Some(app);
         Box::pin(async move { self.call("rollout") })
     }
     fn wait_for_route(&self, ingress: SocketAddr, _: Duration) -> BoxFuture<'_, Result<()>> {
@@ -241,6 +281,12 @@ impl ClusterApi for FakeBackend {
         Box::pin(async move {
             self.call("article-endpoint")?;
             Ok(("172.18.0.2".to_string(), 30001))
+        })
+    }
+    fn gateway_node_port(&self) -> BoxFuture<'_, Result<u16>> {
+        Box::pin(async move {
+            self.call("gateway-node-port")?;
+            Ok(self.gateway_node_port.unwrap_or(30001))
         })
     }
     fn client(&self) -> Option<kube::Client> {

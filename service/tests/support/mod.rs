@@ -163,3 +163,11 @@ pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
         .lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
+
+/// Only loopback is ever spoken to: an HTTP(S)_PROXY of the environment must not take it.
+pub fn loopback_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("building an HTTP client")
+}
