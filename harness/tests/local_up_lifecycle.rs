@@ -106,9 +106,9 @@ fn signal(child: &Child, signal: libc::c_int) {
     assert_eq!(result, 0, "kill({}, {signal})", child.id());
 }
 
-#[tokio::test]
-async fn sigterm_stops_every_process_and_exits_0() -> Result<()> {
-    let (mut up, port) = start_up()?;
+/// `harness up` answering through its gateway, with the processes it started.
+async fn serving() -> Result<(Child, Vec<u32>)> {
+    let (up, port) = start_up()?;
     answers_fft(port).await?;
     let started = children_of(up.id());
     // Envoy and three replicas (the Deployment's replica count).
@@ -116,6 +116,12 @@ async fn sigterm_stops_every_process_and_exits_0() -> Result<()> {
         started.len() >= 4,
         "expected Envoy and 3 replicas, saw children {started:?}"
     );
+    Ok((up, started))
+}
+
+#[tokio::test]
+async fn sigterm_stops_every_process_and_exits_0() -> Result<()> {
+    let (mut up, started) = serving().await?;
     signal(&up, libc::SIGTERM);
     let status = tokio::task::spawn_blocking(move || up.wait()).await??;
     ensure!(
@@ -127,13 +133,7 @@ async fn sigterm_stops_every_process_and_exits_0() -> Result<()> {
 
 #[tokio::test]
 async fn sigkill_leaves_no_process_behind() -> Result<()> {
-    let (mut up, port) = start_up()?;
-    answers_fft(port).await?;
-    let started = children_of(up.id());
-    ensure!(
-        started.len() >= 4,
-        "expected Envoy and 3 replicas, saw children {started:?}"
-    );
+    let (mut up, started) = serving().await?;
     signal(&up, libc::SIGKILL);
     tokio::task::spawn_blocking(move || up.wait()).await??;
     all_gone(&started).await
