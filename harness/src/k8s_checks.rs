@@ -140,9 +140,8 @@ impl ScrapeAnnotations {
     }
 }
 
-/// The Deployment's pod template keeps the article's annotations (the injector changes Pods,
-/// never the template).
-pub fn template_scrape_annotations(deployment: &Deployment) -> Result<ScrapeAnnotations> {
+/// The scrape annotations written on the Deployment's pod template.
+fn template_annotations(deployment: &Deployment) -> Result<ScrapeAnnotations> {
     let name = deployment.metadata.name.as_deref().unwrap_or("<unnamed>");
     let template = deployment
         .spec
@@ -150,9 +149,16 @@ pub fn template_scrape_annotations(deployment: &Deployment) -> Result<ScrapeAnno
         .and_then(|s| s.template.metadata.as_ref())
         .and_then(|m| m.annotations.clone())
         .unwrap_or_default();
-    let found = ScrapeAnnotations::from_map(&template).with_context(|| {
+    ScrapeAnnotations::from_map(&template).with_context(|| {
         format!("Deployment {name}: the pod template lacks prometheus.io/scrape, /path or /port")
-    })?;
+    })
+}
+
+/// The Deployment's pod template keeps the article's annotations (the injector changes Pods,
+/// never the template).
+pub fn template_scrape_annotations(deployment: &Deployment) -> Result<ScrapeAnnotations> {
+    let name = deployment.metadata.name.as_deref().unwrap_or("<unnamed>");
+    let found = template_annotations(deployment)?;
     ensure!(
         found == ScrapeAnnotations::article(),
         "Deployment {name}: the pod template's scrape annotations are {found:?}, the article's are {:?}",
@@ -312,15 +318,7 @@ pub fn scrape_verdict(
 ) -> Result<ScrapeVerdict> {
     let name = deployment.metadata.name.as_deref().unwrap_or("<unnamed>");
     ensure!(!pods.is_empty(), "Deployment {name} has no pods");
-    let template = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.annotations.clone())
-        .unwrap_or_default();
-    let original = ScrapeAnnotations::from_map(&template).with_context(|| {
-        format!("Deployment {name}: the pod template lacks prometheus.io/scrape, /path or /port")
-    })?;
+    let original = template_annotations(deployment)?;
     let expectation = merge_expectation(deployment, mesh);
     let mut merged = Vec::new();
     let mut unmerged = Vec::new();

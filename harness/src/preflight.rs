@@ -188,6 +188,16 @@ pub struct Report {
 }
 
 impl Report {
+    /// A required tool's problem stops the run; an optional one's is a warning.
+    fn problem(&mut self, is_required: bool, missing: Missing) {
+        if is_required {
+            self.missing.push(missing);
+        } else {
+            self.warnings
+                .push(format!("{} (fix: {})", missing.problem, missing.fix));
+        }
+    }
+
     pub fn print(&self) {
         for found in &self.found {
             eprintln!(
@@ -267,11 +277,7 @@ pub async fn check(runner: &Runner, tools: &Tools, versions: &Versions, needs: N
                     } else {
                         tool.install_hint()
                     };
-                    if is_required {
-                        report.missing.push(Missing { tool, problem, fix });
-                    } else {
-                        report.warnings.push(format!("{problem} (fix: {fix})"));
-                    }
+                    report.problem(is_required, Missing { tool, problem, fix });
                 }
                 report.found.push(Found {
                     tool,
@@ -288,11 +294,7 @@ pub async fn check(runner: &Runner, tools: &Tools, versions: &Versions, needs: N
                 } else {
                     tool.install_hint()
                 };
-                if is_required {
-                    report.missing.push(Missing { tool, problem, fix });
-                } else {
-                    report.warnings.push(format!("{problem} (fix: {fix})"));
-                }
+                report.problem(is_required, Missing { tool, problem, fix });
             }
         }
     }
