@@ -12,7 +12,7 @@ use harness::knobs::Knobs;
 use harness::scenario::{self, CheckOutcome, NamedCheck};
 use harness::suite;
 use harness::target::Environment;
-use harness::timing::PhaseTimes;
+use harness::timings::Timings;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use tokio::sync::RwLock;
 
@@ -76,14 +76,16 @@ fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Re
         .enable_all()
         .build()?;
     let runner = Runner::new();
-    let mut times = PhaseTimes::default();
+    let mut times = Timings::default();
     let env = runtime.block_on(async {
         let start = Instant::now();
         let env = suite::bring_up(&knobs, &runner, &mut times).await;
-        times.record("bring-up total", start.elapsed());
+        // Printed, not recorded: the phases above already add up to it.
+        eprintln!("bring-up took {:.2} s", start.elapsed().as_secs_f64());
         env
     })?;
-    eprintln!("{}", env.describe());
+    let description = env.describe();
+    eprintln!("{description}");
     eprintln!("running {selected} scenario(s)");
     let env: SharedEnvironment = Arc::new(RwLock::new(env));
     runtime.spawn(teardown_on_signal(Arc::clone(&env), knobs.keep.keeps(true)));
@@ -124,7 +126,11 @@ fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Re
 
     let scenarios_start = Instant::now();
     let conclusion = libtest_mimic::run(args, trials);
-    times.record("scenarios", scenarios_start.elapsed());
+    times.record(
+        "scenarios",
+        scenarios_start.elapsed(),
+        !conclusion.has_failed(),
+    );
 
     let verdicts = verdicts.lock().expect("verdicts").clone();
     let (mut passed, mut failed, mut not_applicable) = (0, 0, 0);
@@ -158,6 +164,10 @@ fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Re
         }
     });
     println!("phases: {}", times.summary());
+    match times.write_json(&knobs.artifacts, &description) {
+        Ok(path) => println!("timings written to {}", path.display()),
+        Err(err) => eprintln!("warning: {err:#}"),
+    }
     println!("{passed} passed, {failed} failed, {not_applicable} not applicable");
     Ok(if run_failed {
         ExitCode::FAILURE

@@ -27,6 +27,5 @@ pub mod scenario;
 pub mod suite;
 pub mod target;
 pub mod teardown;
-pub mod timing;
 pub mod timings;
 pub mod versions;

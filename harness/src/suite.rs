@@ -8,7 +8,7 @@ use crate::knobs::{Knobs, TargetChoice};
 use crate::local::{LocalEnvironment, LocalOptions};
 use crate::preflight;
 use crate::target::Environment;
-use crate::timing::PhaseTimes;
+use crate::timings::Timings;
 
 /// Tools the `kind` target cannot run without.
 pub const KIND_PREREQUISITES: [&str; 3] = ["docker", "kind", "istioctl"];
@@ -49,7 +49,7 @@ pub fn resolve_target(choice: TargetChoice, missing: &[&str]) -> (TargetChoice, 
 pub async fn bring_up(
     knobs: &Knobs,
     runner: &Runner,
-    times: &mut PhaseTimes,
+    times: &mut Timings,
 ) -> Result<Box<dyn Environment>> {
     let (target, why) = resolve_target(knobs.target, &missing_kind_prerequisites());
     if let Some(why) = why {
@@ -79,7 +79,7 @@ async fn bring_up_cluster_target(
     target: TargetChoice,
     knobs: &Knobs,
     runner: &Runner,
-    times: &mut PhaseTimes,
+    times: &mut Timings,
 ) -> Result<Box<dyn Environment>> {
     let mode = match target {
         TargetChoice::Existing => kind::Mode::Existing,
@@ -136,12 +136,7 @@ async fn bring_up_cluster_target(
     let env = kind::ClusterEnvironment::up(runner.clone(), settings).await;
     signals.abort();
     let env = env?;
-    for phase in env.timings().phases() {
-        times.record(
-            &format!("{}: {}", mode.as_str(), phase.phase),
-            std::time::Duration::from_secs_f64(phase.seconds),
-        );
-    }
+    times.extend(env.timings().phases());
     Ok(Box::new(env))
 }
 

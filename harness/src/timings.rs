@@ -37,7 +37,7 @@ impl Timings {
 
     pub fn record(&mut self, phase: &str, took: Duration, ok: bool) {
         eprintln!(
-            "phase {phase}: {:.1}s{}",
+            "phase {phase}: {:.2} s{}",
             took.as_secs_f64(),
             if ok { "" } else { " (failed)" }
         );
@@ -50,6 +50,23 @@ impl Timings {
 
     pub fn phases(&self) -> &[PhaseTiming] {
         &self.phases
+    }
+
+    /// Adds phases that were already printed (by the environment that timed them).
+    pub fn extend(&mut self, phases: &[PhaseTiming]) {
+        self.phases.extend_from_slice(phases);
+    }
+
+    /// `name 0.12 s, name 1.30 s (failed)`
+    pub fn summary(&self) -> String {
+        self.phases
+            .iter()
+            .map(|p| {
+                let failed = if p.ok { "" } else { " (failed)" };
+                format!("{} {:.2} s{failed}", p.phase, p.seconds)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn total_seconds(&self) -> f64 {

@@ -27,7 +27,7 @@ use crate::probe::{self, ProbeRequest};
 use crate::retry::Retry;
 use crate::scenario;
 use crate::target::{BoxFuture, Environment, KubeCheck, KubeCheckOutcome};
-use crate::timing::PhaseTimes;
+use crate::timings::Timings;
 
 use envoy_binary::EnvoyBinary;
 use process::{ProcessSpec, STOP_GRACE, Supervisor};
@@ -100,7 +100,7 @@ impl LocalEnvironment {
     pub async fn start(
         options: &LocalOptions,
         runner: &Runner,
-        times: &mut PhaseTimes,
+        times: &mut Timings,
     ) -> Result<Self> {
         let documents = manifest::load_file(&options.manifest)
             .with_context(|| format!("loading {}", options.manifest.display()))?;
@@ -182,7 +182,7 @@ async fn start_processes(
     plan: &GatewayPlan,
     options: &LocalOptions,
     run_dir: &Path,
-    times: &mut PhaseTimes,
+    times: &mut Timings,
 ) -> Result<(Vec<Replica>, SocketAddr, SocketAddr)> {
     let mut all_replicas = Vec::new();
     let mut endpoints = BTreeMap::new();
@@ -461,7 +461,7 @@ pub async fn run_foreground(options: &LocalOptions) -> Result<()> {
     // after the export lines still stops every process through teardown.
     let mut signals = crate::suite::TerminationSignals::listen()?;
     let runner = Runner::new();
-    let mut times = PhaseTimes::default();
+    let mut times = Timings::default();
     let mut env = tokio::select! {
         started = LocalEnvironment::start(options, &runner, &mut times) => started?,
         // Dropping the half-started environment stops what it had started.
