@@ -226,6 +226,29 @@ fn virtual_service_fields_that_are_errors() {
     );
 }
 
+#[rstest]
+#[case::numeric(
+    "targetPort: 8080",
+    "targetPort: 9999",
+    "sends traffic to targetPort 9999"
+)]
+#[case::named("targetPort: 8080", "targetPort: metrics", "the named port `metrics`")]
+fn a_target_port_where_the_app_does_not_listen_is_an_error(
+    #[case] from: &str,
+    #[case] to: &str,
+    #[case] message: &str,
+) {
+    let text = format!(
+        "{}---{HTTP_GATEWAY}---{}",
+        SERVICE_AND_DEPLOYMENT.replace(from, to),
+        virtual_service("['*']", &rule("[{uri: {prefix: /fft}}]"))
+    );
+    let docs = load_str(Path::new("case.yaml"), &text).unwrap();
+    let err = format!("{:#}", plan(&docs).unwrap_err());
+    assert!(err.contains(message), "{err}");
+    assert!(err.contains("Service wty-istio/wtyfft-svc"), "{err}");
+}
+
 #[test]
 fn an_unbound_gateway_is_a_blackhole() {
     let vs = virtual_service("['*']", &rule("[{uri: {prefix: /fft}}]"))

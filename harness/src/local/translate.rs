@@ -612,6 +612,25 @@ fn resolve_destination(
             }
         }
     };
+    // The app listens on its declared container port; a targetPort elsewhere reaches nothing
+    // and the gateway would answer every routed request with 503.
+    let container_ports: Vec<String> = app
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| p.container_port.to_string())
+        .collect();
+    if !container_ports.contains(&target_port) {
+        bail!(
+            "{service_what} port {} sends traffic to targetPort {target_port}, but the app              container of {deployment_what} listens on {}: every routed request would be a 503;              set the Service's targetPort to the containerPort",
+            service_port.port,
+            if container_ports.is_empty() {
+                "no declared containerPort".to_string()
+            } else {
+                container_ports.join(", ")
+            }
+        );
+    }
     Ok(Upstream {
         cluster: format!("outbound|{}||{fqdn}", service_port.port),
         namespace: namespace.to_string(),
