@@ -217,8 +217,8 @@ async fn start_processes(
         .await?;
     times
         .time(
-            "routes ready",
-            scenario::wait_until_routed(ingress, ROUTES_READY_TIMEOUT),
+            "gateway answering",
+            scenario::wait_until_gateway_answers(ingress, ROUTES_READY_TIMEOUT),
         )
         .await
         .with_context(|| {

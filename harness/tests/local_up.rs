@@ -1,17 +1,24 @@
-//! `harness up --target local` as a person runs it: it serves through the gateway, and however it
-//! ends (SIGTERM, or SIGKILL with no chance to clean up) no Envoy or service process outlives it.
+//! `harness up --target local` as a person runs it: it serves through the gateway, routes as
+//! Istio would for manifests other than the project's, and however it ends (SIGTERM, or SIGKILL
+//! with no chance to clean up) no Envoy or service process outlives it.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use harness::probe::{self, ProbeRequest};
 use harness::retry::Retry;
+use harness::scenario::{Expected, check_outcome};
 
-/// Starts `harness up --target local` and returns it with the gateway port it printed.
-fn start_up() -> Result<(Child, u16)> {
+/// Starts `harness up --target local` (with `extra` arguments) and returns it with the gateway
+/// port it printed.
+fn start_up(extra: &[&str]) -> Result<(Child, u16)> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(["up", "--target", "local"])
+        .args(extra)
         .env("E2E_TARGET", "local")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -108,7 +115,7 @@ fn signal(child: &Child, signal: libc::c_int) {
 
 /// `harness up` answering through its gateway, with the processes it started.
 async fn serving() -> Result<(Child, Vec<u32>)> {
-    let (up, port) = start_up()?;
+    let (up, port) = start_up(&[])?;
     answers_fft(port).await?;
     let started = children_of(up.id());
     // Envoy and three replicas (the Deployment's replica count).
@@ -137,4 +144,93 @@ async fn sigkill_leaves_no_process_behind() -> Result<()> {
     signal(&up, libc::SIGKILL);
     tokio::task::spawn_blocking(move || up.wait()).await??;
     all_gone(&started).await
+}
+
+/// The project's manifest with its VirtualService's `http` section replaced.
+fn manifest_with_http(http: &str) -> Result<tempfile::NamedTempFile> {
+    let app = std::fs::read_to_string(harness::paths::manifests_dir().join("app.yaml"))?;
+    let start = app
+        .find("  http:\n")
+        .context("app.yaml has an http section")?;
+    let mut file = tempfile::NamedTempFile::new()?;
+    std::io::Write::write_all(&mut file, format!("{}{http}", &app[..start]).as_bytes())?;
+    Ok(file)
+}
+
+/// Sends each (method, path, expected) through the gateway of a `harness up` serving `manifest`.
+async fn routes_as_expected(manifest: &Path, cases: &[(&str, &str, Expected)]) -> Result<()> {
+    let (mut up, port) = start_up(&["--manifest", manifest.to_str().context("utf-8 path")?])?;
+    let ingress = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut failures = Vec::new();
+    for &(method, path, expected) in cases {
+        let response = probe::send(ingress, &ProbeRequest::new(method, path)).await?;
+        if let Err(err) = check_outcome(expected, &response) {
+            failures.push(format!("{method} {path}: expected {expected}: {err:#}"));
+        }
+    }
+    signal(&up, libc::SIGTERM);
+    tokio::task::spawn_blocking(move || up.wait()).await??;
+    ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_gateway_bound_to_no_virtual_service_answers_404_everywhere() -> Result<()> {
+    let app = std::fs::read_to_string(harness::paths::manifests_dir().join("app.yaml"))?;
+    let blackhole = app.replace(
+        "  gateways:\n    - wtyfft-gateway\n",
+        "  gateways:\n    - mesh\n",
+    );
+    ensure!(
+        blackhole != app,
+        "app.yaml no longer names wtyfft-gateway as expected"
+    );
+    let mut file = tempfile::NamedTempFile::new()?;
+    std::io::Write::write_all(&mut file, blackhole.as_bytes())?;
+    routes_as_expected(
+        file.path(),
+        &[
+            ("POST", "/fft", Expected::GatewayNotFound),
+            ("GET", "/metrics", Expected::GatewayNotFound),
+            ("GET", "/", Expected::GatewayNotFound),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn ignore_uri_case_and_regex_route_as_on_istio() -> Result<()> {
+    // ignoreUriCase makes the prefix case-insensitive; a regex must match the whole path and,
+    // as Istio passes it to Envoy unchanged, stays case-sensitive.
+    let manifest = manifest_with_http(
+        "  http:
+    - match:
+        - uri:
+            prefix: /FFT
+          ignoreUriCase: true
+        - uri:
+            regex: /metrics(/[a-z]+)?
+      route:
+        - destination:
+            host: wtyfft-svc
+            port:
+              number: 8000
+",
+    )?;
+    routes_as_expected(
+        manifest.path(),
+        &[
+            ("POST", "/fft", Expected::Routed(200)),
+            // Routed by the case-insensitive prefix; the app itself knows only lower case.
+            ("POST", "/FfT/real/8", Expected::Routed(404)),
+            ("POST", "/fft/real/8", Expected::Routed(200)),
+            ("GET", "/metrics", Expected::Routed(200)),
+            ("GET", "/metrics/x", Expected::Routed(404)),
+            ("GET", "/metrics/x1", Expected::GatewayNotFound),
+            ("GET", "/metricsx", Expected::GatewayNotFound),
+            ("GET", "/METRICS", Expected::GatewayNotFound),
+            ("GET", "/healthz", Expected::GatewayNotFound),
+        ],
+    )
+    .await
 }
