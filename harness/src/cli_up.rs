@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::kind::{self, CliCommand, Mode};
@@ -25,9 +25,10 @@ pub struct UpArgs {
     /// local: the gateway's port on 127.0.0.1 (default: a free port).
     #[arg(long)]
     pub port: Option<u16>,
-    /// local: the manifest whose Gateway and VirtualService configure the gateway.
-    #[arg(long, default_value_os_t = paths::manifests_dir().join("app.yaml"))]
-    pub manifest: PathBuf,
+    /// local: the manifest whose Gateway and VirtualService configure the gateway
+    /// [default: manifests/app.yaml].
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
     /// kind|existing: print every step and command in order, change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -71,10 +72,26 @@ fn up(args: &UpArgs) -> Result<()> {
     if let Some(why) = why {
         eprintln!("*** {why} ***");
     }
+    if target == TargetChoice::Local && args.dry_run {
+        bail!(
+            "--dry-run plans the kind and existing targets; the local target changes nothing \
+             beyond its own processes, which stop with it: run it without --dry-run"
+        );
+    }
+    if target != TargetChoice::Local && (args.port.is_some() || args.manifest.is_some()) {
+        bail!(
+            "--port and --manifest configure the local gateway; the {} target applies \
+             manifests/app.yaml and is reached through the kind port mapping",
+            target.as_str()
+        );
+    }
     match target {
         TargetChoice::Local => {
             let options = LocalOptions {
-                manifest: args.manifest.clone(),
+                manifest: args
+                    .manifest
+                    .clone()
+                    .unwrap_or_else(|| paths::manifests_dir().join("app.yaml")),
                 port: args.port,
                 offline: knobs.offline,
                 artifacts: Some(knobs.artifacts.clone()),

@@ -115,3 +115,32 @@ fn an_unknown_target_is_refused_by_the_parser() {
     );
     assert!(fake.calls().is_empty());
 }
+
+#[test]
+fn local_only_options_are_refused_for_a_cluster_target_before_anything_runs() {
+    for extra in [["--port", "8080"], ["--manifest", "manifests/app.yaml"]] {
+        let fake = Fake::new(&[]);
+        let mut args = vec!["up", "--target", "kind"];
+        args.extend(extra);
+        let output = harness(&fake, false, &args);
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--port and --manifest configure the local gateway"),
+            "{stderr}"
+        );
+        assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    }
+}
+
+#[test]
+fn dry_run_is_refused_for_the_local_target() {
+    let fake = Fake::new(&[]);
+    let output = harness(&fake, false, &["up", "--target", "local", "--dry-run"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--dry-run plans the kind and existing targets"),
+        "{stderr}"
+    );
+}
