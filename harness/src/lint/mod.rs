@@ -127,7 +127,11 @@ impl std::str::FromStr for Rule {
 
 /// One broken rule: where, what and how to fix it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{rule} {}:{line} {kind}/{name}: {message} — fix: {fix}", file.display())]
+#[error(
+    "{rule} {}:{line} {kind}/{}: {message} — fix: {fix}",
+    file.display(),
+    if name.is_empty() { "(unnamed)" } else { name }
+)]
 pub struct Finding {
     pub rule: Rule,
     pub file: PathBuf,
@@ -310,4 +314,28 @@ pub fn lint_paths(paths: &[PathBuf]) -> Result<Report, LintError> {
             locate::field_line(&lines, finding.line - 1, next_document, &finding.field) + 1;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resource_without_a_name_reads_as_unnamed() {
+        let finding = Finding {
+            rule: Rule::KindPortMapping,
+            file: PathBuf::from("kind.yaml"),
+            line: 12,
+            document: 1,
+            kind: "Cluster".into(),
+            name: String::new(),
+            field: "nodes[0].extraPortMappings".into(),
+            message: "not published".into(),
+            fix: "publish it".into(),
+        };
+        assert_eq!(
+            finding.to_string(),
+            "kind-port-mapping kind.yaml:12 Cluster/(unnamed): not published — fix: publish it"
+        );
+    }
 }
