@@ -172,6 +172,7 @@ fn a_missing_document_is_reported_once_under_its_rule(#[case] rule: Rule, #[case
 
 #[rstest]
 #[case::host_fqdn(&[("host: wtyfft-svc", "host: wtyfft-svc.wty-istio.svc.cluster.local")])]
+#[case::without_header_presence_match(&[("            prefix: /fft\n", "            prefix: /fft\n          withoutHeaders:\n            x-debug: {}\n")])]
 #[case::port_omitted_with_one_service_port(&[(VS_PORT, "")])]
 #[case::gateway_ref_with_namespace(&[("    - wtyfft-gateway\n", "    - wty-istio/wtyfft-gateway\n")])]
 #[case::gateway_ref_and_mesh(&[("    - wtyfft-gateway\n", "    - wtyfft-gateway\n    - mesh\n")])]

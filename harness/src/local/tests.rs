@@ -114,6 +114,7 @@ fn route(envoy_match: Value) -> Value {
     vec![json!({"prefix": "/"})]
 )]
 #[case::match_without_uri(rule("[{ignoreUriCase: false}]"), vec![json!({"prefix": "/"})])]
+#[case::empty_uri_match(rule("[{uri: {}}]"), vec![json!({"prefix": "/"})])]
 #[case::order_is_kept_across_rules(
     format!("{}\n{}", rule("[{uri: {exact: /metrics}}]"), rule("[{uri: {prefix: /}}]")),
     vec![json!({"path": "/metrics"}), json!({"prefix": "/"})]
@@ -178,6 +179,10 @@ fn port_may_be_omitted_when_the_service_has_one() {
     "match[0].queryParams is not translated"
 )]
 #[case::match_gateways(rule("[{gateways: [mesh]}]"), "match[0].gateways is not translated")]
+#[case::stat_prefix(
+    rule("[{uri: {prefix: /fft}, statPrefix: fft}]"),
+    "match[0].statPrefix is not translated"
+)]
 #[case::timeout(format!("{}\n      timeout: 5s", rule("[{uri: {prefix: /fft}}]")), "spec.http[0].timeout is not translated")]
 #[case::retries(format!("{}\n      retries: {{attempts: 3}}", rule("[{uri: {prefix: /fft}}]")), "spec.http[0].retries is not translated")]
 #[case::rewrite(format!("{}\n      rewrite: {{uri: /}}", rule("[{uri: {prefix: /fft}}]")), "spec.http[0].rewrite is not translated")]

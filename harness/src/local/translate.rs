@@ -448,6 +448,7 @@ pub fn translate_match(matcher: &HttpMatchRequest, at: &str) -> Result<Value> {
         ("sourceLabels", !matcher.source_labels.is_empty()),
         ("gateways", !matcher.gateways.is_empty()),
         ("sourceNamespace", matcher.source_namespace.is_some()),
+        ("statPrefix", matcher.stat_prefix.is_some()),
     ] {
         if present {
             bail!("{at}.{field} is not translated by the local gateway");
@@ -455,7 +456,8 @@ pub fn translate_match(matcher: &HttpMatchRequest, at: &str) -> Result<Value> {
     }
     let ignore_case = matcher.ignore_uri_case == Some(true);
     let mut out = match &matcher.uri {
-        None => json!({"prefix": "/"}),
+        // As Istio's TranslateRouteMatch: no uri, or an empty one, matches every path.
+        None | Some(StringMatch::Any) => json!({"prefix": "/"}),
         Some(StringMatch::Prefix(prefix)) => json!({"prefix": prefix}),
         Some(StringMatch::Exact(path)) => json!({"path": path}),
         // RE2 must match the whole path. Istio passes the regex through unchanged even with

@@ -158,15 +158,19 @@ pub struct HttpMatchRequest {
     pub gateways: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stat_prefix: Option<String>,
 }
 
-/// Istio's `StringMatch`: exactly one of `exact`, `prefix`, `regex` (RE2, full match).
+/// Istio's `StringMatch`: one of `exact`, `prefix`, `regex` (RE2, full match), or none at all
+/// (`{}`), which Istio reads as "present" for a header and as "any path" for a uri.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(try_from = "StringMatchFields", into = "StringMatchFields")]
 pub enum StringMatch {
     Exact(String),
     Prefix(String),
     Regex(String),
+    Any,
 }
 
 /// The YAML shape of a [`StringMatch`]: a mapping with one of three keys.
@@ -188,7 +192,8 @@ impl TryFrom<StringMatchFields> for StringMatch {
             (Some(exact), None, None) => Ok(StringMatch::Exact(exact)),
             (None, Some(prefix), None) => Ok(StringMatch::Prefix(prefix)),
             (None, None, Some(regex)) => Ok(StringMatch::Regex(regex)),
-            _ => Err("a string match takes exactly one of `exact`, `prefix` or `regex`".into()),
+            (None, None, None) => Ok(StringMatch::Any),
+            _ => Err("a string match takes at most one of `exact`, `prefix` or `regex`".into()),
         }
     }
 }
@@ -208,6 +213,7 @@ impl From<StringMatch> for StringMatchFields {
                 regex: Some(regex),
                 ..Default::default()
             },
+            StringMatch::Any => StringMatchFields::default(),
         }
     }
 }
