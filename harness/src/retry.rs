@@ -3,17 +3,23 @@
 //!
 //! Readiness of processes and configuration reaching a gateway are both "eventually true"
 //! conditions; a fixed sleep either wastes time or is too short on a loaded machine. A failed wait
-//! says what it waited for, how many attempts it made and the last error seen.
+//! says what it waited for, how many attempts it made and the last error seen. An attempt that
+//! knows no later attempt can succeed (the process being waited for has exited) returns
+//! [`GiveUp`], and the wait ends at once instead of running out its time.
 
+use std::any::Any;
+use std::fmt;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// The wait ended without the condition holding.
+/// An attempt's error that no further attempt can cure; it ends the wait at once. Return it as
+/// the attempt's error, directly or inside an `anyhow::Error`.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "timed out after {elapsed:?} waiting for {what}: {attempts} attempts, {best_streak} \
-     success(es) in a row at best (needed {needed}); last error: {last_error}"
-)]
+#[error("{0:#}")]
+pub struct GiveUp(pub anyhow::Error);
+
+/// The wait ended without the condition holding.
+#[derive(Debug)]
 pub struct RetryError {
     pub what: String,
     pub attempts: u32,
@@ -21,6 +27,44 @@ pub struct RetryError {
     pub best_streak: u32,
     pub needed: u32,
     pub last_error: String,
+    /// The last attempt returned [`GiveUp`]; the time had not run out.
+    pub gave_up: bool,
+}
+
+impl fmt::Display for RetryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let RetryError {
+            what,
+            attempts,
+            elapsed,
+            best_streak,
+            needed,
+            last_error,
+            gave_up,
+        } = self;
+        if *gave_up {
+            write!(
+                f,
+                "gave up waiting for {what} after {elapsed:?} and {attempts} attempts: {last_error}"
+            )
+        } else {
+            write!(
+                f,
+                "timed out after {elapsed:?} waiting for {what}: {attempts} attempts, \
+                 {best_streak} success(es) in a row at best (needed {needed}); last error: \
+                 {last_error}"
+            )
+        }
+    }
+}
+
+impl std::error::Error for RetryError {}
+
+fn is_give_up(err: &dyn Any) -> bool {
+    err.downcast_ref::<GiveUp>().is_some()
+        || err
+            .downcast_ref::<anyhow::Error>()
+            .is_some_and(|err| err.is::<GiveUp>())
 }
 
 /// How to poll: a deadline, a backoff that grows up to a cap, and how many successes in a row
@@ -65,7 +109,7 @@ impl Retry {
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
-        E: std::fmt::Display,
+        E: fmt::Display + 'static,
     {
         let start = Instant::now();
         let deadline = start + self.timeout;
@@ -89,6 +133,17 @@ impl Retry {
                 Ok(Err(err)) => {
                     streak = 0;
                     last_error = format!("{err:#}");
+                    if is_give_up(&err) {
+                        return Err(RetryError {
+                            what: what.to_string(),
+                            attempts,
+                            elapsed: start.elapsed(),
+                            best_streak,
+                            needed: self.successes_in_a_row,
+                            last_error,
+                            gave_up: true,
+                        });
+                    }
                 }
                 Err(_) => {
                     streak = 0;
@@ -104,6 +159,7 @@ impl Retry {
                     best_streak,
                     needed: self.successes_in_a_row,
                     last_error,
+                    gave_up: false,
                 });
             }
             tokio::time::sleep(backoff.min(deadline - now)).await;
@@ -192,5 +248,33 @@ mod tests {
             .unwrap_err();
         assert!(err.last_error.contains("did not finish"), "{err}");
         assert!(err.elapsed < Duration::from_millis(500));
+    }
+
+    #[tokio::test]
+    async fn give_up_ends_the_wait_at_once() {
+        let calls = Cell::new(0);
+        let err = quick(10_000)
+            .run("a process that exited", || {
+                calls.set(calls.get() + 1);
+                let n = calls.get();
+                async move {
+                    if n < 3 {
+                        Err::<(), _>(anyhow::anyhow!("not yet"))
+                    } else {
+                        Err(GiveUp(anyhow::anyhow!("exited with status 3")).into())
+                    }
+                }
+            })
+            .await
+            .unwrap_err();
+        assert!(err.gave_up);
+        assert_eq!(err.attempts, 3);
+        assert!(err.elapsed < Duration::from_secs(5), "{:?}", err.elapsed);
+        let text = err.to_string();
+        assert!(
+            text.starts_with("gave up waiting for a process that exited")
+                && text.ends_with("exited with status 3"),
+            "{text}"
+        );
     }
 }

@@ -234,3 +234,47 @@ async fn ignore_uri_case_and_regex_route_as_on_istio() -> Result<()> {
     )
     .await
 }
+
+/// Runs `harness up --target local` with `args` and `env` until it exits; returns its stderr.
+fn up_failure(args: &[&str], env: &[(&str, &str)]) -> Result<String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["up", "--target", "local"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .context("running harness up")?;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    ensure!(!output.status.success(), "harness up succeeded:\n{stderr}");
+    Ok(stderr)
+}
+
+#[test]
+fn envoy_exiting_at_start_ends_the_wait_at_once_with_its_log() -> Result<()> {
+    // The gateway port is taken: Envoy cannot bind it and exits.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = taken.local_addr()?.port().to_string();
+    let stderr = up_failure(&["--port", &port], &[])?;
+    ensure!(
+        stderr.contains("gave up waiting") && stderr.contains("Envoy exited with"),
+        "expected the wait to give up on Envoy's exit:\n{stderr}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_replica_exiting_at_start_ends_the_wait_at_once_with_its_log() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broken = dir.path().join("fft-service");
+    std::fs::write(&broken, "#!/bin/sh\necho 'cannot start' >&2\nexit 3\n")?;
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let stderr = up_failure(
+        &[],
+        &[("FFT_SERVICE_BIN", broken.to_str().context("utf-8")?)],
+    )?;
+    ensure!(
+        stderr.contains("gave up waiting") && stderr.contains("cannot start"),
+        "expected the wait to give up on the replica's exit, showing its log:\n{stderr}"
+    );
+    Ok(())
+}

@@ -24,7 +24,7 @@ use crate::cmd::Runner;
 use crate::manifest;
 use crate::paths;
 use crate::probe::{self, ProbeRequest};
-use crate::retry::Retry;
+use crate::retry::{GiveUp, Retry};
 use crate::scenario;
 use crate::target::{BoxFuture, Environment, KubeCheck, KubeCheckOutcome};
 use crate::timings::Timings;
@@ -292,7 +292,7 @@ async fn start_envoy(
     let admin: SocketAddr = Retry::within(ENVOY_READY_TIMEOUT)
         .run("Envoy to write its admin address", || async {
             if let Some(err) = exited() {
-                return Err(err);
+                return Err(GiveUp(err).into());
             }
             let text = std::fs::read_to_string(&admin_file).unwrap_or_default();
             text.trim()
@@ -303,7 +303,7 @@ async fn start_envoy(
     Retry::within(ENVOY_READY_TIMEOUT)
         .run("Envoy's admin /ready to answer LIVE", || async {
             if let Some(err) = exited() {
-                return Err(err);
+                return Err(GiveUp(err).into());
             }
             let response = probe::send(admin, &ProbeRequest::new("GET", "/ready")).await?;
             match (response.status, response.body_text().trim()) {

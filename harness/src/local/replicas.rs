@@ -12,7 +12,7 @@ use super::translate::Upstream;
 use crate::cmd::{Cmd, Runner};
 use crate::paths;
 use crate::probe::{self, ProbeRequest};
-use crate::retry::Retry;
+use crate::retry::{GiveUp, Retry};
 
 /// Set to use an already built `fft-service` instead of building it.
 pub const SERVICE_BIN_VAR: &str = "FFT_SERVICE_BIN";
@@ -93,14 +93,15 @@ pub async fn start(
         let line = Retry::within(REPLICA_READY_TIMEOUT)
             .run(&what, || async {
                 if let Some(status) = supervisor.exit_status(&info.name) {
-                    return Err(Exited(format!(
+                    return Err(GiveUp(anyhow::anyhow!(
                         "{} exited with {status}; log:\n{}",
                         info.name,
                         log_tail(&info.log)
-                    )));
+                    ))
+                    .into());
                 }
                 find_log_line(&info.log, LISTENING_PREFIX)
-                    .ok_or_else(|| Exited(format!("no `{LISTENING_PREFIX}` line yet")))
+                    .ok_or_else(|| anyhow::anyhow!("no `{LISTENING_PREFIX}` line yet"))
             })
             .await?;
         let addr: SocketAddr = line[LISTENING_PREFIX.len()..]
@@ -117,15 +118,6 @@ pub async fn start(
         wait_ready(replica).await?;
     }
     Ok(replicas)
-}
-
-#[derive(Debug)]
-struct Exited(String);
-
-impl std::fmt::Display for Exited {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// Waits until the replica's `/readyz` answers 200.
@@ -163,7 +155,7 @@ pub async fn wait_for_log_line(log: &Path, prefix: &str, timeout: Duration) -> R
     let line = Retry::within(timeout)
         .run(
             &format!("a line starting with {prefix:?} in {}", log.display()),
-            || async { find_log_line(log, prefix).ok_or_else(|| Exited("not yet".to_string())) },
+            || async { find_log_line(log, prefix).ok_or_else(|| anyhow::anyhow!("not yet")) },
         )
         .await?;
     Ok(line)
