@@ -26,7 +26,8 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{file}: document {document} (line {line}): {message}")]
+    /// `line` is where the parser stopped when it says so, else where the document starts.
+    #[error("{file}:{line}: document {document}: {message}", file = file.display())]
     Parse {
         file: PathBuf,
         document: usize,
@@ -113,21 +114,22 @@ pub fn load_str(file: &Path, text: &str) -> Result<Vec<Document>, LoadError> {
         // Padding with the lines before the document makes the YAML parser's own line numbers
         // those of the file.
         let padded = format!("{}{}", "\n".repeat(start_line - 1), body);
-        let parse_error = |message: String| LoadError::Parse {
+        let parse_error = |failure: ParseFailure| LoadError::Parse {
             file: file.to_path_buf(),
             document: documents.len() + 1,
-            line: start_line,
-            message,
+            line: failure.line.unwrap_or(start_line),
+            message: failure.message,
         };
-        let raw: Value =
-            serde_yaml_ng::from_str(&padded).map_err(|e| parse_error(e.to_string()))?;
+        let raw: Value = serde_yaml_ng::from_str(&padded)
+            .map_err(ParseFailure::from)
+            .map_err(parse_error)?;
         if raw.is_null() {
             continue;
         }
         if !raw.is_object() {
-            return Err(parse_error(
-                "a document must be a mapping with apiVersion, kind and metadata".into(),
-            ));
+            return Err(parse_error(ParseFailure::without_line(
+                "a document must be a mapping with apiVersion, kind and metadata",
+            )));
         }
         let resource = typed_resource(&raw, &padded).map_err(parse_error)?;
         documents.push(Document {
@@ -141,11 +143,38 @@ pub fn load_str(file: &Path, text: &str) -> Result<Vec<Document>, LoadError> {
     Ok(documents)
 }
 
-fn typed_resource(raw: &Value, text: &str) -> Result<Resource, String> {
+/// A document that does not parse, and the line the parser names (its positions are the file's,
+/// thanks to the padding in [`load_str`]).
+struct ParseFailure {
+    message: String,
+    line: Option<usize>,
+}
+
+impl ParseFailure {
+    fn without_line(message: &str) -> Self {
+        ParseFailure {
+            message: message.to_string(),
+            line: None,
+        }
+    }
+}
+
+impl From<serde_yaml_ng::Error> for ParseFailure {
+    fn from(err: serde_yaml_ng::Error) -> Self {
+        ParseFailure {
+            line: err.location().map(|at| at.line()),
+            message: err.to_string(),
+        }
+    }
+}
+
+fn typed_resource(raw: &Value, text: &str) -> Result<Resource, ParseFailure> {
     let field = |name: &str| raw.get(name).and_then(Value::as_str).unwrap_or("");
     let (api_version, kind) = (field("apiVersion"), field("kind"));
     if api_version.is_empty() || kind.is_empty() {
-        return Err("missing `apiVersion` or `kind`: every document needs both".into());
+        return Err(ParseFailure::without_line(
+            "missing `apiVersion` or `kind`: every document needs both",
+        ));
     }
     let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
     Ok(match (group, kind) {
@@ -161,8 +190,8 @@ fn typed_resource(raw: &Value, text: &str) -> Result<Resource, String> {
     })
 }
 
-fn typed<T: DeserializeOwned>(text: &str) -> Result<Box<T>, String> {
-    serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+fn typed<T: DeserializeOwned>(text: &str) -> Result<Box<T>, ParseFailure> {
+    serde_yaml_ng::from_str(text).map_err(ParseFailure::from)
 }
 
 /// Splits a YAML stream at its document markers, giving each document's first line (1-based).
@@ -223,10 +252,9 @@ spec:
     fn unknown_istio_field_names_file_and_line() {
         let err = load_str(Path::new("app.yaml"), TWO_DOCS).unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("app.yaml: document 2 (line 7)"), "{text}");
+        // The position is the file's line of the typo, not the document's first line.
+        assert!(text.starts_with("app.yaml:14: document 2:"), "{text}");
         assert!(text.contains("unknown field `gateway`"), "{text}");
-        // The parser's own position is the file's line of the typo.
-        assert!(text.contains("line 14"), "{text}");
     }
 
     #[test]
