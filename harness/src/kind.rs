@@ -1056,7 +1056,9 @@ impl ClusterEnvironment {
                 "keep kind cluster {} (E2E_CLUSTER: never deleted)",
                 handle.name
             ));
-            eprintln!("{}", handle.reach_hint());
+            if !self.runner.is_dry_run() {
+                eprintln!("{}", handle.reach_hint());
+            }
             return Ok(());
         }
         if keep {
@@ -1066,7 +1068,9 @@ impl ClusterEnvironment {
                 // A kept cluster is no longer reapable: its owner will be gone.
                 let _ = std::fs::remove_file(state.marker(&handle.name));
             }
-            eprintln!("{}", handle.reach_hint());
+            if !self.runner.is_dry_run() {
+                eprintln!("{}", handle.reach_hint());
+            }
             return Ok(());
         }
         // A failed `kind create` cleans up after itself; delete only what is really there.
@@ -1445,7 +1449,9 @@ pub async fn cli_up_with(
     if let Some(ticket) = env.abort_cleanup.take() {
         teardown::unregister(ticket);
     }
-    if let Some(handle) = env.cluster() {
+    if let Some(handle) = env.cluster()
+        && !runner.is_dry_run()
+    {
         println!("{}", handle.reach_hint());
     }
     env.torn_down = true;
@@ -1490,8 +1496,8 @@ pub async fn cli_down(runner: Runner, settings: Settings) -> Result<()> {
             cluster::delete_verified(&runner, &settings.tools, &handle).await?;
             if !runner.is_dry_run() {
                 settings.state.forget(&name);
+                println!("deleted kind cluster {name}");
             }
-            println!("deleted kind cluster {name}");
             Ok(())
         }
         Mode::Existing => {

@@ -107,7 +107,7 @@ async fn serve_until_signal(
     let shutdown_signal = termination_signal()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("listening on {listen}"))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr().context("reading the bound address")?;
     {
         let mut stdout = std::io::stdout().lock();

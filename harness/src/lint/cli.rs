@@ -31,7 +31,8 @@ pub enum Format {
 pub struct LintArgs {
     /// Manifest files, or directories whose *.yaml and *.yml files are read [default: manifests/].
     /// An IstioOperator among them gives the ingress gateway's labels and ports (Istio's chart
-    /// defaults otherwise); a kind cluster configuration is skipped.
+    /// defaults otherwise); a kind cluster configuration is checked for the port mapping of the
+    /// gateway's nodePort (kind-port-mapping).
     pub files: Vec<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]

@@ -210,7 +210,7 @@ fn unresolved_host(inv: &Inventory, doc: &Document, destination: &DestinationRef
     let declared: Vec<String> = inv
         .services
         .iter()
-        .map(|(svc, _)| format!("{}.{}", svc.name(), inv.homes(svc)[0]))
+        .map(|(svc, _)| format!("{} in namespace {}", svc.name(), inv.homes(svc)[0]))
         .collect();
     let known = if declared.is_empty() {
         "no Service is declared".to_string()
