@@ -153,8 +153,17 @@ impl ClusterHandle {
 
     /// What a person types to reach a kept cluster.
     pub fn reach_hint(&self) -> String {
+        self.reach_hint_after("kept")
+    }
+
+    /// The same for a dry run, where nothing was kept yet.
+    pub fn planned_reach_hint(&self) -> String {
+        format!("[dry-run] {}", self.reach_hint_after("would keep"))
+    }
+
+    fn reach_hint_after(&self, what_happened: &str) -> String {
         format!(
-            "kept kind cluster `{name}`; to reach it:\n  kind export kubeconfig --name {name}\n  \
+            "{what_happened} kind cluster `{name}`; to reach it:\n  kind export kubeconfig --name {name}\n  \
              kubectl --context {ctx} get pods -A\n  rerun against it: E2E_CLUSTER={name} cargo test --test e2e\n  \
              delete it: kind delete cluster --name {name}",
             name = self.name,

@@ -1449,10 +1449,12 @@ pub async fn cli_up_with(
     if let Some(ticket) = env.abort_cleanup.take() {
         teardown::unregister(ticket);
     }
-    if let Some(handle) = env.cluster()
-        && !runner.is_dry_run()
-    {
-        println!("{}", handle.reach_hint());
+    if let Some(handle) = env.cluster() {
+        if runner.is_dry_run() {
+            println!("{}", handle.planned_reach_hint());
+        } else {
+            println!("{}", handle.reach_hint());
+        }
     }
     env.torn_down = true;
     Ok(())

@@ -61,7 +61,8 @@ fn up_dry_run_prints_the_plan_in_order_and_changes_nothing() {
         "up keeps its cluster:\n{stdout}"
     );
     assert!(
-        stdout.contains("kind export kubeconfig --name istio-fft-e2e"),
+        stdout.contains("[dry-run] would keep kind cluster `istio-fft-e2e`")
+            && stdout.contains("kind export kubeconfig --name istio-fft-e2e"),
         "{stdout}"
     );
     assert_eq!(fake.changes(), Vec::<String>::new(), "{:?}", fake.calls());
