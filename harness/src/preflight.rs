@@ -260,6 +260,20 @@ pub async fn check(runner: &Runner, tools: &Tools, versions: &Versions, needs: N
         };
         match tool_version(runner, tools, tool).await {
             Ok(version) => {
+                // kubectl supports one minor version of skew against the API server; the
+                // diagnostics (logs, describe) use it.
+                if tool == Tool::Kubectl
+                    && let Some(skew) = minor_skew(&version, &versions.kubectl)
+                    && skew > 1
+                {
+                    report.warnings.push(format!(
+                        "{} is kubectl {version}, {skew} minor versions from the cluster's \
+                         Kubernetes {}: diagnostics may fail (fix: put kubectl {} first on PATH)",
+                        path.display(),
+                        versions.kubectl,
+                        versions.kubectl
+                    ));
+                }
                 let wanted = match tool {
                     Tool::Kind => Some(versions.kind.clone()),
                     Tool::Istioctl => Some(istio_wanted.clone()),
@@ -460,6 +474,18 @@ fn same_version(seen: &str, wanted: &str) -> bool {
     seen.trim_start_matches('v') == wanted.trim_start_matches('v')
 }
 
+/// How many minor versions apart two `vMAJOR.MINOR.…` versions are (same major only).
+fn minor_skew(seen: &str, wanted: &str) -> Option<u32> {
+    let major_minor = |version: &str| -> Option<(u32, u32)> {
+        let mut parts = version.trim_start_matches('v').split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        Some((major, minor))
+    };
+    let (seen, wanted) = (major_minor(seen)?, major_minor(wanted)?);
+    (seen.0 == wanted.0).then(|| seen.1.abs_diff(wanted.1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,6 +498,20 @@ mod tests {
     #[case("Client Version: v1.36.4\nKustomize Version: v5.7.1\n", "v1.36.4")]
     fn versions_are_read_from_real_outputs(#[case] output: &str, #[case] expected: &str) {
         assert_eq!(parse_version(output).as_deref(), Some(expected));
+    }
+
+    #[rstest]
+    #[case("v1.32.4-dispatcher", "v1.36.4", Some(4))]
+    #[case("v1.35.0", "v1.36.4", Some(1))]
+    #[case("v1.36.9", "v1.36.4", Some(0))]
+    #[case("v2.0.0", "v1.36.4", None)]
+    #[case("unknown", "v1.36.4", None)]
+    fn kubectl_skew_is_counted_in_minor_versions(
+        #[case] seen: &str,
+        #[case] wanted: &str,
+        #[case] skew: Option<u32>,
+    ) {
+        assert_eq!(minor_skew(seen, wanted), skew);
     }
 
     #[test]
