@@ -116,29 +116,7 @@ fn bad_flags_are_refused_before_listening() {
 /// running and the queued FFTs complete, and the process exits 0.
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
-    // 2^21 samples take seconds in a debug build: long enough to act while it runs.
-    let mut server = Server::start(
-        binary(),
-        &["--max-samples", "2097152", "--shutdown-grace", "60s"],
-        &[],
-    );
-    let client = loopback_client();
-    // Three queue up behind each other, so a release build is busy long enough too.
-    let slow: Vec<_> = (0..3)
-        .map(|_| tokio::spawn(client.post(server.url("/fft?numSamples=2097152")).send()))
-        .collect();
-    let metrics_url = server.url("/metrics");
-    wait_until("the slow FFT is running", || {
-        let request = client.get(&metrics_url).send();
-        async move {
-            let Ok(response) = request.await else {
-                return false;
-            };
-            let text = response.text().await.unwrap_or_default();
-            metric_value(&text, "fft_jobs_running") == Some(1.0)
-        }
-    })
-    .await;
+    let (mut server, client, slow) = busy_server("60s").await;
 
     server.signal(libc::SIGTERM);
     let readyz = server.url("/readyz");
@@ -195,29 +173,9 @@ async fn an_idle_server_exits_zero_on_sigint() {
 /// a log line and a non-zero status.
 #[tokio::test]
 async fn shutdown_is_forced_after_the_grace() {
-    let mut server = Server::start(
-        binary(),
-        &["--max-samples", "2097152", "--shutdown-grace", "1ms"],
-        &[],
-    );
-    let client = loopback_client();
-    // Three queue up behind each other: seconds of work in a debug build, a third of a second
-    // in a release one, against a grace of 1 ms.
-    let _slow: Vec<_> = (0..3)
-        .map(|_| tokio::spawn(client.post(server.url("/fft?numSamples=2097152")).send()))
-        .collect();
-    let metrics_url = server.url("/metrics");
-    wait_until("the slow FFT is running", || {
-        let request = client.get(&metrics_url).send();
-        async move {
-            let Ok(response) = request.await else {
-                return false;
-            };
-            let text = response.text().await.unwrap_or_default();
-            metric_value(&text, "fft_jobs_running") == Some(1.0)
-        }
-    })
-    .await;
+    // Three queued requests are seconds of work in a debug build, a third of a second in a
+    // release one, against a grace of 1 ms.
+    let (mut server, _client, _slow) = busy_server("1ms").await;
     server.signal(libc::SIGTERM);
     let status = server.wait_for_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(1), "stderr:\n{}", server.stderr());
@@ -242,4 +200,38 @@ fn a_signal_right_after_the_listening_line_is_graceful() {
             server.stderr()
         );
     }
+}
+
+/// A server with `--shutdown-grace grace`, busy with three slow FFTs (2^21 samples: seconds in a
+/// debug build; three queue up behind each other so a release build is busy long enough too),
+/// returned once the first one is running.
+async fn busy_server(
+    grace: &str,
+) -> (
+    Server,
+    reqwest::Client,
+    Vec<tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>>,
+) {
+    let server = Server::start(
+        binary(),
+        &["--max-samples", "2097152", "--shutdown-grace", grace],
+        &[],
+    );
+    let client = loopback_client();
+    let slow: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(client.post(server.url("/fft?numSamples=2097152")).send()))
+        .collect();
+    let metrics_url = server.url("/metrics");
+    wait_until("the slow FFT is running", || {
+        let request = client.get(&metrics_url).send();
+        async move {
+            let Ok(response) = request.await else {
+                return false;
+            };
+            let text = response.text().await.unwrap_or_default();
+            metric_value(&text, "fft_jobs_running") == Some(1.0)
+        }
+    })
+    .await;
+    (server, client, slow)
 }
