@@ -2,7 +2,6 @@
 //! deleting exactly what was created.
 
 use std::future::Future;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -16,7 +15,7 @@ use serde_json::Value;
 
 use crate::k8s_checks;
 use crate::manifest::{Document, Resource};
-use crate::retry::Retry;
+use crate::retry::{GiveUp, Retry};
 
 /// The one field manager every apply uses, so a re-apply owns the same fields.
 pub const FIELD_MANAGER: &str = "istio-fft-e2e";
@@ -45,32 +44,20 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Attempt<T>>>,
 {
-    let fatal: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    let outcome = Retry::within(timeout)
+    let value = Retry::within(timeout)
         .backoff(interval, interval * 4)
         .run(what, || {
             let poll = attempt();
-            let fatal = &fatal;
             async move {
                 match poll.await {
-                    Ok(Attempt::Done(value)) => Ok(Some(value)),
-                    Ok(Attempt::NotYet(state)) => Err(state),
-                    Err(err) => {
-                        *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
-                        Ok(None)
-                    }
+                    Ok(Attempt::Done(value)) => Ok(value),
+                    Ok(Attempt::NotYet(state)) => Err(anyhow::anyhow!(state)),
+                    Err(err) => Err(GiveUp(err).into()),
                 }
             }
         })
-        .await;
-    if let Some(err) = fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(err).with_context(|| format!("waiting for {what}"));
-    }
-    match outcome {
-        Ok(Some(value)) => Ok(value),
-        Ok(None) => bail!("waiting for {what}: ended without a value"),
-        Err(err) => Err(err.into()),
-    }
+        .await?;
+    Ok(value)
 }
 
 /// The documents to apply, as JSON: Namespaces first (the injector only acts on pods created
