@@ -12,7 +12,7 @@ use harness::k8s_checks::{
     scrape_verdict, sidecar_injected, sidecar_ready, template_scrape_annotations,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod, Service};
 use rstest::rstest;
 use serde::de::DeserializeOwned;
 
@@ -292,6 +292,17 @@ fn pulls_the_kubelet_retries_are_waited_for(#[case] name: &str, #[case] app: App
     assert!(state.contains("ImagePullBackOff"), "{state}");
 }
 
+/// The last termination of the pod's first container.
+fn last_termination(pod: &mut Pod) -> &mut ContainerStateTerminated {
+    pod.status
+        .as_mut()
+        .and_then(|status| status.container_statuses.as_mut())
+        .and_then(|statuses| statuses.first_mut())
+        .and_then(|first| first.last_state.as_mut())
+        .and_then(|state| state.terminated.as_mut())
+        .expect("the fixture's first container has a last termination")
+}
+
 #[rstest]
 #[case::not_executable(126, "not executable")]
 #[case::not_found(127, "not found")]
@@ -300,39 +311,14 @@ fn a_crash_loop_on_a_missing_or_unexecutable_entrypoint_is_fatal(
     #[case] says: &str,
 ) {
     let mut looping = pod("crashloop-exec-format-error");
-    let terminated = looping
-        .status
-        .as_mut()
-        .unwrap()
-        .container_statuses
-        .as_mut()
-        .unwrap()[0]
-        .last_state
-        .as_mut()
-        .unwrap()
-        .terminated
-        .as_mut()
-        .unwrap();
+    let terminated = last_termination(&mut looping);
     terminated.exit_code = code;
     terminated.message = None;
     let pods = vec![pod("native-merged"), pod("native-merged"), looping.clone()];
     let text = err_text(rollout_state(&progressing(), &pods, &on_kind()));
     assert!(text.contains(says), "{text}");
     // Any other crash may be the app's own and is waited for (the timeout then says so).
-    let terminated = looping
-        .status
-        .as_mut()
-        .unwrap()
-        .container_statuses
-        .as_mut()
-        .unwrap()[0]
-        .last_state
-        .as_mut()
-        .unwrap()
-        .terminated
-        .as_mut()
-        .unwrap();
-    terminated.exit_code = 1;
+    last_termination(&mut looping).exit_code = 1;
     let pods = vec![pod("native-merged"), pod("native-merged"), looping];
     assert!(matches!(
         rollout_state(&progressing(), &pods, &on_kind()).unwrap(),
