@@ -125,7 +125,7 @@ async fn live_client(kubeconfig: Option<String>, context: &str) -> Result<kube::
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
         .with_context(|| format!("loading kube context {context}"))?;
-    kube::Client::try_from(config)
+    k8s_checks::client_from_config(config)
         .with_context(|| format!("building a client for context {context}"))
 }
 
@@ -1182,7 +1182,7 @@ impl ClusterEnvironment {
                 let mut checked = 0;
                 for pod in &pods {
                     let name = pod.metadata.name.as_deref().unwrap_or("?");
-                    let text = k8s_checks::http_get_through_port_forward(
+                    let text = k8s_checks::pod_http_get(
                         &client,
                         &app.namespace,
                         name,
@@ -1222,14 +1222,8 @@ impl ClusterEnvironment {
         for pod in k8s_checks::deployment_pods(&client, &deployment).await? {
             // REPLICA_NAME is the pod name, so this key is what `x-served-by` reports.
             let name = pod.metadata.name.clone().unwrap_or_default();
-            let text = k8s_checks::http_get_through_port_forward(
-                &client,
-                &app.namespace,
-                &name,
-                8080,
-                "/metrics",
-            )
-            .await?;
+            let text =
+                k8s_checks::pod_http_get(&client, &app.namespace, &name, 8080, "/metrics").await?;
             metrics.insert(name, text);
         }
         Ok(metrics)
