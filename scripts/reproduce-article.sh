@@ -34,9 +34,16 @@ kubectl --context "$CONTEXT" -n istio-system rollout status deployment/istio-ing
 IMAGE="${IMAGE:-$(cargo run -q -p harness -- image)}"
 if ! kind load docker-image "$IMAGE" --name "$CLUSTER"; then
   # Docker's containerd image store can make `kind load docker-image` fail with
-  # "content digest ... not found"; an archive avoids it.
+  # "content digest ... not found": kind saves the whole multi-platform index, of which only the
+  # daemon's platform is present (kind issue 3795). Save just that platform (Docker 28.0 or later)
+  # and load the archive.
+  case "$(docker info --format '{{.Architecture}}')" in
+    x86_64 | amd64) platform=linux/amd64 ;;
+    aarch64 | arm64) platform=linux/arm64 ;;
+    *) platform="linux/$(docker info --format '{{.Architecture}}')" ;;
+  esac
   archive_dir=$(mktemp -d)
-  docker save -o "$archive_dir/image.tar" "$IMAGE"
+  docker save --platform "$platform" -o "$archive_dir/image.tar" "$IMAGE"
   kind load image-archive "$archive_dir/image.tar" --name "$CLUSTER"
   rm -rf "$archive_dir"
 fi

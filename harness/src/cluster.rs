@@ -546,9 +546,12 @@ pub async fn delete_verified(runner: &Runner, tools: &Tools, handle: &ClusterHan
     Ok(())
 }
 
-/// Copies a local image into every node. Docker's containerd image store can make
-/// `kind load docker-image` fail with `content digest … not found`; then the image goes through
-/// `docker save` and `kind load image-archive` instead.
+/// Copies a local image into every node. With Docker's containerd image store, `kind load
+/// docker-image` can fail with `content digest … not found`: it runs `docker save` of the whole
+/// multi-platform index, of which only the daemon's own platform is present, and the node's
+/// `ctr images import --all-platforms` wants every blob (kind issue 3795). The same archive through
+/// `kind load image-archive` fails the same way, so the fallback saves only the daemon's platform
+/// (`docker save --platform linux/<arch>`, Docker 28.0 / API 1.48 and later) and loads that.
 pub async fn load_image(
     runner: &Runner,
     tools: &Tools,
@@ -569,34 +572,57 @@ pub async fn load_image(
         return Err(err).with_context(|| format!("kind load {image} into cluster {cluster}"));
     }
     eprintln!(
-        "kind load docker-image hit the containerd image store's `content digest` error; \
-         loading through docker save + kind load image-archive"
+        "kind load docker-image hit the containerd image store's `content digest` error (kind \
+         issue 3795); loading the daemon's own platform through docker save --platform + kind \
+         load image-archive"
     );
+    let platform = if runner.is_dry_run() {
+        "linux/<the daemon's arch>".to_string()
+    } else {
+        crate::image::docker_platform(runner, tools.program(Tool::Docker)).await?
+    };
     let archive = state.image_archive(cluster);
     std::fs::create_dir_all(&state.dir)
         .with_context(|| format!("creating {}", state.dir.display()))?;
     let save = tools
         .cmd(Tool::Docker)
-        .args(["save", "-o"])
+        .args(["save", "--platform", &platform, "-o"])
         .arg(&archive)
         .arg(image)
         .timeout(LOAD_TIMEOUT);
-    runner
-        .run(&save)
-        .await
-        .with_context(|| format!("docker save {image} to {}", archive.display()))?;
+    if let Err(err) = runner.run(&save).await {
+        let _ = std::fs::remove_file(&archive);
+        let text = format!("{err:#}");
+        if save_platform_unsupported(&text) {
+            bail!(
+                "{text}\n`docker save --platform` needs Docker Engine 28.0 (API 1.48) or later, on \
+                 the CLI and the daemon; this Docker is older, so the containerd image store's \
+                 `content digest` error cannot be worked around here. Upgrade Docker, or turn the \
+                 containerd image store off (`\"features\": {{\"containerd-snapshotter\": false}}` \
+                 in /etc/docker/daemon.json, restart Docker) and run again"
+            );
+        }
+        return Err(err).with_context(|| format!("docker save {image} to {}", archive.display()));
+    }
     let load = tools
         .cmd(Tool::Kind)
         .args(["load", "image-archive"])
         .arg(&archive)
         .args(["--name", cluster])
         .timeout(LOAD_TIMEOUT);
-    let result = runner
-        .run(&load)
-        .await
-        .with_context(|| format!("kind load image-archive of {image} into cluster {cluster}"));
+    let result = runner.run(&load).await.with_context(|| {
+        format!("kind load image-archive of {image} ({platform}) into cluster {cluster}")
+    });
     let _ = std::fs::remove_file(&archive);
     result.map(|_| ())
+}
+
+/// What a Docker too old for `save --platform` says: a CLI before 28.0 does not know the flag
+/// (cobra's `unknown flag: --platform`), a newer CLI facing an older daemon names the API version
+/// (`"--platform" requires API version 1.48, but the Docker daemon API version is 1.41`).
+fn save_platform_unsupported(text: &str) -> bool {
+    text.contains("unknown flag: --platform")
+        || (text.contains("--platform") && text.contains("requires API version"))
 }
 
 pub fn is_content_digest_error(text: &str) -> bool {

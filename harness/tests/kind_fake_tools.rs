@@ -429,12 +429,17 @@ async fn the_containerd_digest_error_falls_back_to_an_image_archive() {
         .iter()
         .position(|c| c.starts_with("kind load docker-image"))
         .unwrap();
-    assert_eq!(
-        calls[load + 1],
-        format!("docker save -o {} {BUILT_IMAGE}", archive.display())
-    );
+    assert_eq!(calls[load + 1], "docker info --format {{.Architecture}}");
     assert_eq!(
         calls[load + 2],
+        format!(
+            "docker save --platform linux/amd64 -o {} {BUILT_IMAGE}",
+            archive.display()
+        ),
+        "only the daemon's platform: the whole index fails the same way in the archive"
+    );
+    assert_eq!(
+        calls[load + 3],
         format!(
             "kind load image-archive {} --name {name}",
             archive.display()
@@ -442,6 +447,31 @@ async fn the_containerd_digest_error_falls_back_to_an_image_archive() {
     );
     assert!(!archive.exists(), "the archive is removed after loading");
     env.teardown(false).await.unwrap();
+}
+
+#[rstest]
+#[case::old_daemon("docker-api-1.41", "requires API version 1.48")]
+#[case::old_cli("docker-cli-27", "unknown flag: --platform")]
+#[tokio::test]
+async fn a_docker_too_old_for_save_platform_is_named_with_the_fixes(
+    #[case] docker: &str,
+    #[case] says: &str,
+) {
+    let fake = Fake::new(&["kind-load-digest", docker]);
+    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    let err =
+        match ClusterEnvironment::up_with(Runner::new(), settings, &FakeBackend::default()).await {
+            Ok(_) => panic!("the image cannot be loaded"),
+            Err(err) => format!("{err:#}"),
+        };
+    assert!(err.contains(says), "{err}");
+    assert!(err.contains("Docker Engine 28.0 (API 1.48)"), "{err}");
+    assert!(err.contains("containerd-snapshotter"), "{err}");
+    assert!(
+        fake.clusters().is_empty(),
+        "the cluster it created is deleted: {:?}",
+        fake.clusters()
+    );
 }
 
 #[tokio::test]

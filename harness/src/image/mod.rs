@@ -152,6 +152,32 @@ async fn docker_architecture(runner: &Runner, docker: &OsStr) -> Option<String> 
     }
 }
 
+/// The OCI platform (`linux/<GOARCH>`) of the Docker daemon's CPU, from `docker info`'s
+/// `uname -m` style architecture: what `docker save --platform` takes to export only the
+/// variant the daemon really holds.
+pub async fn docker_platform(runner: &Runner, docker: &OsStr) -> Result<String> {
+    let reported = docker_architecture(runner, docker)
+        .await
+        .context("the Docker daemon did not say its CPU architecture (`docker info`)")?;
+    oci_platform(&reported).with_context(|| {
+        format!("`docker info` reports architecture `{reported}`, which has no known OCI platform")
+    })
+}
+
+/// `linux/<GOARCH>` for a kernel's `uname -m` (or a Go architecture name).
+fn oci_platform(reported: &str) -> Option<String> {
+    let go_arch = match reported {
+        "x86_64" | "amd64" => "amd64",
+        "aarch64" | "arm64" => "arm64",
+        "armv7l" | "arm" => "arm",
+        "s390x" => "s390x",
+        "ppc64le" => "ppc64le",
+        "riscv64" => "riscv64",
+        _ => return None,
+    };
+    Some(format!("linux/{go_arch}"))
+}
+
 async fn host_triple(runner: &Runner) -> Result<String> {
     let version = runner
         .query(&Cmd::new("rustc").arg("-vV"))
@@ -436,5 +462,13 @@ mod tests {
         let own = std::fs::read("/proc/self/exe").unwrap();
         // The test binary itself is linked dynamically (no crt-static for tests).
         assert!(has_interpreter(&own));
+    }
+
+    #[test]
+    fn the_daemons_cpu_names_its_oci_platform() {
+        assert_eq!(oci_platform("x86_64").as_deref(), Some("linux/amd64"));
+        assert_eq!(oci_platform("aarch64").as_deref(), Some("linux/arm64"));
+        assert_eq!(oci_platform("arm64").as_deref(), Some("linux/arm64"));
+        assert_eq!(oci_platform("mips"), None);
     }
 }

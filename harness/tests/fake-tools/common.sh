@@ -7,9 +7,10 @@
 #   FAKE_TOOLS_STATE  directory holding the fake kind's cluster list (`clusters`)
 #   FAKE_FAIL         space-separated failures to inject: kind-create, kind-load,
 #                     kind-load-digest, kind-delete-noop, istioctl-install, docker-info,
-#                     kubectl-logs
+#                     kubectl-logs, docker-api-1.41 (a daemon older than `save --platform`),
+#                     docker-cli-27 (a CLI older than it)
 #   FAKE_ISTIO_VERSION  what `istioctl version` reports (default 1.31.1)
-#   FAKE_DOCKER_ARCH    what `docker info --format {{.Architecture}}` reports (default uname -m)
+#   FAKE_DOCKER_ARCH    what `docker info --format {{.Architecture}}` reports (default x86_64)
 #   FAKE_RUSTUP_TARGETS targets `rustup target list --installed` adds to the host's
 # and files in FAKE_TOOLS_STATE: `publish-PORT` (containers `docker ps` says publish PORT),
 # `port-NODE` (what `docker port NODE …` prints), `images` (what `docker image inspect` finds).
