@@ -27,6 +27,8 @@ pub struct Cmd {
     current_dir: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
     timeout: Duration,
+    /// Non-zero exit codes that are answers, not failures (`istioctl analyze`'s 79: findings).
+    answers: Vec<(i32, &'static str)>,
 }
 
 impl Cmd {
@@ -38,6 +40,7 @@ impl Cmd {
             current_dir: None,
             stdin: None,
             timeout: Duration::from_secs(120),
+            answers: Vec::new(),
         }
     }
 
@@ -72,6 +75,13 @@ impl Cmd {
 
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Exit code `code` is an answer meaning `meaning`: the run succeeds, with its output and
+    /// [`CmdOutput::answer`] set.
+    pub fn exit_code_means(mut self, code: i32, meaning: &'static str) -> Self {
+        self.answers.push((code, meaning));
         self
     }
 
@@ -121,6 +131,8 @@ fn shell_quote(word: &str) -> String {
 pub struct CmdOutput {
     pub stdout: String,
     pub stderr: String,
+    /// Set when the command exited with a code declared by [`Cmd::exit_code_means`].
+    pub answer: Option<(i32, &'static str)>,
 }
 
 /// Runs commands, or in dry-run mode records them. Cloning shares the plan.
@@ -227,11 +239,16 @@ async fn execute(cmd: &Cmd) -> Result<CmdOutput> {
         // Dropping the future kills the child (kill_on_drop).
         Err(_) => bail!("timed out after {:?}", cmd.timeout),
     };
-    let result = CmdOutput {
+    let mut result = CmdOutput {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        answer: None,
     };
-    if !output.status.success() {
+    result.answer = output
+        .status
+        .code()
+        .and_then(|code| cmd.answers.iter().find(|(c, _)| *c == code).copied());
+    if !output.status.success() && result.answer.is_none() {
         bail!(
             "exited with {}; stderr (last {} lines):\n{}",
             output.status,

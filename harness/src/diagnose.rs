@@ -31,6 +31,9 @@ pub struct Capture {
     pub tool: Tool,
     pub cmd: Cmd,
     pub file: PathBuf,
+    /// The tool answers on stderr too (`istioctl analyze`'s "✔ No validation issues found" and
+    /// its summary of findings): keep that below stdout. Off for JSON captures.
+    pub with_stderr: bool,
 }
 
 impl DiagnoseTarget {
@@ -61,6 +64,7 @@ impl DiagnoseTarget {
                     .kubectl()
                     .args(["get", "events", "-A", "--sort-by=.lastTimestamp"]),
                 file: dir.join("events.txt"),
+                with_stderr: false,
             },
             Capture {
                 tool: Tool::Kubectl,
@@ -72,6 +76,7 @@ impl DiagnoseTarget {
                     "wide",
                 ]),
                 file: dir.join("resources.txt"),
+                with_stderr: false,
             },
         ];
         for namespace in self.namespaces() {
@@ -84,17 +89,26 @@ impl DiagnoseTarget {
                     namespace,
                 ]),
                 file: dir.join(format!("describe-{namespace}.txt")),
+                with_stderr: false,
             });
         }
         captures.push(Capture {
             tool: Tool::Istioctl,
-            cmd: self.istioctl().args(["analyze", "-A"]),
+            // Exit 79 (`ExitAnalyzerFoundIssues`, istioctl/cmd/sysexits.go) is what analyze
+            // says when it found Error-level messages, which it prints on stdout
+            // (istioctl/pkg/analyze/analyze.go): exactly the output a failed run needs.
+            cmd: self
+                .istioctl()
+                .args(["analyze", "-A"])
+                .exit_code_means(79, "found Error-level issues"),
             file: dir.join("istioctl-analyze.txt"),
+            with_stderr: true,
         });
         captures.push(Capture {
             tool: Tool::Istioctl,
             cmd: self.istioctl().arg("proxy-status"),
             file: dir.join("istioctl-proxy-status.txt"),
+            with_stderr: false,
         });
         captures
     }
@@ -129,12 +143,14 @@ impl DiagnoseTarget {
                     tool: Tool::Kubectl,
                     cmd: logs.clone(),
                     file: dir.join(format!("{base}.txt")),
+                    with_stderr: false,
                 });
                 if status["restartCount"].as_u64().unwrap_or(0) > 0 {
                     captures.push(Capture {
                         tool: Tool::Kubectl,
                         cmd: logs.arg("--previous"),
                         file: dir.join(format!("{base}-previous.txt")),
+                        with_stderr: false,
                     });
                 }
             }
@@ -156,6 +172,7 @@ impl DiagnoseTarget {
                 "json",
             ]),
             file: dir.join("gateway-config-dump.json"),
+            with_stderr: false,
         }
     }
 }
@@ -164,8 +181,22 @@ impl DiagnoseTarget {
 async fn capture(runner: &Runner, step: &Capture) -> Option<String> {
     match runner.run(&step.cmd).await {
         Ok(output) => {
+            let mut text = output.stdout.clone();
+            if step.with_stderr && !output.stderr.trim().is_empty() {
+                if !text.is_empty() && !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text.push_str(&output.stderr);
+            }
+            if let Some((code, meaning)) = output.answer {
+                eprintln!(
+                    "diagnostics: `{}` exited {code}: it {meaning}; see {}",
+                    step.cmd,
+                    step.file.display()
+                );
+            }
             if !runner.is_dry_run()
-                && let Err(err) = std::fs::write(&step.file, &output.stdout)
+                && let Err(err) = std::fs::write(&step.file, &text)
             {
                 eprintln!(
                     "warning: diagnostics: writing {}: {err}",
@@ -214,6 +245,7 @@ pub async fn collect(runner: &Runner, target: &DiagnoseTarget, dir: &Path) {
                 tool: Tool::Kubectl,
                 cmd: target.pod_list(namespace),
                 file: dir.join(format!("pods-{namespace}.json")),
+                with_stderr: false,
             };
             let pods = capture(runner, &list)
                 .await

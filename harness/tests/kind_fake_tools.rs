@@ -449,6 +449,32 @@ async fn the_containerd_digest_error_falls_back_to_an_image_archive() {
     env.teardown(false).await.unwrap();
 }
 
+/// `istioctl analyze` exits 79 exactly when it has Error-level findings: they are the
+/// diagnostics a failed run needs, kept whole, not a failed step.
+#[tokio::test]
+async fn analyze_findings_are_kept_not_reported_as_a_failed_step() {
+    let fake = Fake::new(&["istioctl-analyze-errors"]);
+    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    let env = ClusterEnvironment::up_with(Runner::new(), settings, &FakeBackend::default())
+        .await
+        .unwrap();
+    let dir = fake.artifacts();
+    env.collect_diagnostics(&dir).await;
+    let analysis = std::fs::read_to_string(dir.join("istioctl-analyze.txt")).unwrap();
+    assert!(analysis.contains("Error [IST0101]"), "{analysis}");
+    assert!(analysis.contains("Warning [IST0118]"), "{analysis}");
+    assert!(
+        analysis.contains("Analyzers found issues"),
+        "the summary from stderr: {analysis}"
+    );
+    assert!(
+        !dir.join("istioctl-analyze.err").exists(),
+        "findings are not a failed step"
+    );
+    let mut env = env;
+    env.teardown(false).await.unwrap();
+}
+
 #[rstest]
 #[case::old_daemon("docker-api-1.41", "requires API version 1.48")]
 #[case::old_cli("docker-cli-27", "unknown flag: --platform")]

@@ -8,7 +8,7 @@
 #   FAKE_FAIL         space-separated failures to inject: kind-create, kind-load,
 #                     kind-load-digest, kind-delete-noop, istioctl-install, docker-info,
 #                     kubectl-logs, docker-api-1.41 (a daemon older than `save --platform`),
-#                     docker-cli-27 (a CLI older than it)
+#                     docker-cli-27 (a CLI older than it), istioctl-analyze-errors
 #   FAKE_ISTIO_VERSION  what `istioctl version` reports (default 1.31.1)
 #   FAKE_DOCKER_ARCH    what `docker info --format {{.Architecture}}` reports (default x86_64)
 #   FAKE_RUSTUP_TARGETS targets `rustup target list --installed` adds to the host's
