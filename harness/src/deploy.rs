@@ -1,6 +1,7 @@
 //! Applying `manifests/app.yaml` with kube-rs server-side apply, waiting for the rollout, and
 //! deleting exactly what was created.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -320,34 +321,114 @@ pub struct AppPods {
     pub image_preloaded: bool,
 }
 
-/// Whether a Deployment's rollout is complete with every pod ready and injected; the state in
-/// words when not. `Err` for states that never recover by waiting, seen on pods of the current
-/// template (pods of an older template are on their way out).
+/// How many polls in a row a pod must show `CreateContainerConfigError` before the wait gives up
+/// on it. The kubelet reports it while a ConfigMap or Secret the container reads is not there yet
+/// and retries the pod's sync every 10-15 s (`backOffPeriod` with jitter, kubernetes
+/// `pkg/kubelet/kubelet.go`, `pod_workers.go`), so a config created a moment later heals it;
+/// a `runAsNonRoot` violation never does. The rollout wait polls with a backoff growing to 8 s:
+/// eight polls span at least 46 s, three of the kubelet's retries.
+pub const CONFIG_ERROR_POLLS: u32 = 8;
+
+/// One rollout wait's memory across polls: how long each pod has shown a state that is fatal
+/// only when it persists.
+#[derive(Debug, Default)]
+pub struct RolloutWatch {
+    persisting: BTreeMap<String, u32>,
+}
+
+/// Whether a Deployment's rollout is complete with every pod ready and injected, from one look;
+/// see [`RolloutWatch::observe`].
 pub fn rollout_state(deployment: &Deployment, pods: &[Pod], app: &AppPods) -> Result<Attempt<()>> {
-    let name = deployment.metadata.name.as_deref().unwrap_or("<unnamed>");
-    let wanted = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(1);
-    let status = deployment.status.clone().unwrap_or_default();
-    let generation = deployment.metadata.generation.unwrap_or(0);
-    let observed = status.observed_generation.unwrap_or(0);
-    if observed < generation {
-        return Ok(Attempt::NotYet(format!(
-            "Deployment {name}: generation {generation} not yet observed (observed {observed})"
-        )));
-    }
-    // Before the counts: a pod that can never start keeps them short forever.
-    for pod in pods.iter().filter(|p| runs_current_template(deployment, p)) {
-        let pod_name = pod.metadata.name.as_deref().unwrap_or("<unnamed>");
-        if let Some(reason) = never_recovers(pod, app) {
-            bail!("pod {pod_name}: {reason}");
+    RolloutWatch::default().observe(deployment, pods, app)
+}
+
+impl RolloutWatch {
+    /// Whether a Deployment's rollout is complete with every pod ready and injected; the state in
+    /// words when not. `Err` for states that never recover by waiting, seen on pods of the
+    /// current template (pods of an older template are on their way out), and for
+    /// `CreateContainerConfigError` once it has persisted [`CONFIG_ERROR_POLLS`] polls in a row.
+    pub fn observe(
+        &mut self,
+        deployment: &Deployment,
+        pods: &[Pod],
+        app: &AppPods,
+    ) -> Result<Attempt<()>> {
+        let persisting = std::mem::take(&mut self.persisting);
+        for pod in pods.iter().filter(|p| runs_current_template(deployment, p)) {
+            let pod_name = pod.metadata.name.as_deref().unwrap_or("<unnamed>");
+            if let Some((container, message)) = config_error(pod) {
+                let key = format!("{pod_name}/{container}");
+                let seen = persisting.get(&key).copied().unwrap_or(0) + 1;
+                if seen >= CONFIG_ERROR_POLLS {
+                    bail!(
+                        "pod {pod_name}: container {container} is waiting with \
+                         CreateContainerConfigError ({message}) for {seen} polls in a row: its \
+                         configuration cannot be created (a ConfigMap, Secret or key it reads is \
+                         missing, or its runAsNonRoot/runAsUser does not fit the image's user)"
+                    );
+                }
+                self.persisting.insert(key, seen);
+            }
         }
-        if let Some(reason) = never_injected(pod) {
-            bail!("pod {pod_name}: {reason}");
+        self.look(deployment, pods, app)
+    }
+
+    fn look(&self, deployment: &Deployment, pods: &[Pod], app: &AppPods) -> Result<Attempt<()>> {
+        let name = deployment.metadata.name.as_deref().unwrap_or("<unnamed>");
+        let wanted = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1);
+        let status = deployment.status.clone().unwrap_or_default();
+        let generation = deployment.metadata.generation.unwrap_or(0);
+        let observed = status.observed_generation.unwrap_or(0);
+        if observed < generation {
+            return Ok(Attempt::NotYet(format!(
+                "Deployment {name}: generation {generation} not yet observed (observed {observed})"
+            )));
+        }
+        // Before the counts: a pod that can never start keeps them short forever.
+        for pod in pods.iter().filter(|p| runs_current_template(deployment, p)) {
+            let pod_name = pod.metadata.name.as_deref().unwrap_or("<unnamed>");
+            if let Some(reason) = never_recovers(pod, app) {
+                bail!("pod {pod_name}: {reason}");
+            }
+            if let Some(reason) = never_injected(pod) {
+                bail!("pod {pod_name}: {reason}");
+            }
+        }
+        rollout_counts(&status, wanted, name, pods)
+    }
+}
+
+/// The container of `pod` waiting with `CreateContainerConfigError`, with the kubelet's message.
+fn config_error(pod: &Pod) -> Option<(String, String)> {
+    let status = pod.status.as_ref()?;
+    let statuses = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.init_container_statuses.iter().flatten());
+    for container in statuses {
+        let waiting = container.state.as_ref().and_then(|s| s.waiting.as_ref());
+        if waiting.and_then(|w| w.reason.as_deref()) == Some("CreateContainerConfigError") {
+            let message = waiting
+                .and_then(|w| w.message.clone())
+                .unwrap_or_else(|| "no message".into());
+            return Some((container.name.clone(), message));
         }
     }
+    None
+}
+
+/// The replica counts and every pod's readiness, once no pod is stuck.
+fn rollout_counts(
+    status: &k8s_openapi::api::apps::v1::DeploymentStatus,
+    wanted: i32,
+    name: &str,
+    pods: &[Pod],
+) -> Result<Attempt<()>> {
     let counts = (
         status.replicas.unwrap_or(0),
         status.updated_replicas.unwrap_or(0),
@@ -468,9 +549,6 @@ fn never_recovers(pod: &Pod, app: &AppPods) -> Option<String> {
                  pull (`imagePullPolicy: Always`, or a `:latest` tag)"
                     .to_string(),
             ),
-            "CreateContainerConfigError" => {
-                Some("the container's configuration is invalid".to_string())
-            }
             _ => None,
         };
         if let Some(fix) = fix {
@@ -579,6 +657,7 @@ pub async fn wait_rollout(
     timeout: Duration,
 ) -> Result<()> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let watch = std::sync::Mutex::new(RolloutWatch::default());
     wait_for(
         &format!("Deployment {namespace}/{name}: every replica available, ready and injected"),
         timeout,
@@ -593,7 +672,10 @@ pub async fn wait_rollout(
                 Ok(p) => p,
                 Err(err) => return Ok(Attempt::NotYet(format!("{err:#}"))),
             };
-            rollout_state(&deployment, &pods, app)
+            watch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .observe(&deployment, &pods, app)
         },
     )
     .await

@@ -693,6 +693,7 @@ impl ClusterEnvironment {
         let keep = self.settings.keep.keeps(true);
         let kind = self.settings.tools.cmd(Tool::Kind);
         let state = self.settings.state.clone();
+        let artifacts = self.settings.artifacts.clone();
         let handle = handle.clone();
         let label = if keep {
             format!("keep kind cluster {}", handle.name)
@@ -704,6 +705,15 @@ impl ClusterEnvironment {
                 let _ = std::fs::remove_file(state.marker(&handle.name));
                 eprintln!("{}", handle.reach_hint());
                 return;
+            }
+            // The cluster's own logs first: once it is deleted nothing explains the run.
+            let export = kind
+                .clone()
+                .args(["export", "logs"])
+                .arg(artifacts.join("kind-logs"))
+                .args(["--name", &handle.name]);
+            if let Err(err) = teardown::run_blocking(&export, Duration::from_secs(90)) {
+                eprintln!("warning: diagnostics: {err:#}");
             }
             let delete = kind
                 .clone()

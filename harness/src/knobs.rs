@@ -92,7 +92,13 @@ pub struct Knobs {
     pub offline: bool,
     /// `E2E_IMAGE`: the image the `existing` target deploys.
     pub image: Option<String>,
+    /// `E2E_DEADLINE`: the whole run's bound; past it the run collects diagnostics, tears down
+    /// and fails by itself, before a CI job's own timeout kills it without either.
+    pub deadline: std::time::Duration,
 }
+
+/// Below the nightly job's 40 minutes, with room for diagnostics and teardown after it.
+pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 impl Knobs {
     pub fn from_env() -> Result<Self> {
@@ -128,6 +134,18 @@ impl Knobs {
                 .unwrap_or_else(paths::default_artifacts_dir),
             offline: flag("E2E_OFFLINE", non_empty("E2E_OFFLINE"))?,
             image: non_empty("E2E_IMAGE"),
+            deadline: match non_empty("E2E_DEADLINE") {
+                Some(value) => humantime::parse_duration(value.trim())
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "E2E_DEADLINE: `{}` is not a duration: use e.g. 30m, 1h or 90s",
+                            value.trim()
+                        )
+                    })?,
+                None => DEFAULT_DEADLINE,
+            },
         })
     }
 }
@@ -162,6 +180,20 @@ mod tests {
         assert!(!k.require && !k.offline);
         assert_eq!(k.cluster, None);
         assert!(k.artifacts.ends_with("target/e2e-artifacts"));
+        assert_eq!(k.deadline, DEFAULT_DEADLINE);
+    }
+
+    #[test]
+    fn the_deadline_is_a_human_duration() {
+        let k = knobs(&[("E2E_DEADLINE", "25m")]).unwrap();
+        assert_eq!(k.deadline, std::time::Duration::from_secs(25 * 60));
+        for bad in ["soon", "0s", "30"] {
+            let err = knobs(&[("E2E_DEADLINE", bad)]).unwrap_err().to_string();
+            assert!(
+                err.contains("E2E_DEADLINE") && err.contains("e.g. 30m"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[rstest]

@@ -23,6 +23,7 @@ pub mod preflight;
 pub mod probe;
 pub mod prometheus_text;
 pub mod retry;
+pub mod runner;
 pub mod scenario;
 pub mod suite;
 pub mod target;

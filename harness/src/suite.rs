@@ -131,11 +131,8 @@ async fn bring_up_cluster_target(
             }
         }
     }
-    // Until the suite's own handler takes over, an interruption still removes what was created.
-    let signals = crate::teardown::spawn_signal_cleanup()?;
-    let env = kind::ClusterEnvironment::up(runner.clone(), settings).await;
-    signals.abort();
-    let env = env?;
+    // An interruption meanwhile is the runner's: it runs the cleanups registered so far.
+    let env = kind::ClusterEnvironment::up(runner.clone(), settings).await?;
     times.extend(env.timings().phases());
     Ok(Box::new(env))
 }

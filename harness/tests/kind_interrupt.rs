@@ -27,11 +27,17 @@ async fn an_interrupted_run_deletes_its_cluster_from_the_registered_cleanup() {
     // What SIGINT/SIGTERM and the exit guard run.
     harness::teardown::run_pending("test interrupt");
     assert!(fake.clusters().is_empty());
-    assert!(
-        fake.calls()
-            .iter()
-            .any(|c| c.starts_with(&format!("kind delete cluster --name {name}")))
-    );
+    let calls = fake.calls();
+    let export = calls
+        .iter()
+        .position(|c| c.starts_with("kind export logs") && c.ends_with(&format!("--name {name}")))
+        .expect("the cluster's logs are exported before it is deleted");
+    let delete = calls
+        .iter()
+        .position(|c| c.starts_with(&format!("kind delete cluster --name {name}")))
+        .expect("deleted");
+    assert!(export < delete, "{calls:?}");
+    assert!(fake.artifacts().join("kind-logs").exists());
     // The orderly teardown afterwards finds nothing left to do.
     env.teardown(false).await.unwrap();
     let deletes = fake

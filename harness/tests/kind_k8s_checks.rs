@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use harness::deploy::{AppPods, Attempt, rollout_state};
+use harness::deploy::{AppPods, Attempt, CONFIG_ERROR_POLLS, RolloutWatch, rollout_state};
 use harness::ingress::article_endpoint;
 use harness::k8s_checks::{
     MergeExpectation, MeshMerging, ScrapeAnnotations, ScrapeState, SidecarPlace,
@@ -324,6 +324,74 @@ fn a_crash_loop_on_a_missing_or_unexecutable_entrypoint_is_fatal(
         rollout_state(&progressing(), &pods, &on_kind()).unwrap(),
         Attempt::NotYet(_)
     ));
+}
+
+/// A pod whose app container waits with `CreateContainerConfigError`, as the kubelet reports it
+/// (`pkg/kubelet/kuberuntime/kuberuntime_container.go`, `ErrCreateContainerConfig`).
+fn config_error_pod() -> Pod {
+    let mut pod = pod("native-not-ready");
+    let status = pod.status.as_mut().unwrap();
+    let app = status
+        .container_statuses
+        .as_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c.name == APP)
+        .unwrap();
+    app.ready = false;
+    app.state = Some(
+        serde_json::from_value(serde_json::json!({"waiting": {
+        "reason": "CreateContainerConfigError",
+        "message": "configmap \"fft-settings\" not found"}}))
+        .unwrap(),
+    );
+    pod
+}
+
+#[test]
+fn a_config_error_is_waited_for_while_the_kubelet_retries() {
+    let pods = vec![
+        pod("native-merged"),
+        pod("native-merged"),
+        config_error_pod(),
+    ];
+    let mut watch = RolloutWatch::default();
+    for poll in 1..CONFIG_ERROR_POLLS {
+        let Attempt::NotYet(state) = watch.observe(&progressing(), &pods, &on_kind()).unwrap()
+        else {
+            panic!("poll {poll}: not done");
+        };
+        assert!(state.contains("CreateContainerConfigError"), "{state}");
+    }
+    let text = err_text(watch.observe(&progressing(), &pods, &on_kind()));
+    assert!(
+        text.contains(&format!("for {CONFIG_ERROR_POLLS} polls in a row")),
+        "{text}"
+    );
+    assert!(
+        text.contains("configmap \"fft-settings\" not found"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_config_error_that_clears_starts_the_count_again() {
+    let stuck = vec![
+        pod("native-merged"),
+        pod("native-merged"),
+        config_error_pod(),
+    ];
+    let healed = three(["native-merged", "native-merged", "native-not-ready"]);
+    let mut watch = RolloutWatch::default();
+    for _ in 1..CONFIG_ERROR_POLLS {
+        watch.observe(&progressing(), &stuck, &on_kind()).unwrap();
+    }
+    watch.observe(&progressing(), &healed, &on_kind()).unwrap();
+    for _ in 1..CONFIG_ERROR_POLLS {
+        let Attempt::NotYet(_) = watch.observe(&progressing(), &stuck, &on_kind()).unwrap() else {
+            panic!("not done");
+        };
+    }
 }
 
 #[test]
