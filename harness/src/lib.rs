@@ -1,32 +1,24 @@
-//! Everything that prepares and probes an environment for the scenario suite.
+//! Everything that prepares and probes an environment for the scenario suite; shared by
+//! `tests/e2e.rs` (the suite's runner, [`suite`]) and the `harness` CLI ([`cli`]).
 //!
-//! An environment is brought up in phases, each a module with one job (see the project's
-//! DESIGN.md): the library is shared by `tests/e2e.rs` and the `harness` CLI.
+//! The tree is the architecture (docs/architecture.md walks it):
+//! - [`config`]: the knobs, the pinned versions, the repository's paths and the manifests' names.
+//! - [`exec`]: running commands, the one wait primitive, the one HTTP probe, cleanup on signals.
+//! - [`manifest`]: the only parsers of the project's YAML files.
+//! - [`lint`]: the offline wiring rules.
+//! - [`tools`]: one module per external tool (kind, istioctl, the image build) and the preflight.
+//! - [`k8s`]: Kubernetes objects: apply, rollout conditions, the gateway, diagnostics.
+//! - [`env`]: the lifecycle of a target (`local`, `kind`, `existing`) and its selection.
+//! - [`checks`]: the scenarios, as data, and the checks they run.
+//! - [`suite`]: the runner: bring up, run the checks, collect, tear down.
 
-pub mod cli_up;
-pub mod cluster;
-pub mod cmd;
-pub mod container_spec;
-pub mod deploy;
-pub mod diagnose;
-pub mod image;
-pub mod ingress;
-pub mod istio;
-pub mod k8s_checks;
-pub mod kind;
-pub mod knobs;
+pub mod checks;
+pub mod cli;
+pub mod config;
+pub mod env;
+pub mod exec;
+pub mod k8s;
 pub mod lint;
-pub mod local;
 pub mod manifest;
-pub mod paths;
-pub mod preflight;
-pub mod probe;
-pub mod prometheus_text;
-pub mod retry;
-pub mod runner;
-pub mod scenario;
 pub mod suite;
-pub mod target;
-pub mod teardown;
-pub mod timings;
-pub mod versions;
+pub mod tools;

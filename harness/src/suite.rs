@@ -1,210 +1,407 @@
-//! Choosing and bringing up the target the suite runs against, from the `E2E_*` knobs.
+//! The scenario suite's runner, behind `cargo test --test e2e`: brings the chosen target
+//! (`E2E_TARGET`) up once, runs every selected scenario through its gateway, saves diagnostics
+//! when something failed and tears down according to `E2E_KEEP`. Cargo's filters select
+//! scenarios by name (`cargo test --test e2e -- routing`); with nothing selected nothing is
+//! brought up.
+//!
+//! A run can be cut short by SIGINT, SIGTERM or its own deadline (`E2E_DEADLINE`): diagnostics
+//! are collected first (bounded), then the environment is torn down, so a cancelled or timed-out
+//! CI job still uploads what explains it and leaves nothing behind.
 
-use anyhow::{Context, Result};
+use std::fmt;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use crate::cmd::Runner;
-use crate::kind;
-use crate::knobs::{Knobs, TargetChoice};
-use crate::local::{LocalEnvironment, LocalOptions};
-use crate::preflight;
-use crate::target::Environment;
-use crate::timings::Timings;
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use tokio::sync::RwLock;
 
-/// Tools the `kind` target cannot run without.
-pub const KIND_PREREQUISITES: [&str; 3] = ["docker", "kind", "istioctl"];
+use crate::checks::{self, CheckOutcome, NamedCheck};
+use crate::config::knobs::Knobs;
+use crate::env::Environment;
+use crate::env::select;
+use crate::env::timings::Timings;
+use crate::exec::cmd::Runner;
 
-/// The kind prerequisites found neither in `.tools/bin` (where scripts/install-tools.sh puts
-/// them) nor on `PATH`. A first, cheap look: the kind bring-up then checks versions and that the
-/// Docker daemon answers (`preflight`).
-pub fn missing_kind_prerequisites() -> Vec<&'static str> {
-    let search = crate::preflight::ToolSearch::from_env();
-    KIND_PREREQUISITES
-        .into_iter()
-        .filter(|tool| search.find(tool).is_none())
-        .collect()
+type SharedEnvironment = Arc<RwLock<Box<dyn Environment>>>;
+
+/// How long an interruption waits for the running scenario before collecting anyway.
+const RUNNING_SCENARIO_WAIT: Duration = Duration::from_secs(15);
+/// The bound on collecting diagnostics when a run is cut short (`kind export logs` is the slow
+/// part); the teardown after it has its own bound.
+const INTERRUPTED_DIAGNOSTICS_BOUND: Duration = Duration::from_secs(150);
+
+#[derive(Clone, Debug)]
+enum Verdict {
+    Passed(String),
+    Failed(String),
+    NotApplicable(String),
 }
 
-/// What `auto` resolves to, and why (printed loudly: a run on `local` proves less than one on
-/// `kind`, and the reader must know which one ran).
-pub fn resolve_target(choice: TargetChoice, missing: &[&str]) -> (TargetChoice, Option<String>) {
-    match choice {
-        TargetChoice::Auto if missing.is_empty() => (
-            TargetChoice::Kind,
-            Some("E2E_TARGET=auto: docker, kind and istioctl found: running on kind".into()),
-        ),
-        TargetChoice::Auto => (
-            TargetChoice::Local,
-            Some(format!(
-                "E2E_TARGET=auto: {} not found on PATH, so the suite runs on the LOCAL target \
-                 (real Envoy from the same Gateway/VirtualService, no Kubernetes); install them \
-                 (scripts/install-tools.sh) or set E2E_TARGET=local to silence this",
-                missing.join(", ")
-            )),
-        ),
-        other => (other, None),
-    }
+/// Why a run ends before its scenarios do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interruption {
+    Signal(&'static str),
+    Deadline(Duration),
 }
 
-/// Brings up the target the knobs choose.
-pub async fn bring_up(
-    knobs: &Knobs,
-    runner: &Runner,
-    times: &mut Timings,
-) -> Result<Box<dyn Environment>> {
-    let (target, why) = resolve_target(knobs.target, &missing_kind_prerequisites());
-    if let Some(why) = why {
-        eprintln!("\n*** {why} ***\n");
-    }
-    match target {
-        TargetChoice::Local => {
-            let options = LocalOptions {
-                offline: knobs.offline,
-                artifacts: Some(knobs.artifacts.clone()),
-                ..LocalOptions::default()
-            };
-            let env = LocalEnvironment::start(&options, runner, times).await?;
-            Ok(Box::new(env))
+impl Interruption {
+    /// The exit code: 128 + the signal's number, or 1 for the deadline.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Interruption::Signal("SIGTERM") => 143,
+            Interruption::Signal(_) => 130,
+            Interruption::Deadline(_) => 1,
         }
-        TargetChoice::Kind | TargetChoice::Existing => {
-            bring_up_cluster_target(target, knobs, runner, times).await
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Interruption::Signal(name) => name,
+            Interruption::Deadline(_) => "E2E_DEADLINE",
         }
-        TargetChoice::Auto => unreachable!("resolve_target never returns auto"),
     }
 }
 
-/// The kind or existing target. For kind, the full preflight decides: `auto` falls back to
-/// `local` saying why, `E2E_TARGET=kind` is skipped with the reasons ([`kind::Skipped`]), or
-/// fails listing them with `E2E_REQUIRE=1`.
-async fn bring_up_cluster_target(
-    target: TargetChoice,
-    knobs: &Knobs,
-    runner: &Runner,
-    times: &mut Timings,
-) -> Result<Box<dyn Environment>> {
-    let mode = match target {
-        TargetChoice::Existing => kind::Mode::Existing,
-        _ => kind::Mode::Kind,
+impl fmt::Display for Interruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Interruption::Signal(name) => write!(f, "{name} received"),
+            Interruption::Deadline(limit) => write!(
+                f,
+                "the run's deadline of {} (E2E_DEADLINE) has passed",
+                humantime::format_duration(*limit)
+            ),
+        }
+    }
+}
+
+/// The next SIGINT or SIGTERM, or the deadline, whichever comes first.
+async fn next_interruption(deadline: Duration) -> Interruption {
+    let signal = async {
+        match select::TerminationSignals::listen() {
+            Ok(mut signals) => signals.recv().await,
+            Err(err) => {
+                eprintln!("warning: {err:#}; only Ctrl-C stops this run early");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
     };
-    let settings = kind::Settings::from_knobs(mode, knobs)?;
-    if mode == kind::Mode::Kind {
-        let mut report = preflight::check(
-            runner,
-            &settings.tools,
-            &settings.versions,
-            preflight::Needs::Kind,
-        )
-        .await;
-        if knobs.offline {
-            preflight::check_offline_kind(
-                runner,
-                &settings.tools,
-                &settings.versions.kind_node_image,
-                &mut report,
+    tokio::select! {
+        name = signal => Interruption::Signal(name),
+        () = tokio::time::sleep(deadline) => Interruption::Deadline(deadline),
+    }
+}
+
+/// What a cut-short run does before exiting: with an environment up, collect its diagnostics
+/// (bounded) and tear it down (`keep` decides, as for a failed run); during bring-up, run the
+/// registered cleanups (the kind cluster's exports its logs, then deletes it). Returns the exit
+/// code.
+pub async fn cut_short(
+    why: Interruption,
+    environment: Option<&SharedEnvironment>,
+    artifacts: &Path,
+    keep: bool,
+) -> i32 {
+    eprintln!("\n{why}: collecting diagnostics, then tearing down");
+    let Some(environment) = environment else {
+        let label = why.label();
+        let _ = tokio::task::spawn_blocking(move || crate::exec::cleanup::run_pending(label)).await;
+        return why.exit_code();
+    };
+    match tokio::time::timeout(RUNNING_SCENARIO_WAIT, environment.write()).await {
+        Ok(mut env) => {
+            let _ = std::fs::create_dir_all(artifacts);
+            if tokio::time::timeout(
+                INTERRUPTED_DIAGNOSTICS_BOUND,
+                env.collect_diagnostics(artifacts),
             )
-            .await;
-        }
-        report.print();
-        let explicit = knobs.target == TargetChoice::Kind;
-        match kind::decide_kind(explicit, knobs.require, &report.missing) {
-            kind::KindDecision::UseKind => {}
-            kind::KindDecision::Fail { reasons } => {
-                anyhow::bail!(
-                    "E2E_REQUIRE=1: the kind target's prerequisites are missing:\n{reasons}"
-                )
-            }
-            kind::KindDecision::Skip { reasons } => {
-                return Err(kind::Skipped { reasons }.into());
-            }
-            kind::KindDecision::FallBackToLocal { reasons } => {
+            .await
+            .is_err()
+            {
                 eprintln!(
-                    "\n*** E2E_TARGET=auto: the kind target's prerequisites are missing, so the \
-                     suite runs on the LOCAL target:\n{reasons} ***\n"
+                    "warning: collecting diagnostics took longer than \
+                     {INTERRUPTED_DIAGNOSTICS_BOUND:?}; tearing down with what was saved"
                 );
-                let options = LocalOptions {
-                    offline: knobs.offline,
-                    artifacts: Some(knobs.artifacts.clone()),
-                    ..LocalOptions::default()
+            }
+            eprintln!("diagnostics saved under {}", artifacts.display());
+            match tokio::time::timeout(crate::exec::cleanup::TEARDOWN_TIMEOUT, env.teardown(keep))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => eprintln!("warning: teardown: {err:#}"),
+                Err(_) => {
+                    eprintln!(
+                        "warning: teardown took longer than {:?}",
+                        crate::exec::cleanup::TEARDOWN_TIMEOUT
+                    );
+                    crate::exec::cleanup::run_pending(why.label());
+                }
+            }
+        }
+        Err(_) => {
+            eprintln!(
+                "warning: the running scenario did not finish within {RUNNING_SCENARIO_WAIT:?}; \
+                 running the registered cleanups (local child processes die with this process)"
+            );
+            let label = why.label();
+            let _ =
+                tokio::task::spawn_blocking(move || crate::exec::cleanup::run_pending(label)).await;
+        }
+    }
+    why.exit_code()
+}
+
+/// `cargo test --test e2e`: the whole run, from the command line's filters to the exit code.
+pub fn main() -> ExitCode {
+    // Dropped when main returns or a panic unwinds through it: whatever the environment
+    // registered and the orderly teardown did not undo (a kind cluster) is removed then.
+    let _cleanup = crate::exec::cleanup::CleanupGuard;
+    let mut args = Arguments::from_args();
+    // The scenarios share one environment, and the counter check compares scrapes taken before
+    // and after its own requests: no other scenario may send traffic in between.
+    args.test_threads = Some(1);
+    let checks = checks::suite();
+    let selected = checks
+        .iter()
+        .filter(|c| {
+            let probe = Trial::test(c.name.clone(), || Ok(()));
+            !args.is_filtered_out(&probe) && !args.is_ignored(&probe)
+        })
+        .count();
+    if args.list || selected == 0 {
+        let listed = checks
+            .iter()
+            .map(|c| Trial::test(c.name.clone(), || Ok(())))
+            .collect();
+        if !args.list {
+            eprintln!("no scenario matches the filter: nothing brought up");
+        }
+        return libtest_mimic::run(&args, listed).exit_code();
+    }
+    match run(&args, checks, selected) {
+        Ok(code) => code,
+        Err(err) if err.downcast_ref::<crate::env::cluster::Skipped>().is_some() => {
+            println!("SKIPPED: {err:#}");
+            println!("0 passed, 0 failed, {selected} skipped");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            println!("0 passed, {selected} failed, 0 not applicable");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Result<ExitCode> {
+    let knobs = Knobs::from_env()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let runner = Runner::new();
+    let mut times = Timings::default();
+    let environment: Arc<OnceLock<SharedEnvironment>> = Arc::default();
+    let verdicts: Arc<Mutex<Vec<(String, Verdict)>>> = Arc::default();
+    {
+        // Watching from before bring-up: an interruption at any point ends the run the same way.
+        let environment = Arc::clone(&environment);
+        let verdicts = Arc::clone(&verdicts);
+        let artifacts = knobs.artifacts.clone();
+        let keep = knobs.keep.keeps(true);
+        let deadline = knobs.deadline;
+        runtime.spawn(async move {
+            let why = next_interruption(deadline).await;
+            let code = cut_short(why, environment.get(), &artifacts, keep).await;
+            let (passed, failed, not_applicable) = tally(&verdicts);
+            let unrun = selected.saturating_sub(passed + failed + not_applicable);
+            println!(
+                "run cut short ({why}): {unrun} of {selected} scenario(s) had not run; they \
+                 count as failed"
+            );
+            println!(
+                "{passed} passed, {} failed, {not_applicable} not applicable",
+                failed + unrun
+            );
+            std::process::exit(code);
+        });
+    }
+    let env = runtime.block_on(async {
+        let start = Instant::now();
+        let env = select::bring_up(&knobs, &runner, &mut times).await;
+        // Printed, not recorded: the phases above already add up to it.
+        eprintln!("bring-up took {:.2} s", start.elapsed().as_secs_f64());
+        env
+    })?;
+    let description = env.describe();
+    eprintln!("{description}");
+    eprintln!("running {selected} scenario(s)");
+    let env: SharedEnvironment = Arc::new(RwLock::new(env));
+    let _ = environment.set(Arc::clone(&env));
+
+    let trials = checks
+        .into_iter()
+        .map(|named| {
+            let env = Arc::clone(&env);
+            let verdicts = Arc::clone(&verdicts);
+            let handle = runtime.handle().clone();
+            let name = named.name.clone();
+            Trial::ignorable_test(named.name, move || {
+                let outcome = handle.block_on(async {
+                    let env = env.read().await;
+                    checks::run_check(env.as_ref(), &named.check).await
+                });
+                let (verdict, result) = match outcome {
+                    Ok(CheckOutcome::Passed(detail)) => {
+                        (Verdict::Passed(detail), Ok(Completion::Completed))
+                    }
+                    Ok(CheckOutcome::NotApplicable(reason)) => (
+                        Verdict::NotApplicable(reason.clone()),
+                        Ok(Completion::ignored_with(format!(
+                            "not applicable: {reason}"
+                        ))),
+                    ),
+                    Err(err) => {
+                        let message = format!("{err:#}");
+                        (Verdict::Failed(message.clone()), Err(Failed::from(message)))
+                    }
                 };
-                return Ok(Box::new(
-                    LocalEnvironment::start(&options, runner, times).await?,
-                ));
+                verdicts.lock().expect("verdicts").push((name, verdict));
+                result
+            })
+        })
+        .collect();
+
+    let scenarios_start = Instant::now();
+    let conclusion = libtest_mimic::run(args, trials);
+    times.record(
+        "scenarios",
+        scenarios_start.elapsed(),
+        !conclusion.has_failed(),
+    );
+
+    let verdicts = verdicts.lock().expect("verdicts").clone();
+    let (mut passed, mut failed, mut not_applicable) = (0, 0, 0);
+    println!("\nscenario results:");
+    for (name, verdict) in &verdicts {
+        match verdict {
+            Verdict::Passed(detail) => {
+                passed += 1;
+                println!("PASS {name}: {detail}");
+            }
+            Verdict::Failed(why) => {
+                failed += 1;
+                println!("FAIL {name}: {why}");
+            }
+            Verdict::NotApplicable(reason) => {
+                not_applicable += 1;
+                println!("N/A  {name}: not applicable: {reason}");
             }
         }
     }
-    // An interruption meanwhile is the runner's: it runs the cleanups registered so far.
-    let env = kind::ClusterEnvironment::up(runner.clone(), settings).await?;
-    times.extend(env.timings().phases());
-    Ok(Box::new(env))
-}
-
-/// SIGINT and SIGTERM, watched from the moment [`TerminationSignals::listen`] returns: a signal
-/// that arrives before anyone waits is kept, not met with the default action (which would end the
-/// process without its cleanup).
-pub struct TerminationSignals {
-    terminate: tokio::signal::unix::Signal,
-    interrupt: tokio::signal::unix::Signal,
-}
-
-impl TerminationSignals {
-    /// Starts watching both signals. Must be called inside a tokio runtime.
-    pub fn listen() -> Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(TerminationSignals {
-            terminate: signal(SignalKind::terminate()).context("watching SIGTERM")?,
-            interrupt: signal(SignalKind::interrupt()).context("watching SIGINT")?,
-        })
-    }
-
-    /// Waits for the next SIGINT or SIGTERM and says which arrived.
-    pub async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.interrupt.recv() => "SIGINT",
+    let run_failed = failed > 0 || conclusion.has_failed();
+    runtime.block_on(async {
+        let mut env = env.write().await;
+        if run_failed {
+            std::fs::create_dir_all(&knobs.artifacts).ok();
+            env.collect_diagnostics(&knobs.artifacts).await;
+            eprintln!("diagnostics saved under {}", knobs.artifacts.display());
         }
+        let keep = knobs.keep.keeps(run_failed);
+        let teardown = times.time("teardown", env.teardown(keep)).await;
+        if let Err(err) = teardown {
+            eprintln!("warning: teardown: {err:#}");
+        }
+    });
+    println!("phases: {}", times.summary());
+    match times.write_json(&knobs.artifacts, &description) {
+        Ok(path) => println!("timings written to {}", path.display()),
+        Err(err) => eprintln!("warning: {err:#}"),
     }
+    println!("{passed} passed, {failed} failed, {not_applicable} not applicable");
+    Ok(if run_failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-/// Waits for SIGINT or SIGTERM and says which arrived.
-pub async fn termination_signal() -> &'static str {
-    match TerminationSignals::listen() {
-        Ok(mut signals) => signals.recv().await,
-        Err(err) => {
-            eprintln!("warning: {err:#}; only Ctrl-C stops this");
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT"
-        }
-    }
+/// Passed, failed and not-applicable verdicts so far.
+fn tally(verdicts: &Mutex<Vec<(String, Verdict)>>) -> (usize, usize, usize) {
+    let verdicts = verdicts.lock().unwrap_or_else(|p| p.into_inner());
+    let count = |f: fn(&Verdict) -> bool| verdicts.iter().filter(|(_, v)| f(v)).count();
+    (
+        count(|v| matches!(v, Verdict::Passed(_))),
+        count(|v| matches!(v, Verdict::Failed(_))),
+        count(|v| matches!(v, Verdict::NotApplicable(_))),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::env::{BoxFuture, KubeCheck, KubeCheckOutcome};
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
 
-    #[test]
-    fn auto_falls_back_to_local_and_says_what_is_missing() {
-        let (target, why) = resolve_target(TargetChoice::Auto, &["kind", "istioctl"]);
-        assert_eq!(target, TargetChoice::Local);
-        let why = why.unwrap();
-        assert!(why.contains("kind, istioctl not found"), "{why}");
-        assert!(why.contains("LOCAL"), "{why}");
-    }
+    /// Records what the runner asks of it.
+    struct Recording(Arc<Mutex<Vec<String>>>);
 
-    #[test]
-    fn auto_picks_kind_when_everything_is_there() {
-        assert_eq!(
-            resolve_target(TargetChoice::Auto, &[]).0,
-            TargetChoice::Kind
-        );
-    }
-
-    #[test]
-    fn an_explicit_target_is_kept() {
-        for choice in [
-            TargetChoice::Local,
-            TargetChoice::Kind,
-            TargetChoice::Existing,
-        ] {
-            assert_eq!(resolve_target(choice, &["kind"]), (choice, None));
+    impl Environment for Recording {
+        fn describe(&self) -> String {
+            "recording".into()
         }
+        fn ingress(&self) -> SocketAddr {
+            "127.0.0.1:9".parse().unwrap()
+        }
+        fn replica_metrics(&self) -> BoxFuture<'_, anyhow::Result<BTreeMap<String, String>>> {
+            Box::pin(async { Ok(BTreeMap::new()) })
+        }
+        fn kube_check(&self, _: KubeCheck) -> BoxFuture<'_, anyhow::Result<KubeCheckOutcome>> {
+            Box::pin(async { anyhow::bail!("not asked") })
+        }
+        fn collect_diagnostics<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, ()> {
+            Box::pin(async move {
+                std::fs::write(dir.join("envoy-config-dump.json"), "{}").unwrap();
+                self.0.lock().unwrap().push("collect".into());
+            })
+        }
+        fn teardown(&mut self, keep: bool) -> BoxFuture<'_, anyhow::Result<()>> {
+            self.0.lock().unwrap().push(format!("teardown keep={keep}"));
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cut_short_run_collects_diagnostics_before_tearing_down() {
+        for (why, code) in [
+            (Interruption::Signal("SIGTERM"), 143),
+            (Interruption::Signal("SIGINT"), 130),
+            (Interruption::Deadline(Duration::from_secs(1800)), 1),
+        ] {
+            let calls = Arc::new(Mutex::new(Vec::new()));
+            let env: SharedEnvironment =
+                Arc::new(RwLock::new(Box::new(Recording(Arc::clone(&calls)))));
+            let dir = tempfile::tempdir().unwrap();
+            let artifacts = dir.path().join("artifacts");
+            assert_eq!(cut_short(why, Some(&env), &artifacts, false).await, code);
+            assert_eq!(*calls.lock().unwrap(), ["collect", "teardown keep=false"]);
+            assert!(artifacts.join("envoy-config-dump.json").exists());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_deadline_ends_the_wait_for_an_interruption() {
+        let why = tokio::time::timeout(
+            Duration::from_secs(10),
+            next_interruption(Duration::from_millis(50)),
+        )
+        .await
+        .expect("the deadline fires by itself");
+        assert_eq!(why, Interruption::Deadline(Duration::from_millis(50)));
+        assert!(why.to_string().contains("E2E_DEADLINE"), "{why}");
     }
 }

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use harness::cmd::{Cmd, Runner};
-use harness::container_spec::{self, ContainerSpec};
-use harness::image::{self, BuiltImage};
-use harness::knobs::Knobs;
-use harness::paths;
-use harness::retry::Retry;
+use harness::config::knobs::Knobs;
+use harness::config::paths;
+use harness::exec::cmd::{Cmd, Runner};
+use harness::exec::wait::Retry;
+use harness::tools::image::container_spec::{self, ContainerSpec};
+use harness::tools::image::{self, BuiltImage};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;

@@ -55,7 +55,7 @@ async fn the_gateway_probe_ignores_proxies_from_the_environment() {
         // SAFETY: as above.
         unsafe { std::env::remove_var(name) };
     }
-    harness::ingress::wait_for_route(gateway, Duration::from_secs(3))
+    harness::k8s::gateway::wait_for_route(gateway, Duration::from_secs(3))
         .await
         .expect("the probe reaches the gateway on loopback directly");
     assert_eq!(

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use harness::paths::project_root;
+use harness::config::paths::project_root;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 

@@ -3,10 +3,12 @@
 
 mod kind_support;
 
-use harness::cmd::Runner;
-use harness::kind::{self, ClusterChoice, ClusterEnvironment, DryRunBackend, PLANNED_IMAGE};
-use harness::knobs::Keep;
-use harness::target::Environment;
+use harness::config::knobs::Keep;
+use harness::env::Environment;
+use harness::env::cluster::{
+    self, ClusterChoice, ClusterEnvironment, DryRunBackend, PLANNED_IMAGE,
+};
+use harness::exec::cmd::Runner;
 use kind_support::Fake;
 
 /// The plan with the fake tools' directory stripped, as a person would read it.
@@ -80,9 +82,9 @@ async fn the_cli_plans_for_up_and_down_use_the_harness_cluster() {
     let runner = Runner::dry_run();
     let settings = fake.settings(
         Keep::Always,
-        ClusterChoice::Named(harness::cluster::CLI_CLUSTER_NAME.into()),
+        ClusterChoice::Named(harness::tools::kind::CLI_CLUSTER_NAME.into()),
     );
-    kind::cli_up_with(runner.clone(), settings.clone(), Some(&DryRunBackend))
+    cluster::cli_up_with(runner.clone(), settings.clone(), Some(&DryRunBackend))
         .await
         .unwrap();
     let plan = plan_of(&fake, &runner);
@@ -95,7 +97,7 @@ async fn the_cli_plans_for_up_and_down_use_the_harness_cluster() {
 
     fake.set_clusters(&["istio-fft-e2e"]);
     let runner = Runner::dry_run();
-    kind::cli_down(runner.clone(), settings).await.unwrap();
+    cluster::cli_down(runner.clone(), settings).await.unwrap();
     position(
         &plan_of(&fake, &runner),
         "$ kind delete cluster --name istio-fft-e2e --kubeconfig",
@@ -112,7 +114,7 @@ async fn down_never_deletes_e2e_cluster() {
     let fake = Fake::new(&[]);
     fake.set_clusters(&["my-dev"]);
     let settings = fake.settings(Keep::Never, ClusterChoice::Reuse("my-dev".into()));
-    kind::cli_down(Runner::new(), settings).await.unwrap();
+    cluster::cli_down(Runner::new(), settings).await.unwrap();
     assert!(!fake.calls().iter().any(|c| c.starts_with("kind delete")));
     assert_eq!(fake.clusters(), ["my-dev"]);
 }
@@ -123,9 +125,9 @@ async fn down_deletes_the_harness_cluster_and_verifies() {
     fake.set_clusters(&["istio-fft-e2e", "someone-elses-cluster"]);
     let settings = fake.settings(
         Keep::Never,
-        ClusterChoice::Named(harness::cluster::CLI_CLUSTER_NAME.into()),
+        ClusterChoice::Named(harness::tools::kind::CLI_CLUSTER_NAME.into()),
     );
-    kind::cli_down(Runner::new(), settings).await.unwrap();
+    cluster::cli_down(Runner::new(), settings).await.unwrap();
     assert_eq!(fake.clusters(), ["someone-elses-cluster"]);
     let calls = fake.calls();
     assert_eq!(calls.last().unwrap(), "kind get clusters", "{calls:?}");
@@ -137,9 +139,9 @@ async fn dump_plans_every_diagnostic_step() {
     let runner = Runner::dry_run();
     let settings = fake.settings(
         Keep::Never,
-        ClusterChoice::Named(harness::cluster::CLI_CLUSTER_NAME.into()),
+        ClusterChoice::Named(harness::tools::kind::CLI_CLUSTER_NAME.into()),
     );
-    kind::cli_dump(runner.clone(), settings).await.unwrap();
+    cluster::cli_dump(runner.clone(), settings).await.unwrap();
     let plan = plan_of(&fake, &runner);
     for step in [
         "get events -A",

@@ -4,11 +4,11 @@
 
 mod kind_support;
 
-use harness::cluster::{self, OwnerMarker};
-use harness::cmd::Runner;
-use harness::kind::{ClusterChoice, ClusterEnvironment};
-use harness::knobs::Keep;
-use harness::target::Environment;
+use harness::config::knobs::Keep;
+use harness::env::Environment;
+use harness::env::cluster::{ClusterChoice, ClusterEnvironment};
+use harness::exec::cmd::Runner;
+use harness::tools::kind::{self, OwnerMarker};
 use kind_support::{BUILT_IMAGE, Fake, FakeBackend, kind_verbs};
 use rstest::rstest;
 
@@ -31,7 +31,7 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
         .await
         .expect("up");
     let name = created_cluster(&fake);
-    assert_eq!(cluster::owner_pid(&name), Some(std::process::id()));
+    assert_eq!(kind::owner_pid(&name), Some(std::process::id()));
     assert_eq!(fake.clusters(), vec![name.clone()]);
     assert!(
         fake.state_dir().marker(&name).exists(),
@@ -79,7 +79,7 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
     let create = call("kind create cluster");
     assert!(create.ends_with(&format!(
         "--config {} --wait 120s --kubeconfig {}",
-        harness::paths::manifests_dir().join("kind-cluster.yaml").display(),
+        harness::config::paths::manifests_dir().join("kind-cluster.yaml").display(),
         kubeconfig.display()
     )));
     assert!(
@@ -94,7 +94,7 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
         call("istioctl install"),
         &format!(
             "istioctl install -y -f {} --readiness-timeout 5m --kubeconfig {} --context kind-{name}",
-            harness::paths::manifests_dir()
+            harness::config::paths::manifests_dir()
                 .join("istio-install.yaml")
                 .display(),
             kubeconfig.display()
@@ -131,7 +131,7 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
     assert_eq!(env.ingress(), "127.0.0.1:30001".parse().unwrap());
     assert_eq!(
         backend.rollout_app.lock().unwrap().clone(),
-        Some(harness::deploy::AppPods {
+        Some(harness::k8s::apply::AppPods {
             container: "wtyfft-container-name".into(),
             image_preloaded: true,
         }),
@@ -353,12 +353,12 @@ fn dead_pid() -> u32 {
 async fn only_clusters_of_dead_runs_with_our_prefix_are_reaped() {
     let fake = Fake::new(&[]);
     let state = fake.state_dir();
-    let host = cluster::this_host();
+    let host = kind::this_host();
     let dead = dead_pid();
-    let dead_name = cluster::new_cluster_name(dead, 0xdead);
-    let alive_name = cluster::new_cluster_name(std::process::id(), 0xbeef);
-    let unmarked = cluster::new_cluster_name(dead, 0x0001);
-    let elsewhere = cluster::new_cluster_name(dead, 0x0002);
+    let dead_name = kind::new_cluster_name(dead, 0xdead);
+    let alive_name = kind::new_cluster_name(std::process::id(), 0xbeef);
+    let unmarked = kind::new_cluster_name(dead, 0x0001);
+    let elsewhere = kind::new_cluster_name(dead, 0x0002);
     fake.set_clusters(&[
         &dead_name,
         &alive_name,
@@ -382,7 +382,7 @@ async fn only_clusters_of_dead_runs_with_our_prefix_are_reaped() {
         .write_marker(&elsewhere, &marker(dead, "another-host"))
         .unwrap();
 
-    let reaped = cluster::reap_stale(&Runner::new(), &fake.tools(), &state, None)
+    let reaped = kind::reap_stale(&Runner::new(), &fake.tools(), &state, None)
         .await
         .unwrap();
     assert_eq!(reaped, vec![dead_name.clone()]);

@@ -3,10 +3,10 @@
 
 mod kind_support;
 
-use harness::cmd::Runner;
-use harness::kind::{ClusterChoice, ClusterEnvironment};
-use harness::knobs::Keep;
-use harness::target::Environment;
+use harness::config::knobs::Keep;
+use harness::env::Environment;
+use harness::env::cluster::{ClusterChoice, ClusterEnvironment};
+use harness::exec::cmd::Runner;
 use kind_support::{Fake, FakeBackend};
 
 #[tokio::test]
@@ -25,7 +25,7 @@ async fn an_interrupted_run_deletes_its_cluster_from_the_registered_cleanup() {
         })
         .unwrap();
     // What SIGINT/SIGTERM and the exit guard run.
-    harness::teardown::run_pending("test interrupt");
+    harness::exec::cleanup::run_pending("test interrupt");
     assert!(fake.clusters().is_empty());
     let calls = fake.calls();
     let export = calls

@@ -4,13 +4,13 @@
 
 use std::path::Path;
 
-use harness::deploy::{AppPods, Attempt, CONFIG_ERROR_POLLS, RolloutWatch, rollout_state};
-use harness::ingress::article_endpoint;
-use harness::k8s_checks::{
+use harness::checks::kubernetes::{
     MergeExpectation, MeshMerging, ScrapeAnnotations, ScrapeState, SidecarPlace,
     contains_app_metrics, mesh_merging_from_overlay, pod_runs_image, pod_scrape_annotations,
     scrape_verdict, sidecar_injected, sidecar_ready, template_scrape_annotations,
 };
+use harness::k8s::apply::{AppPods, Attempt, CONFIG_ERROR_POLLS, RolloutWatch, rollout_state};
+use harness::k8s::gateway::article_endpoint;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod, Service};
 use rstest::rstest;
@@ -408,9 +408,9 @@ fn a_broken_pod_of_an_older_template_is_left_to_the_rollout() {
 
 #[test]
 fn the_app_container_reports_its_log_tail_as_termination_message() {
-    let file = harness::paths::manifests_dir().join("app.yaml");
+    let file = harness::config::paths::manifests_dir().join("app.yaml");
     let documents = harness::manifest::load_file(&file).unwrap();
-    let prepared = harness::deploy::prepare(&documents, BUILT).unwrap();
+    let prepared = harness::k8s::apply::prepare(&documents, BUILT).unwrap();
     let deployment = prepared.iter().find(|d| d["kind"] == "Deployment").unwrap();
     assert_eq!(
         deployment["spec"]["template"]["spec"]["containers"][0]["terminationMessagePolicy"],
@@ -501,7 +501,7 @@ fn a_template_that_opts_out_expects_unmerged_pods(#[case] key: &str) {
 #[test]
 fn scrape_false_in_the_template_is_an_opt_out() {
     assert_eq!(
-        harness::k8s_checks::merge_expectation(
+        harness::checks::kubernetes::merge_expectation(
             &opting_out("prometheus.io/scrape"),
             MeshMerging::On
         ),
@@ -531,7 +531,7 @@ fn on_an_existing_cluster_either_state_passes_when_every_pod_agrees() {
 #[test]
 fn the_install_overlay_decides_whether_the_mesh_merges() {
     assert_eq!(
-        mesh_merging_from_overlay(&harness::istio::install_overlay()).unwrap(),
+        mesh_merging_from_overlay(&harness::tools::istioctl::install_overlay()).unwrap(),
         MeshMerging::On,
         "manifests/istio-install.yaml leaves enablePrometheusMerge at its default"
     );

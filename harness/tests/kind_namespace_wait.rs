@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use harness::deploy::{self, Applied};
+use harness::k8s::apply::{self, Applied};
 use hyper::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
@@ -134,7 +134,7 @@ async fn apply_waits_for_a_terminating_namespace_to_be_gone_then_creates_it() {
     }));
     let applied = tokio::time::timeout(
         Duration::from_secs(30),
-        deploy::apply(&client(Arc::clone(&api)), &[namespace(false)]),
+        apply::apply(&client(Arc::clone(&api)), &[namespace(false)]),
     )
     .await
     .expect("bounded")
@@ -178,7 +178,7 @@ async fn teardown_waits_until_the_deleted_namespace_is_gone() {
     };
     tokio::time::timeout(
         Duration::from_secs(30),
-        deploy::delete_created(&client(Arc::clone(&api)), &[created]),
+        apply::delete_created(&client(Arc::clone(&api)), &[created]),
     )
     .await
     .expect("bounded")
@@ -202,7 +202,7 @@ async fn an_active_namespace_is_applied_at_once_and_not_counted_as_created() {
         state: State::Active,
         ..FakeApi::default()
     }));
-    let applied = deploy::apply(&client(Arc::clone(&api)), &[namespace(false)])
+    let applied = apply::apply(&client(Arc::clone(&api)), &[namespace(false)])
         .await
         .expect("apply");
     assert!(!applied[0].created, "it existed: teardown must leave it");

@@ -2,10 +2,10 @@
 
 mod kind_support;
 
-use harness::cmd::Runner;
-use harness::kind::{KindDecision, decide_kind};
-use harness::preflight::{self, Needs, Tool, ToolSearch, Tools};
-use harness::versions::Versions;
+use harness::config::versions::Versions;
+use harness::env::cluster::{KindDecision, decide_kind};
+use harness::exec::cmd::Runner;
+use harness::tools::preflight::{self, Needs, Tool, ToolSearch, Tools};
 use kind_support::Fake;
 
 async fn report(fake: &Fake, needs: Needs) -> preflight::Report {

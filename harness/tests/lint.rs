@@ -9,7 +9,7 @@ use harness::manifest::{Document, load_file, load_str};
 use rstest::rstest;
 
 fn manifests() -> PathBuf {
-    harness::paths::manifests_dir()
+    harness::config::paths::manifests_dir()
 }
 
 fn fixture(name: &str) -> PathBuf {

@@ -9,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use harness::probe::{self, ProbeRequest};
-use harness::retry::Retry;
-use harness::scenario::{Expected, check_outcome};
+use harness::checks::{Expected, check_outcome};
+use harness::exec::probe::{self, ProbeRequest};
+use harness::exec::wait::Retry;
 
 /// Starts `harness up --target local` (with `extra` arguments) and returns it with the gateway
 /// port it printed.
@@ -148,7 +148,7 @@ async fn sigkill_leaves_no_process_behind() -> Result<()> {
 
 /// The project's manifest with its VirtualService's `http` section replaced.
 fn manifest_with_http(http: &str) -> Result<tempfile::NamedTempFile> {
-    let app = std::fs::read_to_string(harness::paths::manifests_dir().join("app.yaml"))?;
+    let app = std::fs::read_to_string(harness::config::paths::manifests_dir().join("app.yaml"))?;
     let start = app
         .find("  http:\n")
         .context("app.yaml has an http section")?;
@@ -176,7 +176,7 @@ async fn routes_as_expected(manifest: &Path, cases: &[(&str, &str, Expected)]) -
 
 #[tokio::test]
 async fn a_gateway_bound_to_no_virtual_service_answers_404_everywhere() -> Result<()> {
-    let app = std::fs::read_to_string(harness::paths::manifests_dir().join("app.yaml"))?;
+    let app = std::fs::read_to_string(harness::config::paths::manifests_dir().join("app.yaml"))?;
     let blackhole = app.replace(
         "  gateways:\n    - wtyfft-gateway\n",
         "  gateways:\n    - mesh\n",

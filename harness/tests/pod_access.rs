@@ -9,7 +9,7 @@ mod fake_api_server;
 use std::time::Duration;
 
 use fake_api_server::{FakeApiServer, FakePod, pod_server, refused_port};
-use harness::k8s_checks::pod_http_get;
+use harness::checks::kubernetes::pod_http_get;
 
 const NS: &str = "wty-istio";
 
@@ -116,7 +116,7 @@ async fn a_missing_pod_and_a_pod_without_an_ip_are_named() {
 /// each one after the pod's side ends, and the next connection still gets its answer.
 #[tokio::test]
 async fn the_gateway_forward_carries_connection_after_connection() {
-    use harness::ingress::{GATEWAY_TARGET_PORT, forward_gateway};
+    use harness::k8s::gateway::{GATEWAY_TARGET_PORT, forward_gateway};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (envoy, _server) = pod_server(200, "routed").await;
     let gateway = FakePod::new("istio-system", "istio-ingressgateway-7c9d")

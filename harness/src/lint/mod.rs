@@ -8,7 +8,6 @@
 //! (a Service's target port needs the Service to select some pods first) stays quiet when that
 //! other resource is wrong, because the rule that owns that resource already reports it.
 
-pub mod cli;
 mod ingress;
 mod inventory;
 mod locate;

@@ -340,7 +340,7 @@ mod project_manifest_tests {
 
     #[test]
     fn the_project_manifests_load() {
-        let dir = crate::paths::manifests_dir();
+        let dir = crate::config::paths::manifests_dir();
         let app = load_file(&dir.join("app.yaml")).unwrap();
         let kinds: Vec<&str> = app.iter().map(Document::kind).collect();
         assert_eq!(

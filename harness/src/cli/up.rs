@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use clap::Args;
 
-use crate::kind::{self, CliCommand, Mode};
-use crate::knobs::{Knobs, TargetChoice};
-use crate::local::{self, LocalOptions};
-use crate::paths;
-use crate::suite;
+use crate::config::knobs::{Knobs, TargetChoice};
+use crate::config::paths;
+use crate::env::cluster::{self, CliCommand, Mode};
+use crate::env::local::{self, LocalOptions};
+use crate::env::select;
 
 fn parse_target(value: &str) -> Result<TargetChoice> {
     value.parse()
@@ -68,7 +68,7 @@ pub fn run_up(args: &UpArgs) -> ExitCode {
 
 fn up(args: &UpArgs) -> Result<()> {
     let knobs = Knobs::from_env()?;
-    let (target, why) = suite::resolve_target(args.target, &suite::missing_kind_prerequisites());
+    let (target, why) = select::resolve_target(args.target, &select::missing_kind_prerequisites());
     if let Some(why) = why {
         eprintln!("*** {why} ***");
     }
@@ -99,10 +99,10 @@ fn up(args: &UpArgs) -> Result<()> {
             runtime()?.block_on(local::run_foreground(&options))
         }
         TargetChoice::Kind => {
-            runtime()?.block_on(kind::cli(CliCommand::Up, Mode::Kind, args.dry_run))
+            runtime()?.block_on(cluster::cli(CliCommand::Up, Mode::Kind, args.dry_run))
         }
         TargetChoice::Existing => {
-            runtime()?.block_on(kind::cli(CliCommand::Up, Mode::Existing, args.dry_run))
+            runtime()?.block_on(cluster::cli(CliCommand::Up, Mode::Existing, args.dry_run))
         }
         TargetChoice::Auto => unreachable!("resolve_target never returns auto"),
     }
@@ -114,7 +114,7 @@ pub fn run_down(args: &DownArgs) -> ExitCode {
 }
 
 fn down(args: &DownArgs) -> Result<()> {
-    let (target, _) = suite::resolve_target(args.target, &suite::missing_kind_prerequisites());
+    let (target, _) = select::resolve_target(args.target, &select::missing_kind_prerequisites());
     match target {
         TargetChoice::Local => {
             eprintln!(
@@ -124,10 +124,10 @@ fn down(args: &DownArgs) -> Result<()> {
             Ok(())
         }
         TargetChoice::Kind => {
-            runtime()?.block_on(kind::cli(CliCommand::Down, Mode::Kind, args.dry_run))
+            runtime()?.block_on(cluster::cli(CliCommand::Down, Mode::Kind, args.dry_run))
         }
         TargetChoice::Existing => {
-            runtime()?.block_on(kind::cli(CliCommand::Down, Mode::Existing, args.dry_run))
+            runtime()?.block_on(cluster::cli(CliCommand::Down, Mode::Existing, args.dry_run))
         }
         TargetChoice::Auto => unreachable!("resolve_target never returns auto"),
     }

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
-use crate::cmd::Runner;
-use crate::container_spec::{self, ContainerSpec};
-use crate::paths;
+use crate::config::paths;
+use crate::exec::cmd::Runner;
+use crate::tools::image::container_spec::{self, ContainerSpec};
 
 #[derive(Debug, Args)]
 pub struct ImageArgs {
@@ -37,7 +37,7 @@ async fn build_and_describe(args: &ImageArgs) -> Result<()> {
         Runner::new()
     };
     let spec = container_spec::from_manifest(&paths::manifests_dir().join("app.yaml"))?;
-    let image = super::build_image(&runner).await?;
+    let image = crate::tools::image::build_image(&runner).await?;
     println!("{}", image.reference);
     eprintln!(
         "\nRun it with the Deployment's limits and security context:\n  {}\n  curl -s -X POST 'http://127.0.0.1:{}/fft?numSamples=1024&freq=1'",

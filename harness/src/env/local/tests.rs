@@ -313,7 +313,8 @@ fn hosts_the_server_does_not_expose_are_not_bound() {
 
 /// The bootstrap for the project's own manifest, with made-up replica addresses.
 fn project_bootstrap(run_dir: &Path) -> Value {
-    let docs = crate::manifest::load_file(&crate::paths::manifests_dir().join("app.yaml")).unwrap();
+    let docs = crate::manifest::load_file(&crate::config::paths::manifests_dir().join("app.yaml"))
+        .unwrap();
     let plan = plan(&docs).unwrap();
     let replicas: Vec<SocketAddr> = (0..3)
         .map(|i| SocketAddr::from(([127, 0, 0, 1], 30000 + i)))
@@ -365,7 +366,8 @@ fn the_connection_manager_is_istios() {
 
 #[test]
 fn a_non_loopback_listener_is_refused() {
-    let docs = crate::manifest::load_file(&crate::paths::manifests_dir().join("app.yaml")).unwrap();
+    let docs = crate::manifest::load_file(&crate::config::paths::manifests_dir().join("app.yaml"))
+        .unwrap();
     let runtime = RuntimeAddresses {
         listener: "0.0.0.0:8080".parse().unwrap(),
         admin: "127.0.0.1:0".parse().unwrap(),
@@ -379,8 +381,8 @@ fn a_non_loopback_listener_is_refused() {
 /// Envoy itself accepts the generated bootstrap (`--mode validate` checks every field).
 #[tokio::test]
 async fn envoy_validates_the_bootstrap() {
-    let knobs = crate::knobs::Knobs::from_env().unwrap();
-    let runner = crate::cmd::Runner::new();
+    let knobs = crate::config::knobs::Knobs::from_env().unwrap();
+    let runner = crate::exec::cmd::Runner::new();
     let envoy = super::envoy_binary::find_or_install(&runner, knobs.offline)
         .await
         .expect("Envoy is needed for this test (see the error for how to get it)");
@@ -391,7 +393,7 @@ async fn envoy_validates_the_bootstrap() {
         serde_json::to_vec_pretty(&project_bootstrap(dir.path())).unwrap(),
     )
     .unwrap();
-    let validate = crate::cmd::Cmd::new(&envoy.path)
+    let validate = crate::exec::cmd::Cmd::new(&envoy.path)
         .args([
             "--mode",
             "validate",

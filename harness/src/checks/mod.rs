@@ -6,6 +6,9 @@
 //! with an empty body and no app header. A 404 is never enough on its own: the app answers 404
 //! too, so each outcome also says *who* answered. The same table runs against every target.
 
+pub mod kubernetes;
+pub mod prometheus_text;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -14,10 +17,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::probe::{self, ProbeRequest, ProbeResponse};
-use crate::prometheus_text;
-use crate::retry::Retry;
-use crate::target::{Environment, KubeCheck, KubeCheckOutcome};
+use crate::env::{Environment, KubeCheck, KubeCheckOutcome};
+use crate::exec::probe::{self, ProbeRequest, ProbeResponse};
+use crate::exec::wait::Retry;
 
 /// The header the app sets on every answer, naming the replica.
 pub const SERVED_BY: &str = "x-served-by";

@@ -14,14 +14,14 @@ use kube::discovery::{self, Scope};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::k8s_checks;
+use crate::checks::kubernetes;
+use crate::exec::wait::{GiveUp, Retry};
 use crate::manifest::{Document, Resource};
-use crate::retry::{GiveUp, Retry};
 
 /// The one field manager every apply uses, so a re-apply owns the same fields.
 pub const FIELD_MANAGER: &str = "istio-fft-e2e";
 /// The repository part of the placeholder image in app.yaml that is rewritten to the built tag.
-pub use crate::image::IMAGE_REPOSITORY;
+pub use crate::tools::image::IMAGE_REPOSITORY;
 
 /// What one poll of a wait saw.
 #[derive(Debug)]
@@ -452,10 +452,10 @@ fn rollout_counts(
     }
     for pod in pods {
         let pod_name = pod.metadata.name.as_deref().unwrap_or("<unnamed>");
-        if let Err(err) = k8s_checks::sidecar_injected(pod) {
+        if let Err(err) = kubernetes::sidecar_injected(pod) {
             return Ok(Attempt::NotYet(format!("{err:#}")));
         }
-        if !pod_ready(pod) || !k8s_checks::sidecar_ready(pod) {
+        if !pod_ready(pod) || !kubernetes::sidecar_ready(pod) {
             return Ok(Attempt::NotYet(format!(
                 "pod {pod_name} not ready yet{}",
                 describe_pods(std::slice::from_ref(pod))
@@ -502,8 +502,8 @@ fn never_injected(pod: &Pod) -> Option<String> {
         .metadata
         .annotations
         .as_ref()
-        .is_some_and(|a| a.contains_key(k8s_checks::SIDECAR_STATUS_ANNOTATION));
-    if annotated || k8s_checks::sidecar_container(pod).is_some() {
+        .is_some_and(|a| a.contains_key(kubernetes::SIDECAR_STATUS_ANNOTATION));
+    if annotated || kubernetes::sidecar_container(pod).is_some() {
         return None;
     }
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("<namespace>");
@@ -513,8 +513,8 @@ fn never_injected(pod: &Pod) -> Option<String> {
          must be on namespace {namespace} before the pod is created, and the injector webhook \
          (istiod in istio-system) must be reachable then. Fix that, then recreate the pods \
          (`kubectl -n {namespace} rollout restart deployment`)",
-        k8s_checks::SIDECAR_STATUS_ANNOTATION,
-        k8s_checks::SIDECAR_CONTAINER
+        kubernetes::SIDECAR_STATUS_ANNOTATION,
+        kubernetes::SIDECAR_CONTAINER
     ))
 }
 
@@ -668,7 +668,7 @@ pub async fn wait_rollout(
                 Ok(None) => return Ok(Attempt::NotYet(format!("Deployment {name} not found"))),
                 Err(err) => return Ok(Attempt::NotYet(format!("API error: {err}"))),
             };
-            let pods = match k8s_checks::deployment_pods(client, &deployment).await {
+            let pods = match kubernetes::deployment_pods(client, &deployment).await {
                 Ok(p) => p,
                 Err(err) => return Ok(Attempt::NotYet(format!("{err:#}"))),
             };
@@ -697,7 +697,7 @@ mod tests {
 
     #[test]
     fn app_manifest_is_prepared_namespace_first_with_the_built_image() {
-        let file = crate::paths::manifests_dir().join("app.yaml");
+        let file = crate::config::paths::manifests_dir().join("app.yaml");
         let documents = crate::manifest::load_file(&file).unwrap();
         let prepared = prepare(&documents, "fft-service:3f2a9c01").unwrap();
         let kinds: Vec<&str> = prepared

@@ -9,9 +9,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cmd::{Cmd, Runner};
-use crate::paths;
-use crate::versions::Versions;
+use crate::config::paths;
+use crate::config::versions::Versions;
+use crate::exec::cmd::{Cmd, Runner};
 
 /// An external tool the cluster targets use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -313,7 +313,7 @@ pub async fn check(runner: &Runner, tools: &Tools, versions: &Versions, needs: N
         }
     }
     if needs == Needs::Kind {
-        match crate::image::build_target(runner, &tools.docker).await {
+        match crate::tools::image::build_target(runner, &tools.docker).await {
             Ok(target) => {
                 if let Some(missing) = rust_target_missing(runner, tools, &target).await {
                     report.missing.push(missing);
@@ -355,7 +355,7 @@ pub async fn check_offline_kind(
             problem: format!(
                 "E2E_OFFLINE=1 and the pinned node image {node_image} is not present locally \
                  (`docker image inspect`: {}), so `kind create` would pull it; the {ISTIO_IMAGES} either",
-                crate::cmd::tail(&format!("{err:#}"), 1).trim()
+                crate::exec::cmd::tail(&format!("{err:#}"), 1).trim()
             ),
             fix: format!("while online: docker pull {node_image}; or unset E2E_OFFLINE"),
         }),
@@ -367,7 +367,7 @@ pub async fn check_offline_kind(
 pub async fn rust_target_missing(
     runner: &Runner,
     tools: &Tools,
-    target: &crate::image::BuildTarget,
+    target: &crate::tools::image::BuildTarget,
 ) -> Option<Missing> {
     if !target.cross {
         return None;
@@ -444,7 +444,7 @@ pub async fn tool_version(runner: &Runner, tools: &Tools, tool: Tool) -> anyhow:
         if version.is_empty() {
             anyhow::bail!(
                 "the Docker daemon did not answer `docker info`: {}",
-                crate::cmd::tail(&output.stderr, 5)
+                crate::exec::cmd::tail(&output.stderr, 5)
             );
         }
         return Ok(version.to_string());

@@ -9,10 +9,10 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 
-use crate::cmd::{Cmd, Runner};
-use crate::deploy::{Attempt, wait_for};
-use crate::paths;
-use crate::preflight::{Tool, Tools};
+use crate::config::paths;
+use crate::exec::cmd::{Cmd, Runner};
+use crate::k8s::apply::{Attempt, wait_for};
+use crate::tools::preflight::{Tool, Tools};
 
 pub const ISTIO_NAMESPACE: &str = "istio-system";
 pub const ISTIOD: &str = "istiod";
@@ -130,16 +130,21 @@ pub async fn wait_available(
     .await
 }
 
-/// istiod, then the ingress gateway.
+/// istiod, then the ingress gateway, both within one `timeout`.
 pub async fn wait_control_plane(client: &kube::Client, timeout: Duration) -> Result<()> {
+    let started = std::time::Instant::now();
     wait_available(client, ISTIO_NAMESPACE, ISTIOD, timeout).await?;
-    wait_available(client, ISTIO_NAMESPACE, INGRESS_GATEWAY, timeout).await
+    // The gateway usually becomes available with istiod: a short floor, not a second full wait.
+    let left = timeout
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(15));
+    wait_available(client, ISTIO_NAMESPACE, INGRESS_GATEWAY, left).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::preflight::ToolSearch;
+    use crate::tools::preflight::ToolSearch;
 
     #[test]
     fn install_targets_the_context_explicitly_with_a_readiness_timeout() {

@@ -11,7 +11,7 @@
 //! is what makes `kind load` + `imagePullPolicy: IfNotPresent` safe, and an unchanged one is not
 //! built twice.
 
-pub mod cli;
+pub mod container_spec;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -23,8 +23,8 @@ use testcontainers::GenericBuildableImage;
 use testcontainers::core::BuildImageOptions;
 use testcontainers::runners::AsyncBuilder;
 
-use crate::cmd::{Cmd, Runner};
-use crate::paths::project_root;
+use crate::config::paths::project_root;
+use crate::exec::cmd::{Cmd, Runner};
 
 /// A cold release build of the service and its dependencies on a small machine.
 const STATIC_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -32,7 +32,7 @@ const STATIC_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Builds `fft-service` in release as a static Linux binary for the Docker daemon's CPU (see
 /// [`image_build_target`]) and returns its path, `target/<triple>/release/fft-service`. In
 /// dry-run mode the build is only planned and the path it would have is returned.
-pub async fn build_static_binary(runner: &crate::cmd::Runner) -> anyhow::Result<PathBuf> {
+pub async fn build_static_binary(runner: &crate::exec::cmd::Runner) -> anyhow::Result<PathBuf> {
     let target = build_target(runner, OsStr::new("docker")).await?;
     let triple = &target.triple;
     let root = project_root();

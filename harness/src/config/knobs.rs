@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use anyhow::{Result, bail};
 
-use crate::paths;
+use crate::config::paths;
 
 /// Which environment the suite runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -124,7 +124,7 @@ impl Supervisor {
             .stdout(out)
             .stderr(err)
             .process_group(0);
-        crate::cmd::die_with_parent(&mut command);
+        crate::exec::cmd::die_with_parent(&mut command);
         let (reply, answer) = mpsc::channel();
         self.requests
             .as_ref()
@@ -250,9 +250,13 @@ mod tests {
                     .arg("echo started; exec sleep 30"),
             )
             .unwrap();
-        crate::local::replicas::wait_for_log_line(&info.log, "started", Duration::from_secs(5))
-            .await
-            .unwrap();
+        crate::env::local::replicas::wait_for_log_line(
+            &info.log,
+            "started",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         assert!(alive(info.pid));
         assert!(supervisor.exit_status("sleeper").is_none());
         let killed = supervisor.stop_all(Duration::from_secs(5));
@@ -273,7 +277,7 @@ mod tests {
             )
             .unwrap();
         // The trap must be installed before the stop, or SIGTERM would end it at once.
-        crate::local::replicas::wait_for_log_line(&info.log, "ready", Duration::from_secs(5))
+        crate::env::local::replicas::wait_for_log_line(&info.log, "ready", Duration::from_secs(5))
             .await
             .unwrap();
         let killed = supervisor.stop_all(Duration::from_millis(200));

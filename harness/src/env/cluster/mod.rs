@@ -23,21 +23,21 @@ use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
 
-use crate::cluster::{self, CLI_CLUSTER_NAME, ClusterHandle, OwnerMarker, StateDir};
-use crate::cmd::Runner;
-use crate::deploy::{self, AppPods, Applied};
-use crate::diagnose::{self, DiagnoseTarget};
-use crate::ingress;
-use crate::istio::{self, INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIOD, KubeTarget};
-use crate::k8s_checks::{self, MeshMerging};
-use crate::knobs::{Keep, Knobs};
+use crate::checks::kubernetes::{self, MeshMerging};
+use crate::config::knobs::{Keep, Knobs};
+use crate::config::paths;
+use crate::config::versions::Versions;
+use crate::env::timings::Timings;
+use crate::env::{BoxFuture, Environment, KubeCheck, KubeCheckOutcome};
+use crate::exec::cleanup::{self, CleanupTicket};
+use crate::exec::cmd::Runner;
+use crate::k8s::apply::{self, AppPods, Applied};
+use crate::k8s::diagnose::{self, DiagnoseTarget};
+use crate::k8s::gateway;
 use crate::manifest::{self, Resource};
-use crate::paths;
-use crate::preflight::{self, Missing, Needs, Tool, ToolSearch, Tools};
-use crate::target::{BoxFuture, Environment, KubeCheck, KubeCheckOutcome};
-use crate::teardown::{self, CleanupTicket};
-use crate::timings::Timings;
-use crate::versions::Versions;
+use crate::tools::istioctl::{self, INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIOD, KubeTarget};
+use crate::tools::kind::{self, CLI_CLUSTER_NAME, ClusterHandle, OwnerMarker, StateDir};
+use crate::tools::preflight::{self, Missing, Needs, Tool, ToolSearch, Tools};
 
 /// The image name a dry run plans with (the content tag is known only after the build).
 pub const PLANNED_IMAGE: &str = "fft-service:CONTENT-TAG";
@@ -107,7 +107,7 @@ impl Backend for LiveBackend {
 /// The service image: the static binary, then the image from service/Dockerfile through
 /// testcontainers, tagged by content.
 async fn build_service_image(runner: &Runner) -> Result<String> {
-    let built = crate::image::build_image(runner)
+    let built = crate::tools::image::build_image(runner)
         .await
         .context("building the service image")?;
     Ok(built.reference)
@@ -125,7 +125,7 @@ async fn live_client(kubeconfig: Option<String>, context: &str) -> Result<kube::
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
         .with_context(|| format!("loading kube context {context}"))?;
-    k8s_checks::client_from_config(config)
+    kubernetes::client_from_config(config)
         .with_context(|| format!("building a client for context {context}"))
 }
 
@@ -144,7 +144,7 @@ impl Drop for LiveApi {
 
 impl ClusterApi for LiveApi {
     fn wait_control_plane(&self, timeout: Duration) -> BoxFuture<'_, Result<()>> {
-        Box::pin(istio::wait_control_plane(&self.client, timeout))
+        Box::pin(istioctl::wait_control_plane(&self.client, timeout))
     }
 
     fn installed_istio_version(&self) -> BoxFuture<'_, Result<Option<String>>> {
@@ -162,7 +162,7 @@ impl ClusterApi for LiveApi {
     }
 
     fn apply(&self, documents: Vec<Value>) -> BoxFuture<'_, Result<Vec<Applied>>> {
-        Box::pin(async move { deploy::apply(&self.client, &documents).await })
+        Box::pin(async move { apply::apply(&self.client, &documents).await })
     }
 
     fn wait_rollout(
@@ -173,17 +173,17 @@ impl ClusterApi for LiveApi {
         timeout: Duration,
     ) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            deploy::wait_rollout(&self.client, &namespace, &name, &app, timeout).await
+            apply::wait_rollout(&self.client, &namespace, &name, &app, timeout).await
         })
     }
 
     fn wait_for_route(&self, ingress: SocketAddr, timeout: Duration) -> BoxFuture<'_, Result<()>> {
-        Box::pin(ingress::wait_for_route(ingress, timeout))
+        Box::pin(gateway::wait_for_route(ingress, timeout))
     }
 
     fn forward_gateway(&self) -> BoxFuture<'_, Result<SocketAddr>> {
         Box::pin(async move {
-            let (address, task) = ingress::forward_gateway(&self.client).await?;
+            let (address, task) = gateway::forward_gateway(&self.client).await?;
             if let Ok(mut slot) = self.forward.lock()
                 && let Some(old) = slot.replace(task)
             {
@@ -194,15 +194,15 @@ impl ClusterApi for LiveApi {
     }
 
     fn delete_created(&self, applied: Vec<Applied>) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move { deploy::delete_created(&self.client, &applied).await })
+        Box::pin(async move { apply::delete_created(&self.client, &applied).await })
     }
 
     fn article_endpoint(&self) -> BoxFuture<'_, Result<(String, u16)>> {
-        Box::pin(ingress::live_article_endpoint(&self.client))
+        Box::pin(gateway::live_article_endpoint(&self.client))
     }
 
     fn gateway_node_port(&self) -> BoxFuture<'_, Result<u16>> {
-        Box::pin(ingress::live_gateway_node_port(&self.client))
+        Box::pin(gateway::live_gateway_node_port(&self.client))
     }
 
     fn client(&self) -> Option<kube::Client> {
@@ -356,12 +356,12 @@ impl Settings {
             },
             image: knobs.image.clone(),
             artifacts: knobs.artifacts.clone(),
-            state: StateDir::new(cluster::default_state_dir()),
+            state: StateDir::new(kind::default_state_dir()),
             tools,
             versions,
             istio_version,
-            kind_config: cluster::KindConfig::default_path(),
-            istio_overlay: istio::install_overlay(),
+            kind_config: kind::KindConfig::default_path(),
+            istio_overlay: istioctl::install_overlay(),
             app_manifest: paths::manifests_dir().join("app.yaml"),
             timeouts: Timeouts::default(),
             existing_context,
@@ -405,7 +405,7 @@ pub fn app_info(documents: &[manifest::Document]) -> Result<AppInfo> {
                 s.containers.iter().find(|c| {
                     c.image
                         .as_deref()
-                        .is_some_and(|i| i.contains(deploy::IMAGE_REPOSITORY))
+                        .is_some_and(|i| i.contains(apply::IMAGE_REPOSITORY))
                 })
             });
         if let Some(container) = container {
@@ -418,7 +418,7 @@ pub fn app_info(documents: &[manifest::Document]) -> Result<AppInfo> {
     }
     bail!(
         "no Deployment in the manifests runs an `{}` image",
-        deploy::IMAGE_REPOSITORY
+        apply::IMAGE_REPOSITORY
     )
 }
 
@@ -604,7 +604,7 @@ impl ClusterEnvironment {
             ClusterChoice::Reuse(name) | ClusterChoice::Named(name) => Some(name.as_str()),
             ClusterChoice::Generated => None,
         };
-        match cluster::reap_stale(
+        match kind::reap_stale(
             &self.runner,
             &self.settings.tools,
             &self.settings.state,
@@ -627,7 +627,7 @@ impl ClusterEnvironment {
     }
 
     async fn existing_clusters(&self) -> Result<Vec<String>> {
-        match cluster::list_clusters(&self.runner, &self.settings.tools).await {
+        match kind::list_clusters(&self.runner, &self.settings.tools).await {
             Ok(list) => Ok(list),
             Err(err) if self.runner.is_dry_run() => {
                 println!("[dry-run] cannot list kind clusters ({err:#}); the plan assumes none");
@@ -641,7 +641,7 @@ impl ClusterEnvironment {
         let state = self.settings.state.clone();
         let (name, owned, marked) = match &self.settings.cluster {
             ClusterChoice::Generated => (
-                cluster::new_cluster_name(std::process::id(), cluster::random_suffix()),
+                kind::new_cluster_name(std::process::id(), kind::random_suffix()),
                 true,
                 true,
             ),
@@ -669,8 +669,8 @@ impl ClusterEnvironment {
             self.cluster = Some(handle);
             return Ok(());
         }
-        let config = cluster::KindConfig::load(&self.settings.kind_config)?;
-        cluster::ensure_host_ports_free(&self.runner, &self.settings.tools, &config).await?;
+        let config = kind::KindConfig::load(&self.settings.kind_config)?;
+        kind::ensure_host_ports_free(&self.runner, &self.settings.tools, &config).await?;
         if marked && !self.runner.is_dry_run() {
             // Before `kind create`, so a run killed during the create is still reaped later.
             state.write_marker(&name, &OwnerMarker::for_this_process())?;
@@ -680,7 +680,7 @@ impl ClusterEnvironment {
         }
         // From here on a failed create may have left something: teardown checks the list.
         self.cluster = Some(handle.clone());
-        cluster::create(
+        kind::create(
             &self.runner,
             &self.settings.tools,
             &handle,
@@ -700,7 +700,7 @@ impl ClusterEnvironment {
         } else {
             format!("delete kind cluster {}", handle.name)
         };
-        let ticket = teardown::register(label, move || {
+        let ticket = cleanup::register(label, move || {
             if keep {
                 let _ = std::fs::remove_file(state.marker(&handle.name));
                 eprintln!("{}", handle.reach_hint());
@@ -712,14 +712,14 @@ impl ClusterEnvironment {
                 .args(["export", "logs"])
                 .arg(artifacts.join("kind-logs"))
                 .args(["--name", &handle.name]);
-            if let Err(err) = teardown::run_blocking(&export, Duration::from_secs(90)) {
+            if let Err(err) = cleanup::run_blocking(&export, Duration::from_secs(90)) {
                 eprintln!("warning: diagnostics: {err:#}");
             }
             let delete = kind
                 .clone()
                 .args(["delete", "cluster", "--name", &handle.name, "--kubeconfig"])
                 .arg(&handle.kubeconfig);
-            match teardown::run_blocking(&delete, Duration::from_secs(180)) {
+            match cleanup::run_blocking(&delete, Duration::from_secs(180)) {
                 Ok(_) => state.forget(&handle.name),
                 Err(err) => eprintln!(
                     "warning: {err:#}\n  delete it yourself: kind delete cluster --name {}",
@@ -733,7 +733,7 @@ impl ClusterEnvironment {
     async fn connect_kind(&mut self, backend: &dyn Backend) -> Result<()> {
         let handle = self.cluster.clone().context("no cluster to connect to")?;
         let kubeconfig =
-            cluster::write_kubeconfig(&self.runner, &self.settings.tools, &handle).await?;
+            kind::write_kubeconfig(&self.runner, &self.settings.tools, &handle).await?;
         let target = KubeTarget {
             kubeconfig: Some(handle.kubeconfig.clone()),
             context: handle.context(),
@@ -777,7 +777,7 @@ impl ClusterEnvironment {
 
     async fn load_image(&mut self, image: &str) -> Result<()> {
         let handle = self.cluster.clone().context("no cluster to load into")?;
-        cluster::load_image(
+        kind::load_image(
             &self.runner,
             &self.settings.tools,
             &self.settings.state,
@@ -809,7 +809,7 @@ impl ClusterEnvironment {
                 "Istio {wanted} is already installed in the reused cluster: skip istioctl install"
             ));
         } else {
-            istio::install(&self.runner, &self.settings.tools, &target, &wanted).await?;
+            istioctl::install(&self.runner, &self.settings.tools, &target, &wanted).await?;
         }
         self.runner.step(format!(
             "wait until Deployments {ISTIO_NAMESPACE}/{ISTIOD} and {ISTIO_NAMESPACE}/{INGRESS_GATEWAY} are Available"
@@ -834,11 +834,11 @@ impl ClusterEnvironment {
         let api = self.api_or_err()?;
         let documents = manifest::load_file(&self.settings.app_manifest)?;
         let app = app_info(&documents)?;
-        let prepared = deploy::prepare(&documents, image)?;
+        let prepared = apply::prepare(&documents, image)?;
         for document in &prepared {
             self.runner.step(format!(
                 "server-side apply (field manager {}) {} {}{}",
-                deploy::FIELD_MANAGER,
+                apply::FIELD_MANAGER,
                 document["kind"].as_str().unwrap_or("?"),
                 document
                     .pointer("/metadata/namespace")
@@ -899,7 +899,7 @@ impl ClusterEnvironment {
         let kubectl = self.settings.tools.cmd(Tool::Kubectl);
         let have_kubectl = self.settings.tools.path_of(Tool::Kubectl).is_some();
         let target = self.kube_target.clone().context("no kube target")?;
-        let ticket = teardown::register("delete what the suite applied", move || {
+        let ticket = cleanup::register("delete what the suite applied", move || {
             for object in created.iter().rev() {
                 let delete = kubectl
                     .clone()
@@ -909,7 +909,7 @@ impl ClusterEnvironment {
                     eprintln!("kubectl not found; delete it yourself: {delete}");
                     continue;
                 }
-                if let Err(err) = teardown::run_blocking(&delete, Duration::from_secs(60)) {
+                if let Err(err) = cleanup::run_blocking(&delete, Duration::from_secs(60)) {
                     eprintln!("warning: {err:#}");
                 }
             }
@@ -920,11 +920,11 @@ impl ClusterEnvironment {
 
     async fn kind_ingress(&mut self) -> Result<()> {
         let api = self.api_or_err()?;
-        let config = cluster::KindConfig::load(&self.settings.kind_config)?;
+        let config = kind::KindConfig::load(&self.settings.kind_config)?;
         let overlay = &self.settings.istio_overlay;
-        let node_port = ingress::gateway_node_port(overlay)?;
-        let mut address = ingress::loopback_endpoint(&config, node_port)?;
-        let node = cluster::control_plane_container(
+        let node_port = gateway::gateway_node_port(overlay)?;
+        let mut address = gateway::loopback_endpoint(&config, node_port)?;
+        let node = kind::control_plane_container(
             &self.cluster.as_ref().context("no cluster to probe")?.name,
         );
         self.runner.step(format!(
@@ -953,7 +953,7 @@ impl ClusterEnvironment {
                 Ok(output) => Ok(output.stdout),
                 Err(err) => Err(format!("{err:#}")),
             };
-            address = ingress::verify_gateway_path(
+            address = gateway::verify_gateway_path(
                 &config,
                 overlay,
                 live,
@@ -963,7 +963,7 @@ impl ClusterEnvironment {
         }
         self.runner.step(format!(
             "probe http://{address}{} through the gateway until the app answers",
-            ingress::ROUTED_PATH
+            gateway::ROUTED_PATH
         ));
         self.ingress = Some(address);
         api.wait_for_route(address, self.settings.timeouts.route)
@@ -974,12 +974,12 @@ impl ClusterEnvironment {
         let api = self.api_or_err()?;
         self.runner.step(format!(
             "port-forward a loopback port to the ingress gateway pod's {}",
-            ingress::GATEWAY_TARGET_PORT
+            gateway::GATEWAY_TARGET_PORT
         ));
         let address = api.forward_gateway().await?;
         self.runner.step(format!(
             "probe http://{address}{} through the gateway until the app answers",
-            ingress::ROUTED_PATH
+            gateway::ROUTED_PATH
         ));
         self.ingress = Some(address);
         api.wait_for_route(address, self.settings.timeouts.route)
@@ -1032,16 +1032,16 @@ impl ClusterEnvironment {
         }
         self.torn_down = true;
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(teardown::TEARDOWN_TIMEOUT, self.teardown_inner(keep))
+        let result = tokio::time::timeout(cleanup::TEARDOWN_TIMEOUT, self.teardown_inner(keep))
             .await
             .unwrap_or_else(|_| {
                 Err(anyhow::anyhow!(
                     "teardown did not finish within {:?}",
-                    teardown::TEARDOWN_TIMEOUT
+                    cleanup::TEARDOWN_TIMEOUT
                 ))
             });
         if let Some(ticket) = self.abort_cleanup.take() {
-            teardown::unregister(ticket);
+            cleanup::unregister(ticket);
         }
         self.timings
             .record("teardown", started.elapsed(), result.is_ok());
@@ -1085,7 +1085,7 @@ impl ClusterEnvironment {
         }
         // A failed `kind create` cleans up after itself; delete only what is really there.
         if !self.runner.is_dry_run() {
-            let listed = cluster::list_clusters(&self.runner, &self.settings.tools).await?;
+            let listed = kind::list_clusters(&self.runner, &self.settings.tools).await?;
             if !listed.contains(&handle.name) {
                 eprintln!(
                     "kind cluster {} does not exist: nothing to delete",
@@ -1095,7 +1095,7 @@ impl ClusterEnvironment {
                 return Ok(());
             }
         }
-        cluster::delete_verified(&self.runner, &self.settings.tools, &handle).await?;
+        kind::delete_verified(&self.runner, &self.settings.tools, &handle).await?;
         if !self.runner.is_dry_run() {
             state.forget(&handle.name);
         }
@@ -1136,7 +1136,7 @@ impl ClusterEnvironment {
     /// kind: the suite installed Istio from the overlay, so the overlay says; existing: unknown.
     fn mesh_merging(&self) -> Result<MeshMerging> {
         match self.settings.mode {
-            Mode::Kind => k8s_checks::mesh_merging_from_overlay(&self.settings.istio_overlay),
+            Mode::Kind => kubernetes::mesh_merging_from_overlay(&self.settings.istio_overlay),
             Mode::Existing => Ok(MeshMerging::Unknown),
         }
     }
@@ -1158,7 +1158,7 @@ impl ClusterEnvironment {
             .get(&app.deployment)
             .await
             .with_context(|| format!("reading Deployment {}/{}", app.namespace, app.deployment))?;
-        let pods = k8s_checks::deployment_pods(&client, &deployment).await?;
+        let pods = kubernetes::deployment_pods(&client, &deployment).await?;
         if pods.is_empty() {
             bail!(
                 "Deployment {}/{} has no pods",
@@ -1171,48 +1171,48 @@ impl ClusterEnvironment {
                 let mut places = BTreeMap::new();
                 for pod in &pods {
                     *places
-                        .entry(format!("{:?}", k8s_checks::sidecar_injected(pod)?))
+                        .entry(format!("{:?}", kubernetes::sidecar_injected(pod)?))
                         .or_insert(0) += 1;
                 }
                 format!("{} pods injected: {places:?}", pods.len())
             }
             KubeCheck::ScrapeAnnotations => {
-                k8s_checks::template_scrape_annotations(&deployment)?;
-                let verdict = k8s_checks::scrape_verdict(&deployment, &pods, self.mesh_merging()?)?;
+                kubernetes::template_scrape_annotations(&deployment)?;
+                let verdict = kubernetes::scrape_verdict(&deployment, &pods, self.mesh_merging()?)?;
                 format!(
                     "template keeps the article's annotations; all {} pods {:?} ({:?})",
                     verdict.pods, verdict.state, verdict.expectation
                 )
             }
             KubeCheck::MergedMetricsServeAppMetrics => {
-                let verdict = k8s_checks::scrape_verdict(&deployment, &pods, self.mesh_merging()?)?;
+                let verdict = kubernetes::scrape_verdict(&deployment, &pods, self.mesh_merging()?)?;
                 if let Some(reason) = verdict.unmerged_reason() {
                     return Ok(KubeCheckOutcome::NotApplicable { reason });
                 }
                 let mut checked = 0;
                 for pod in &pods {
                     let name = pod.metadata.name.as_deref().unwrap_or("?");
-                    let text = k8s_checks::pod_http_get(
+                    let text = kubernetes::pod_http_get(
                         &client,
                         &app.namespace,
                         name,
-                        k8s_checks::MERGED_METRICS_PORT,
-                        k8s_checks::MERGED_METRICS_PATH,
+                        kubernetes::MERGED_METRICS_PORT,
+                        kubernetes::MERGED_METRICS_PATH,
                     )
                     .await?;
-                    k8s_checks::contains_app_metrics(&text)
+                    kubernetes::contains_app_metrics(&text)
                         .with_context(|| format!("pod {name} :15020/stats/prometheus"))?;
                     checked += 1;
                 }
                 format!(
                     "{checked} pods serve {:?} on :15020/stats/prometheus",
-                    k8s_checks::APP_METRIC_FAMILIES
+                    kubernetes::APP_METRIC_FAMILIES
                 )
             }
             KubeCheck::PodsRunBuiltImage => {
                 let image = self.image.as_deref().context("no image was deployed")?;
                 for pod in &pods {
-                    k8s_checks::pod_runs_image(pod, &app.container, image)?;
+                    kubernetes::pod_runs_image(pod, &app.container, image)?;
                 }
                 format!("{} pods run {image}", pods.len())
             }
@@ -1229,11 +1229,11 @@ impl ClusterEnvironment {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &app.namespace);
         let deployment = deployments.get(&app.deployment).await?;
         let mut metrics = BTreeMap::new();
-        for pod in k8s_checks::deployment_pods(&client, &deployment).await? {
+        for pod in kubernetes::deployment_pods(&client, &deployment).await? {
             // REPLICA_NAME is the pod name, so this key is what `x-served-by` reports.
             let name = pod.metadata.name.clone().unwrap_or_default();
             let text =
-                k8s_checks::pod_http_get(&client, &app.namespace, &name, 8080, "/metrics").await?;
+                kubernetes::pod_http_get(&client, &app.namespace, &name, 8080, "/metrics").await?;
             metrics.insert(name, text);
         }
         Ok(metrics)
@@ -1404,9 +1404,9 @@ pub async fn cli(command: CliCommand, mode: Mode, dry_run: bool) -> Result<()> {
     if mode == Mode::Kind && knobs.cluster.is_none() {
         settings.cluster = ClusterChoice::Named(CLI_CLUSTER_NAME.to_string());
     }
-    let _guard = teardown::CleanupGuard;
+    let _guard = cleanup::CleanupGuard;
     if !dry_run {
-        teardown::spawn_signal_cleanup()?;
+        cleanup::spawn_signal_cleanup()?;
     }
     match command {
         CliCommand::Up => cli_up(runner, settings).await,
@@ -1439,7 +1439,7 @@ pub async fn cli_up_with(
         );
         if let Some(api) = env.api() {
             match api.article_endpoint().await {
-                Ok((host, port)) => println!("{}", ingress::export_lines(&host, port)),
+                Ok((host, port)) => println!("{}", gateway::export_lines(&host, port)),
                 Err(err) if runner.is_dry_run() => {
                     let _ = err;
                 }
@@ -1451,7 +1451,7 @@ pub async fn cli_up_with(
     }
     // `up` leaves the environment running: its interruption cleanup is no longer wanted.
     if let Some(ticket) = env.abort_cleanup.take() {
-        teardown::unregister(ticket);
+        cleanup::unregister(ticket);
     }
     if let Some(handle) = env.cluster() {
         if runner.is_dry_run() {
@@ -1485,7 +1485,7 @@ pub async fn cli_down(runner: Runner, settings: Settings) -> Result<()> {
                 name: name.clone(),
                 owned: true,
             };
-            let listed = match cluster::list_clusters(&runner, &settings.tools).await {
+            let listed = match kind::list_clusters(&runner, &settings.tools).await {
                 Ok(list) => list,
                 Err(err) if runner.is_dry_run() => {
                     println!(
@@ -1499,7 +1499,7 @@ pub async fn cli_down(runner: Runner, settings: Settings) -> Result<()> {
                 println!("kind cluster {name} does not exist: nothing to delete");
                 return Ok(());
             }
-            cluster::delete_verified(&runner, &settings.tools, &handle).await?;
+            kind::delete_verified(&runner, &settings.tools, &handle).await?;
             if !runner.is_dry_run() {
                 settings.state.forget(&name);
                 println!("deleted kind cluster {name}");
@@ -1528,7 +1528,7 @@ pub async fn cli_down(runner: Runner, settings: Settings) -> Result<()> {
                 return Ok(());
             }
             let client = live_client(None, &context).await?;
-            deploy::delete_created(&client, &created).await?;
+            apply::delete_created(&client, &created).await?;
             let _ = std::fs::remove_file(&file);
             Ok(())
         }
@@ -1540,12 +1540,10 @@ pub async fn cli_down(runner: Runner, settings: Settings) -> Result<()> {
 pub async fn cli_status(runner: Runner, settings: Settings) -> Result<()> {
     let context = match settings.mode {
         Mode::Kind => {
-            let listed = cluster::list_clusters(&runner, &settings.tools).await?;
+            let listed = kind::list_clusters(&runner, &settings.tools).await?;
             let ours: Vec<&String> = listed
                 .iter()
-                .filter(|c| {
-                    c.starts_with(cluster::CLUSTER_PREFIX) || c.as_str() == CLI_CLUSTER_NAME
-                })
+                .filter(|c| c.starts_with(kind::CLUSTER_PREFIX) || c.as_str() == CLI_CLUSTER_NAME)
                 .collect();
             println!("kind clusters of this suite: {ours:?}");
             let name = match &settings.cluster {
@@ -1563,7 +1561,7 @@ pub async fn cli_status(runner: Runner, settings: Settings) -> Result<()> {
                 name,
                 owned: false,
             };
-            let yaml = cluster::write_kubeconfig(&runner, &settings.tools, &handle).await?;
+            let yaml = kind::write_kubeconfig(&runner, &settings.tools, &handle).await?;
             (Some(yaml), handle.context())
         }
         Mode::Existing => (
@@ -1591,9 +1589,9 @@ pub async fn cli_status(runner: Runner, settings: Settings) -> Result<()> {
     ] {
         let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
         let state = match api.get_opt(name).await {
-            Ok(Some(d)) => match istio::deployment_available(&d) {
-                deploy::Attempt::Done(()) => "Available".to_string(),
-                deploy::Attempt::NotYet(why) => why,
+            Ok(Some(d)) => match istioctl::deployment_available(&d) {
+                apply::Attempt::Done(()) => "Available".to_string(),
+                apply::Attempt::NotYet(why) => why,
             },
             Ok(None) => "absent".to_string(),
             Err(err) => format!("unreadable: {err}"),
@@ -1601,8 +1599,8 @@ pub async fn cli_status(runner: Runner, settings: Settings) -> Result<()> {
         println!("Deployment {namespace}/{name}: {state}");
     }
     if settings.mode == Mode::Kind {
-        match ingress::live_article_endpoint(&client).await {
-            Ok((host, port)) => println!("{}", ingress::export_lines(&host, port)),
+        match gateway::live_article_endpoint(&client).await {
+            Ok((host, port)) => println!("{}", gateway::export_lines(&host, port)),
             Err(err) => println!("the article's endpoint: {err:#}"),
         }
     }
@@ -1625,7 +1623,7 @@ pub async fn cli_dump(runner: Runner, settings: Settings) -> Result<()> {
                 name: name.clone(),
                 owned: false,
             };
-            cluster::write_kubeconfig(&runner, &settings.tools, &handle).await?;
+            kind::write_kubeconfig(&runner, &settings.tools, &handle).await?;
             (
                 KubeTarget {
                     kubeconfig: Some(handle.kubeconfig.clone()),
@@ -1659,7 +1657,7 @@ pub async fn cli_dump(runner: Runner, settings: Settings) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::preflight::Tool;
+    use crate::tools::preflight::Tool;
 
     fn missing() -> Vec<Missing> {
         vec![Missing {

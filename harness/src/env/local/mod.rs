@@ -20,14 +20,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::cmd::Runner;
+use crate::checks;
+use crate::config::paths;
+use crate::env::timings::Timings;
+use crate::env::{BoxFuture, Environment, KubeCheck, KubeCheckOutcome};
+use crate::exec::cmd::Runner;
+use crate::exec::probe::{self, ProbeRequest};
+use crate::exec::wait::{GiveUp, Retry};
 use crate::manifest;
-use crate::paths;
-use crate::probe::{self, ProbeRequest};
-use crate::retry::{GiveUp, Retry};
-use crate::scenario;
-use crate::target::{BoxFuture, Environment, KubeCheck, KubeCheckOutcome};
-use crate::timings::Timings;
 
 use envoy_binary::EnvoyBinary;
 use process::{ProcessSpec, STOP_GRACE, Supervisor};
@@ -218,7 +218,7 @@ async fn start_processes(
     times
         .time(
             "gateway answering",
-            scenario::wait_until_gateway_answers(ingress, ROUTES_READY_TIMEOUT),
+            checks::wait_until_gateway_answers(ingress, ROUTES_READY_TIMEOUT),
         )
         .await
         .with_context(|| {
@@ -459,7 +459,7 @@ impl Environment for LocalEnvironment {
 pub async fn run_foreground(options: &LocalOptions) -> Result<()> {
     // Watch the signals before anything starts, so that one arriving during start-up or right
     // after the export lines still stops every process through teardown.
-    let mut signals = crate::suite::TerminationSignals::listen()?;
+    let mut signals = crate::env::select::TerminationSignals::listen()?;
     let runner = Runner::new();
     let mut times = Timings::default();
     let mut env = tokio::select! {

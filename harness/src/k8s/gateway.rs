@@ -17,9 +17,9 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::Value;
 
-use crate::cluster::KindConfig;
-use crate::deploy::{Attempt, wait_for};
-use crate::istio::{INGRESS_GATEWAY, ISTIO_NAMESPACE};
+use crate::k8s::apply::{Attempt, wait_for};
+use crate::tools::istioctl::{INGRESS_GATEWAY, ISTIO_NAMESPACE};
+use crate::tools::kind::KindConfig;
 
 /// The gateway pods' label (chart default).
 pub const GATEWAY_SELECTOR: &str = "istio=ingressgateway";
@@ -381,7 +381,7 @@ mod tests {
 
     #[test]
     fn the_overlay_pins_the_nodeport_the_kind_config_publishes() {
-        let node_port = gateway_node_port(&crate::istio::install_overlay()).unwrap();
+        let node_port = gateway_node_port(&crate::tools::istioctl::install_overlay()).unwrap();
         assert_eq!(node_port, 30001);
         let config = KindConfig::load_default().unwrap();
         assert_eq!(
@@ -405,7 +405,7 @@ mod tests {
     }
 
     fn overlay() -> std::path::PathBuf {
-        crate::istio::install_overlay()
+        crate::tools::istioctl::install_overlay()
     }
 
     const NODE: &str = "istio-fft-e2e-1-abcd-control-plane";

@@ -9,10 +9,10 @@ use anyhow::{Context, Result, bail};
 
 use super::process::{ProcessSpec, Supervisor};
 use super::translate::Upstream;
-use crate::cmd::{Cmd, Runner};
-use crate::paths;
-use crate::probe::{self, ProbeRequest};
-use crate::retry::{GiveUp, Retry};
+use crate::config::paths;
+use crate::exec::cmd::{Cmd, Runner};
+use crate::exec::probe::{self, ProbeRequest};
+use crate::exec::wait::{GiveUp, Retry};
 
 /// Set to use an already built `fft-service` instead of building it.
 pub const SERVICE_BIN_VAR: &str = "FFT_SERVICE_BIN";
@@ -164,5 +164,5 @@ pub async fn wait_for_log_line(log: &Path, prefix: &str, timeout: Duration) -> R
 /// The last lines of a log, for an error message.
 pub fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    crate::cmd::tail(&text, 20)
+    crate::exec::cmd::tail(&text, 20)
 }

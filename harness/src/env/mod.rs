@@ -4,6 +4,11 @@
 //! implement [`Environment`]; the suite runs the same scenarios against either. Checks that only
 //! make sense with Kubernetes are asked of the environment, which says when they do not apply.
 
+pub mod cluster;
+pub mod local;
+pub mod select;
+pub mod timings;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -16,9 +16,9 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cmd::Runner;
-use crate::paths;
-use crate::preflight::{Tool, Tools};
+use crate::config::paths;
+use crate::exec::cmd::Runner;
+use crate::tools::preflight::{Tool, Tools};
 
 /// Every cluster the suite creates starts with this.
 pub const CLUSTER_PREFIX: &str = "istio-fft-e2e-";
@@ -579,7 +579,7 @@ pub async fn load_image(
     let platform = if runner.is_dry_run() {
         "linux/<the daemon's arch>".to_string()
     } else {
-        crate::image::docker_platform(runner, tools.program(Tool::Docker)).await?
+        crate::tools::image::docker_platform(runner, tools.program(Tool::Docker)).await?
     };
     let archive = state.image_archive(cluster);
     std::fs::create_dir_all(&state.dir)

@@ -148,7 +148,7 @@ mod tests {
 
     #[test]
     fn the_project_deployment_gives_the_tutorial_limits() {
-        let spec = from_manifest(&crate::paths::manifests_dir().join("app.yaml")).unwrap();
+        let spec = from_manifest(&crate::config::paths::manifests_dir().join("app.yaml")).unwrap();
         assert_eq!(
             spec,
             ContainerSpec {

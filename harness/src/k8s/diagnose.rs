@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cluster;
-use crate::cmd::{Cmd, Runner};
-use crate::ingress::GATEWAY_SELECTOR;
-use crate::istio::{ISTIO_NAMESPACE, KubeTarget};
-use crate::preflight::{Tool, Tools};
+use crate::exec::cmd::{Cmd, Runner};
+use crate::k8s::gateway::GATEWAY_SELECTOR;
+use crate::tools::istioctl::{ISTIO_NAMESPACE, KubeTarget};
+use crate::tools::kind;
+use crate::tools::preflight::{Tool, Tools};
 
 /// What to collect from.
 #[derive(Clone, Debug)]
@@ -282,7 +282,7 @@ pub async fn collect(runner: &Runner, target: &DiagnoseTarget, dir: &Path) {
     }
     if let Some(cluster) = &target.kind_cluster
         && let Err(err) =
-            cluster::export_logs(runner, &target.tools, cluster, &dir.join("kind-logs")).await
+            kind::export_logs(runner, &target.tools, cluster, &dir.join("kind-logs")).await
     {
         eprintln!("warning: diagnostics step failed (continuing): {err:#}");
     }
@@ -291,7 +291,7 @@ pub async fn collect(runner: &Runner, target: &DiagnoseTarget, dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::preflight::ToolSearch;
+    use crate::tools::preflight::ToolSearch;
 
     fn target() -> DiagnoseTarget {
         DiagnoseTarget {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::paths;
+use crate::config::paths;
 
 /// The variable that overrides the pinned Istio release (the nightly matrix sets it).
 pub const ISTIO_VERSION_VAR: &str = "ISTIO_VERSION";
@@ -137,7 +137,7 @@ mod tests {
     #[test]
     fn kind_config_names_the_pinned_node_image() {
         let v = Versions::load().unwrap();
-        let config = crate::cluster::KindConfig::load_default().unwrap();
+        let config = crate::tools::kind::KindConfig::load_default().unwrap();
         assert_eq!(config.node_images(), vec![v.kind_node_image.clone()]);
     }
 

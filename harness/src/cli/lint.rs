@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{LintError, Report, lint_paths};
+use crate::lint::{LintError, Report, lint_paths};
 use crate::manifest::LoadError;
 
 pub const EXIT_CLEAN: u8 = 0;
@@ -46,7 +46,7 @@ pub fn default_inputs() -> Vec<PathBuf> {
     if relative.is_dir() {
         vec![relative]
     } else {
-        vec![crate::paths::manifests_dir()]
+        vec![crate::config::paths::manifests_dir()]
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cmd::Cmd;
+use crate::exec::cmd::Cmd;
 
 /// The bound on the whole orderly teardown (deleting a kind cluster takes ~10-30 s).
 pub const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(240);
@@ -118,7 +118,7 @@ pub fn run_blocking(cmd: &Cmd, timeout: Duration) -> Result<String> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    crate::cmd::die_with_parent(&mut command);
+    crate::exec::cmd::die_with_parent(&mut command);
     let mut child = command
         .spawn()
         .with_context(|| format!("starting `{shown}`"))?;
@@ -141,7 +141,7 @@ pub fn run_blocking(cmd: &Cmd, timeout: Duration) -> Result<String> {
             } else {
                 bail!(
                     "`{shown}` exited with {status}; stderr:\n{}",
-                    crate::cmd::tail(&err, 20)
+                    crate::exec::cmd::tail(&err, 20)
                 )
             }
         }

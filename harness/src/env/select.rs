@@ -1,0 +1,210 @@
+//! Choosing and bringing up the target the suite runs against, from the `E2E_*` knobs.
+
+use anyhow::{Context, Result};
+
+use crate::config::knobs::{Knobs, TargetChoice};
+use crate::env::Environment;
+use crate::env::cluster;
+use crate::env::local::{LocalEnvironment, LocalOptions};
+use crate::env::timings::Timings;
+use crate::exec::cmd::Runner;
+use crate::tools::preflight;
+
+/// Tools the `kind` target cannot run without.
+pub const KIND_PREREQUISITES: [&str; 3] = ["docker", "kind", "istioctl"];
+
+/// The kind prerequisites found neither in `.tools/bin` (where scripts/install-tools.sh puts
+/// them) nor on `PATH`. A first, cheap look: the kind bring-up then checks versions and that the
+/// Docker daemon answers (`preflight`).
+pub fn missing_kind_prerequisites() -> Vec<&'static str> {
+    let search = crate::tools::preflight::ToolSearch::from_env();
+    KIND_PREREQUISITES
+        .into_iter()
+        .filter(|tool| search.find(tool).is_none())
+        .collect()
+}
+
+/// What `auto` resolves to, and why (printed loudly: a run on `local` proves less than one on
+/// `kind`, and the reader must know which one ran).
+pub fn resolve_target(choice: TargetChoice, missing: &[&str]) -> (TargetChoice, Option<String>) {
+    match choice {
+        TargetChoice::Auto if missing.is_empty() => (
+            TargetChoice::Kind,
+            Some("E2E_TARGET=auto: docker, kind and istioctl found: running on kind".into()),
+        ),
+        TargetChoice::Auto => (
+            TargetChoice::Local,
+            Some(format!(
+                "E2E_TARGET=auto: {} not found on PATH, so the suite runs on the LOCAL target \
+                 (real Envoy from the same Gateway/VirtualService, no Kubernetes); install them \
+                 (scripts/install-tools.sh) or set E2E_TARGET=local to silence this",
+                missing.join(", ")
+            )),
+        ),
+        other => (other, None),
+    }
+}
+
+/// Brings up the target the knobs choose.
+pub async fn bring_up(
+    knobs: &Knobs,
+    runner: &Runner,
+    times: &mut Timings,
+) -> Result<Box<dyn Environment>> {
+    let (target, why) = resolve_target(knobs.target, &missing_kind_prerequisites());
+    if let Some(why) = why {
+        eprintln!("\n*** {why} ***\n");
+    }
+    match target {
+        TargetChoice::Local => {
+            let options = LocalOptions {
+                offline: knobs.offline,
+                artifacts: Some(knobs.artifacts.clone()),
+                ..LocalOptions::default()
+            };
+            let env = LocalEnvironment::start(&options, runner, times).await?;
+            Ok(Box::new(env))
+        }
+        TargetChoice::Kind | TargetChoice::Existing => {
+            bring_up_cluster_target(target, knobs, runner, times).await
+        }
+        TargetChoice::Auto => unreachable!("resolve_target never returns auto"),
+    }
+}
+
+/// The kind or existing target. For kind, the full preflight decides: `auto` falls back to
+/// `local` saying why, `E2E_TARGET=kind` is skipped with the reasons ([`cluster::Skipped`]), or
+/// fails listing them with `E2E_REQUIRE=1`.
+async fn bring_up_cluster_target(
+    target: TargetChoice,
+    knobs: &Knobs,
+    runner: &Runner,
+    times: &mut Timings,
+) -> Result<Box<dyn Environment>> {
+    let mode = match target {
+        TargetChoice::Existing => cluster::Mode::Existing,
+        _ => cluster::Mode::Kind,
+    };
+    let settings = cluster::Settings::from_knobs(mode, knobs)?;
+    if mode == cluster::Mode::Kind {
+        let mut report = preflight::check(
+            runner,
+            &settings.tools,
+            &settings.versions,
+            preflight::Needs::Kind,
+        )
+        .await;
+        if knobs.offline {
+            preflight::check_offline_kind(
+                runner,
+                &settings.tools,
+                &settings.versions.kind_node_image,
+                &mut report,
+            )
+            .await;
+        }
+        report.print();
+        let explicit = knobs.target == TargetChoice::Kind;
+        match cluster::decide_kind(explicit, knobs.require, &report.missing) {
+            cluster::KindDecision::UseKind => {}
+            cluster::KindDecision::Fail { reasons } => {
+                anyhow::bail!(
+                    "E2E_REQUIRE=1: the kind target's prerequisites are missing:\n{reasons}"
+                )
+            }
+            cluster::KindDecision::Skip { reasons } => {
+                return Err(cluster::Skipped { reasons }.into());
+            }
+            cluster::KindDecision::FallBackToLocal { reasons } => {
+                eprintln!(
+                    "\n*** E2E_TARGET=auto: the kind target's prerequisites are missing, so the \
+                     suite runs on the LOCAL target:\n{reasons} ***\n"
+                );
+                let options = LocalOptions {
+                    offline: knobs.offline,
+                    artifacts: Some(knobs.artifacts.clone()),
+                    ..LocalOptions::default()
+                };
+                return Ok(Box::new(
+                    LocalEnvironment::start(&options, runner, times).await?,
+                ));
+            }
+        }
+    }
+    // An interruption meanwhile is the runner's: it runs the cleanups registered so far.
+    let env = cluster::ClusterEnvironment::up(runner.clone(), settings).await?;
+    times.extend(env.timings().phases());
+    Ok(Box::new(env))
+}
+
+/// SIGINT and SIGTERM, watched from the moment [`TerminationSignals::listen`] returns: a signal
+/// that arrives before anyone waits is kept, not met with the default action (which would end the
+/// process without its cleanup).
+pub struct TerminationSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl TerminationSignals {
+    /// Starts watching both signals. Must be called inside a tokio runtime.
+    pub fn listen() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(TerminationSignals {
+            terminate: signal(SignalKind::terminate()).context("watching SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("watching SIGINT")?,
+        })
+    }
+
+    /// Waits for the next SIGINT or SIGTERM and says which arrived.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM and says which arrived.
+pub async fn termination_signal() -> &'static str {
+    match TerminationSignals::listen() {
+        Ok(mut signals) => signals.recv().await,
+        Err(err) => {
+            eprintln!("warning: {err:#}; only Ctrl-C stops this");
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_falls_back_to_local_and_says_what_is_missing() {
+        let (target, why) = resolve_target(TargetChoice::Auto, &["kind", "istioctl"]);
+        assert_eq!(target, TargetChoice::Local);
+        let why = why.unwrap();
+        assert!(why.contains("kind, istioctl not found"), "{why}");
+        assert!(why.contains("LOCAL"), "{why}");
+    }
+
+    #[test]
+    fn auto_picks_kind_when_everything_is_there() {
+        assert_eq!(
+            resolve_target(TargetChoice::Auto, &[]).0,
+            TargetChoice::Kind
+        );
+    }
+
+    #[test]
+    fn an_explicit_target_is_kept() {
+        for choice in [
+            TargetChoice::Local,
+            TargetChoice::Kind,
+            TargetChoice::Existing,
+        ] {
+            assert_eq!(resolve_target(choice, &["kind"]), (choice, None));
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per external tool: [`kind`], [`istioctl`], the service image built with Docker
+//! ([`image`]), and the [`preflight`] that finds them and says how to install what is missing.
+
+pub mod image;
+pub mod istioctl;
+pub mod kind;
+pub mod preflight;
