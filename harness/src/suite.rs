@@ -183,7 +183,7 @@ pub fn main() -> ExitCode {
     }
     match run(&args, checks, selected) {
         Ok(code) => code,
-        Err(err) if err.downcast_ref::<crate::env::cluster::Skipped>().is_some() => {
+        Err(err) if err.downcast_ref::<crate::env::select::Skipped>().is_some() => {
             println!("SKIPPED: {err:#}");
             println!("0 passed, 0 failed, {selected} skipped");
             ExitCode::SUCCESS

@@ -5,9 +5,8 @@ mod kind_support;
 
 use harness::config::knobs::Keep;
 use harness::env::Environment;
-use harness::env::cluster::{
-    self, ClusterChoice, ClusterEnvironment, DryRunBackend, PLANNED_IMAGE,
-};
+use harness::env::cluster::{ClusterChoice, DryRunBackend, KindEnvironment, PLANNED_IMAGE};
+use harness::env::timings::Timings;
 use harness::exec::cmd::Runner;
 use kind_support::Fake;
 
@@ -28,9 +27,14 @@ async fn the_up_plan_lists_every_step_in_order_and_changes_nothing() {
     let fake = Fake::new(&[]);
     let runner = Runner::dry_run();
     let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
-    let mut env = ClusterEnvironment::up_with(runner.clone(), settings, &DryRunBackend)
-        .await
-        .expect("a dry run succeeds");
+    let mut env = KindEnvironment::up_with(
+        runner.clone(),
+        settings,
+        &DryRunBackend,
+        &mut Timings::default(),
+    )
+    .await
+    .expect("a dry run succeeds");
     env.teardown(false).await.unwrap();
     let plan = plan_of(&fake, &runner);
     let order = [
@@ -68,9 +72,14 @@ async fn a_dry_run_without_any_tool_still_prints_the_plan() {
     let fake = Fake::with_tools(&[], &[], &[]);
     let runner = Runner::dry_run();
     let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
-    ClusterEnvironment::up_with(runner.clone(), settings, &DryRunBackend)
-        .await
-        .expect("missing tools are reported, the plan still printed");
+    KindEnvironment::up_with(
+        runner.clone(),
+        settings,
+        &DryRunBackend,
+        &mut Timings::default(),
+    )
+    .await
+    .expect("missing tools are reported, the plan still printed");
     let plan = plan_of(&fake, &runner);
     position(&plan, "$ kind create cluster");
     position(&plan, "$ istioctl install -y");
@@ -84,7 +93,7 @@ async fn the_cli_plans_for_up_and_down_use_the_harness_cluster() {
         Keep::Always,
         ClusterChoice::Named(harness::tools::kind::CLI_CLUSTER_NAME.into()),
     );
-    cluster::cli_up_with(runner.clone(), settings.clone(), Some(&DryRunBackend))
+    harness::cli::cluster::cli_up_with(runner.clone(), settings.clone(), &DryRunBackend)
         .await
         .unwrap();
     let plan = plan_of(&fake, &runner);
@@ -97,7 +106,9 @@ async fn the_cli_plans_for_up_and_down_use_the_harness_cluster() {
 
     fake.set_clusters(&["istio-fft-e2e"]);
     let runner = Runner::dry_run();
-    cluster::cli_down(runner.clone(), settings).await.unwrap();
+    harness::cli::cluster::cli_down(runner.clone(), settings)
+        .await
+        .unwrap();
     position(
         &plan_of(&fake, &runner),
         "$ kind delete cluster --name istio-fft-e2e --kubeconfig",
@@ -114,7 +125,9 @@ async fn down_never_deletes_e2e_cluster() {
     let fake = Fake::new(&[]);
     fake.set_clusters(&["my-dev"]);
     let settings = fake.settings(Keep::Never, ClusterChoice::Reuse("my-dev".into()));
-    cluster::cli_down(Runner::new(), settings).await.unwrap();
+    harness::cli::cluster::cli_down(Runner::new(), settings)
+        .await
+        .unwrap();
     assert!(!fake.calls().iter().any(|c| c.starts_with("kind delete")));
     assert_eq!(fake.clusters(), ["my-dev"]);
 }
@@ -127,7 +140,9 @@ async fn down_deletes_the_harness_cluster_and_verifies() {
         Keep::Never,
         ClusterChoice::Named(harness::tools::kind::CLI_CLUSTER_NAME.into()),
     );
-    cluster::cli_down(Runner::new(), settings).await.unwrap();
+    harness::cli::cluster::cli_down(Runner::new(), settings)
+        .await
+        .unwrap();
     assert_eq!(fake.clusters(), ["someone-elses-cluster"]);
     let calls = fake.calls();
     assert_eq!(calls.last().unwrap(), "kind get clusters", "{calls:?}");
@@ -141,7 +156,9 @@ async fn dump_plans_every_diagnostic_step() {
         Keep::Never,
         ClusterChoice::Named(harness::tools::kind::CLI_CLUSTER_NAME.into()),
     );
-    cluster::cli_dump(runner.clone(), settings).await.unwrap();
+    harness::cli::cluster::cli_dump(runner.clone(), settings)
+        .await
+        .unwrap();
     let plan = plan_of(&fake, &runner);
     for step in [
         "get events -A",

@@ -5,7 +5,8 @@ mod kind_support;
 
 use harness::config::knobs::Keep;
 use harness::env::Environment;
-use harness::env::cluster::{ClusterChoice, ClusterEnvironment};
+use harness::env::cluster::{ClusterChoice, KindEnvironment};
+use harness::env::timings::Timings;
 use harness::exec::cmd::Runner;
 use kind_support::{Fake, FakeBackend};
 
@@ -13,9 +14,14 @@ use kind_support::{Fake, FakeBackend};
 async fn an_interrupted_run_deletes_its_cluster_from_the_registered_cleanup() {
     let fake = Fake::new(&[]);
     let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
-    let mut env = ClusterEnvironment::up_with(Runner::new(), settings, &FakeBackend::default())
-        .await
-        .unwrap();
+    let mut env = KindEnvironment::up_with(
+        Runner::new(),
+        settings,
+        &FakeBackend::default(),
+        &mut Timings::default(),
+    )
+    .await
+    .unwrap();
     let name = fake
         .calls()
         .iter()

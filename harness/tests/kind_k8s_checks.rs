@@ -9,8 +9,9 @@ use harness::checks::kubernetes::{
     contains_app_metrics, mesh_merging_from_overlay, pod_runs_image, pod_scrape_annotations,
     scrape_verdict, sidecar_injected, sidecar_ready, template_scrape_annotations,
 };
-use harness::k8s::apply::{AppPods, Attempt, CONFIG_ERROR_POLLS, RolloutWatch, rollout_state};
+use harness::exec::wait::Attempt;
 use harness::k8s::gateway::article_endpoint;
+use harness::k8s::rollout::{AppPods, CONFIG_ERROR_POLLS, RolloutWatch, rollout_state};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod, Service};
 use rstest::rstest;

@@ -3,7 +3,7 @@
 mod kind_support;
 
 use harness::config::versions::Versions;
-use harness::env::cluster::{KindDecision, decide_kind};
+use harness::env::select::{KindDecision, decide_kind};
 use harness::exec::cmd::Runner;
 use harness::tools::preflight::{self, Needs, Tool, ToolSearch, Tools};
 use kind_support::Fake;

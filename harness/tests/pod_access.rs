@@ -9,7 +9,7 @@ mod fake_api_server;
 use std::time::Duration;
 
 use fake_api_server::{FakeApiServer, FakePod, pod_server, refused_port};
-use harness::checks::kubernetes::pod_http_get;
+use harness::k8s::client::pod_http_get;
 
 const NS: &str = "wty-istio";
 

@@ -1,7 +1,51 @@
 //! The `harness` CLI's subcommands: `up`/`down` ([`up`]), `lint` ([`lint`]), `image`
-//! ([`image`]); `status`/`dump` of the cluster targets live with them in
-//! [`crate::env::cluster`].
+//! ([`image`]), and `up|down|status|dump` of the cluster targets ([`cluster`]).
 
+pub mod cluster;
 pub mod image;
 pub mod lint;
 pub mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "harness", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Bring an environment up (`local`: in the foreground until Ctrl-C).
+    Up(crate::cli::up::UpArgs),
+    /// Take an environment down.
+    Down(crate::cli::up::DownArgs),
+    /// Check the manifests' wiring offline (names, ports, selectors, annotations).
+    Lint(crate::cli::lint::LintArgs),
+    /// Build the service image (static binary, FROM scratch, content tag) and print its name.
+    Image(crate::cli::image::ImageArgs),
+    /// kind|existing: the suite's clusters and the state of Istio and the app.
+    Status(crate::cli::cluster::ClusterArgs),
+    /// kind|existing: diagnostics (events, describe, logs, istioctl analyze, config dump) to
+    /// E2E_ARTIFACTS.
+    Dump(crate::cli::cluster::ClusterArgs),
+}
+
+/// `harness …`: parses the command line and runs the subcommand.
+pub fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Up(args) => crate::cli::up::run_up(&args),
+        Command::Down(args) => crate::cli::up::run_down(&args),
+        Command::Lint(args) => crate::cli::lint::run(&args),
+        Command::Image(args) => crate::cli::image::run(&args),
+        Command::Status(args) => {
+            crate::cli::cluster::cli_main(crate::cli::cluster::CliCommand::Status, &args)
+        }
+        Command::Dump(args) => {
+            crate::cli::cluster::cli_main(crate::cli::cluster::CliCommand::Dump, &args)
+        }
+    }
+}

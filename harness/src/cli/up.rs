@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use clap::Args;
 
+use crate::cli::cluster::{self, CliCommand};
 use crate::config::knobs::{Knobs, TargetChoice};
 use crate::config::paths;
-use crate::env::cluster::{self, CliCommand, Mode};
+use crate::env::cluster::Mode;
 use crate::env::local::{self, LocalOptions};
 use crate::env::select;
 

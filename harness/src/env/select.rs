@@ -8,7 +8,7 @@ use crate::env::cluster;
 use crate::env::local::{LocalEnvironment, LocalOptions};
 use crate::env::timings::Timings;
 use crate::exec::cmd::Runner;
-use crate::tools::preflight;
+use crate::tools::preflight::{self, Missing};
 
 /// Tools the `kind` target cannot run without.
 pub const KIND_PREREQUISITES: [&str; 3] = ["docker", "kind", "istioctl"];
@@ -73,7 +73,7 @@ pub async fn bring_up(
 }
 
 /// The kind or existing target. For kind, the full preflight decides: `auto` falls back to
-/// `local` saying why, `E2E_TARGET=kind` is skipped with the reasons ([`cluster::Skipped`]), or
+/// `local` saying why, `E2E_TARGET=kind` is skipped with the reasons ([`Skipped`]), or
 /// fails listing them with `E2E_REQUIRE=1`.
 async fn bring_up_cluster_target(
     target: TargetChoice,
@@ -87,35 +87,24 @@ async fn bring_up_cluster_target(
     };
     let settings = cluster::Settings::from_knobs(mode, knobs)?;
     if mode == cluster::Mode::Kind {
-        let mut report = preflight::check(
-            runner,
-            &settings.tools,
-            &settings.versions,
-            preflight::Needs::Kind,
-        )
-        .await;
-        if knobs.offline {
-            preflight::check_offline_kind(
-                runner,
-                &settings.tools,
-                &settings.versions.kind_node_image,
-                &mut report,
-            )
-            .await;
-        }
+        // The target's one preflight: it decides here whether kind runs at all, and the
+        // bring-up below does not repeat it.
+        let report = times
+            .time("preflight", cluster::check_prerequisites(runner, &settings))
+            .await?;
         report.print();
         let explicit = knobs.target == TargetChoice::Kind;
-        match cluster::decide_kind(explicit, knobs.require, &report.missing) {
-            cluster::KindDecision::UseKind => {}
-            cluster::KindDecision::Fail { reasons } => {
+        match decide_kind(explicit, knobs.require, &report.missing) {
+            KindDecision::UseKind => {}
+            KindDecision::Fail { reasons } => {
                 anyhow::bail!(
                     "E2E_REQUIRE=1: the kind target's prerequisites are missing:\n{reasons}"
                 )
             }
-            cluster::KindDecision::Skip { reasons } => {
-                return Err(cluster::Skipped { reasons }.into());
+            KindDecision::Skip { reasons } => {
+                return Err(Skipped { reasons }.into());
             }
-            cluster::KindDecision::FallBackToLocal { reasons } => {
+            KindDecision::FallBackToLocal { reasons } => {
                 eprintln!(
                     "\n*** E2E_TARGET=auto: the kind target's prerequisites are missing, so the \
                      suite runs on the LOCAL target:\n{reasons} ***\n"
@@ -132,9 +121,52 @@ async fn bring_up_cluster_target(
         }
     }
     // An interruption meanwhile is the runner's: it runs the cleanups registered so far.
-    let env = cluster::ClusterEnvironment::up(runner.clone(), settings).await?;
-    times.extend(env.timings().phases());
-    Ok(Box::new(env))
+    let preflight = match mode {
+        cluster::Mode::Kind => cluster::Preflight::Done,
+        cluster::Mode::Existing => cluster::Preflight::Run,
+    };
+    cluster::up(runner.clone(), settings, preflight, times).await
+}
+
+/// `E2E_TARGET=kind` without `E2E_REQUIRE`, and prerequisites are missing: the suite reports
+/// itself skipped with these reasons.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the kind target is skipped: its prerequisites are missing (E2E_REQUIRE=1 fails instead):\n{reasons}"
+)]
+pub struct Skipped {
+    pub reasons: String,
+}
+
+/// What target selection decides for `kind` given its prerequisites.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KindDecision {
+    UseKind,
+    /// `auto`: fall back to `local`, saying why.
+    FallBackToLocal {
+        reasons: String,
+    },
+    /// `E2E_TARGET=kind` without `E2E_REQUIRE`: skip, saying why.
+    Skip {
+        reasons: String,
+    },
+    /// `E2E_REQUIRE=1`: fail, listing what is missing.
+    Fail {
+        reasons: String,
+    },
+}
+
+/// Pure decision for target selection (`auto` / `kind`, with or without `E2E_REQUIRE`).
+pub fn decide_kind(explicit_kind: bool, require: bool, missing: &[Missing]) -> KindDecision {
+    if missing.is_empty() {
+        return KindDecision::UseKind;
+    }
+    let reasons = preflight::describe_missing(missing);
+    match (explicit_kind, require) {
+        (_, true) => KindDecision::Fail { reasons },
+        (true, false) => KindDecision::Skip { reasons },
+        (false, false) => KindDecision::FallBackToLocal { reasons },
+    }
 }
 
 /// SIGINT and SIGTERM, watched from the moment [`TerminationSignals::listen`] returns: a signal
@@ -179,6 +211,40 @@ pub async fn termination_signal() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tools::preflight::Tool;
+
+    fn missing() -> Vec<Missing> {
+        vec![Missing {
+            tool: Tool::Kind,
+            problem: "not found in .tools/bin or on PATH".into(),
+            fix: "scripts/install-tools.sh kind".into(),
+        }]
+    }
+
+    #[test]
+    fn selection_falls_back_skips_or_fails_with_the_reasons() {
+        assert_eq!(decide_kind(true, true, &[]), KindDecision::UseKind);
+        let KindDecision::FallBackToLocal { reasons } = decide_kind(false, false, &missing())
+        else {
+            panic!("auto falls back to local")
+        };
+        assert!(
+            reasons.contains("scripts/install-tools.sh kind"),
+            "{reasons}"
+        );
+        assert!(matches!(
+            decide_kind(true, false, &missing()),
+            KindDecision::Skip { .. }
+        ));
+        assert!(matches!(
+            decide_kind(true, true, &missing()),
+            KindDecision::Fail { .. }
+        ));
+        assert!(matches!(
+            decide_kind(false, true, &missing()),
+            KindDecision::Fail { .. }
+        ));
+    }
 
     #[test]
     fn auto_falls_back_to_local_and_says_what_is_missing() {

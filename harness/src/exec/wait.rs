@@ -170,6 +170,44 @@ impl Retry {
     }
 }
 
+/// What one poll of a wait saw.
+#[derive(Debug)]
+pub enum Attempt<T> {
+    Done(T),
+    /// Not there yet: the state seen, for the timeout message.
+    NotYet(String),
+}
+
+/// Polls `attempt` (with the project's retry primitive, backing off from `interval`) until it is
+/// done, fails, or `timeout` passes. The timeout error says what was awaited, how many polls
+/// were made and the last state seen; an `Err` from `attempt` ends the wait at once (a state
+/// that waiting cannot fix).
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut attempt: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Attempt<T>>>,
+{
+    let value = Retry::within(timeout)
+        .backoff(interval, interval * 4)
+        .run(what, || {
+            let poll = attempt();
+            async move {
+                match poll.await {
+                    Ok(Attempt::Done(value)) => Ok(value),
+                    Ok(Attempt::NotYet(state)) => Err(anyhow::anyhow!(state)),
+                    Err(err) => Err(GiveUp(err).into()),
+                }
+            }
+        })
+        .await?;
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +314,63 @@ mod tests {
                 && text.ends_with("exited with status 3"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn wait_for_reports_the_last_state_and_the_polls() {
+        let err = wait_for(
+            "the thing",
+            Duration::from_millis(50),
+            Duration::from_millis(10),
+            || async { Ok(Attempt::<()>::NotYet("still cold".into())) },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("waiting for the thing"), "{err}");
+        assert!(err.contains("last error: still cold"), "{err}");
+        assert!(err.contains("attempts"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn wait_for_stops_at_once_on_a_state_that_never_recovers() {
+        let mut polls = 0;
+        let err = wait_for(
+            "n",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || {
+                polls += 1;
+                async { Err::<Attempt<()>, _>(anyhow::anyhow!("ErrImageNeverPull")) }
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("ErrImageNeverPull"));
+        assert_eq!(polls, 1);
+    }
+
+    #[tokio::test]
+    async fn wait_for_returns_once_done() {
+        let mut polls = 0;
+        let value = wait_for(
+            "n",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || {
+                polls += 1;
+                let done = polls >= 3;
+                async move {
+                    Ok(if done {
+                        Attempt::Done(7)
+                    } else {
+                        Attempt::NotYet("no".into())
+                    })
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(value, 7);
     }
 }

@@ -17,8 +17,8 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::Value;
 
-use crate::k8s::apply::{Attempt, wait_for};
-use crate::tools::istioctl::{INGRESS_GATEWAY, ISTIO_NAMESPACE};
+use crate::config::names::{INGRESS_GATEWAY, ISTIO_NAMESPACE};
+use crate::exec::wait::{Attempt, wait_for};
 use crate::tools::kind::KindConfig;
 
 /// The gateway pods' label (chart default).

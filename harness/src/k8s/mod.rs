@@ -1,7 +1,10 @@
-//! Kubernetes objects through kube-rs: server-side apply and deletion ([`apply`]), the
+//! Kubernetes objects through kube-rs: the client and one-shot pod reads ([`client`]),
+//! server-side apply and deletion ([`apply`]), waiting for rollouts ([`rollout`]), the
 //! ingress gateway's discovery and port-forward ([`gateway`]), and what explains a failure
 //! ([`diagnose`]).
 
 pub mod apply;
+pub mod client;
 pub mod diagnose;
 pub mod gateway;
+pub mod rollout;

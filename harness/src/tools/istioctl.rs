@@ -6,17 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::Api;
 
 use crate::config::paths;
 use crate::exec::cmd::{Cmd, Runner};
-use crate::k8s::apply::{Attempt, wait_for};
 use crate::tools::preflight::{Tool, Tools};
 
-pub const ISTIO_NAMESPACE: &str = "istio-system";
-pub const ISTIOD: &str = "istiod";
-pub const INGRESS_GATEWAY: &str = "istio-ingressgateway";
 /// istioctl's own bound on waiting for what it installed.
 pub const READINESS_TIMEOUT: &str = "5m";
 
@@ -79,68 +73,6 @@ pub async fn install(
     Ok(())
 }
 
-/// A Deployment is available: its current generation observed and `Available=True`.
-pub fn deployment_available(deployment: &Deployment) -> Attempt<()> {
-    let name = deployment.metadata.name.as_deref().unwrap_or("<unnamed>");
-    let generation = deployment.metadata.generation.unwrap_or(0);
-    let status = deployment.status.clone().unwrap_or_default();
-    if status.observed_generation.unwrap_or(0) < generation {
-        return Attempt::NotYet(format!(
-            "Deployment {name}: generation {generation} not observed yet"
-        ));
-    }
-    let available = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "Available");
-    match available {
-        Some(c) if c.status == "True" => Attempt::Done(()),
-        Some(c) => Attempt::NotYet(format!(
-            "Deployment {name}: Available={} ({}), {}/{} replicas available",
-            c.status,
-            c.message.as_deref().unwrap_or("no message"),
-            status.available_replicas.unwrap_or(0),
-            status.replicas.unwrap_or(0)
-        )),
-        None => Attempt::NotYet(format!("Deployment {name}: no Available condition yet")),
-    }
-}
-
-/// Waits until `namespace/name` is available.
-pub async fn wait_available(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    timeout: Duration,
-) -> Result<()> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    wait_for(
-        &format!("Deployment {namespace}/{name} to be Available"),
-        timeout,
-        Duration::from_secs(2),
-        || async {
-            Ok(match api.get_opt(name).await {
-                Ok(Some(d)) => deployment_available(&d),
-                Ok(None) => Attempt::NotYet(format!("Deployment {namespace}/{name} not found")),
-                Err(err) => Attempt::NotYet(format!("API error: {err}")),
-            })
-        },
-    )
-    .await
-}
-
-/// istiod, then the ingress gateway, both within one `timeout`.
-pub async fn wait_control_plane(client: &kube::Client, timeout: Duration) -> Result<()> {
-    let started = std::time::Instant::now();
-    wait_available(client, ISTIO_NAMESPACE, ISTIOD, timeout).await?;
-    // The gateway usually becomes available with istiod: a short floor, not a second full wait.
-    let left = timeout
-        .saturating_sub(started.elapsed())
-        .max(Duration::from_secs(15));
-    wait_available(client, ISTIO_NAMESPACE, INGRESS_GATEWAY, left).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,24 +91,5 @@ mod tests {
             "istioctl install -y -f /m/istio-install.yaml --readiness-timeout 5m \
              --kubeconfig /s/k.kubeconfig --context kind-istio-fft-e2e-1-abcd"
         );
-    }
-
-    #[test]
-    fn availability_needs_the_condition_and_the_current_generation() {
-        let mut d: Deployment = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "istiod", "generation": 2},
-            "status": {"observedGeneration": 2, "replicas": 1, "availableReplicas": 1,
-                "conditions": [{"type": "Available", "status": "True"}]}
-        }))
-        .unwrap();
-        assert!(matches!(deployment_available(&d), Attempt::Done(())));
-        d.metadata.generation = Some(3);
-        assert!(matches!(deployment_available(&d), Attempt::NotYet(_)));
-        d.metadata.generation = Some(2);
-        d.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "False".into();
-        let Attempt::NotYet(state) = deployment_available(&d) else {
-            panic!("a False condition is not available")
-        };
-        assert!(state.contains("Available=False"), "{state}");
     }
 }

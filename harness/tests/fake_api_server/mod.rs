@@ -152,7 +152,7 @@ impl FakeApiServer {
     /// A real kube-rs client for this server, configured as the harness configures its own.
     pub fn client(&self) -> kube::Client {
         let url: hyper::Uri = format!("http://{}", self.address).parse().unwrap();
-        harness::checks::kubernetes::client_from_config(kube::Config::new(url)).unwrap()
+        harness::k8s::client::client_from_config(kube::Config::new(url)).unwrap()
     }
 
     /// `METHOD path?query` of every request, in order.

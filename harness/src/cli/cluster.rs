@@ -1,0 +1,345 @@
+//! `harness up|down|status|dump --target kind|existing`: the cluster targets at a terminal.
+//! `up` leaves the environment running and prints how to reach it; `down` deletes exactly what
+//! `up` created.
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+
+use crate::config::knobs::Knobs;
+use crate::config::names::{INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIOD};
+use crate::env::Environment;
+use crate::env::cluster::existing::applied_record;
+use crate::env::cluster::{
+    Backend, ClusterChoice, DryRunBackend, ExistingEnvironment, KindEnvironment, LiveBackend, Mode,
+    Settings, app_info,
+};
+use crate::env::timings::Timings;
+use crate::exec::cleanup;
+use crate::exec::cmd::Runner;
+use crate::exec::wait::Attempt;
+use crate::k8s::apply::{self, Applied};
+use crate::k8s::client;
+use crate::k8s::diagnose::{self, DiagnoseTarget};
+use crate::k8s::gateway;
+use crate::k8s::rollout;
+use crate::manifest;
+use crate::tools::istioctl::KubeTarget;
+use crate::tools::kind::{self, CLI_CLUSTER_NAME, ClusterHandle};
+
+/// `harness up|down|status|dump --target kind|existing`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CliCommand {
+    Up,
+    Down,
+    Status,
+    Dump,
+}
+
+/// `--target kind|existing [--dry-run]`, shared by `harness up|down|status|dump`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// The cluster target: an ephemeral kind cluster, or the current kube context.
+    #[arg(long, value_enum)]
+    pub target: Mode,
+    /// Print every step and command in order; run only read-only queries (tool versions,
+    /// `kind get clusters`); create, delete, build and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// The `harness` binary's entry for `up|down|status|dump`: runs the command in its own runtime
+/// and prints the error chain on failure.
+pub fn cli_main(command: CliCommand, args: &ClusterArgs) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: starting the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli(command, args.target, args.dry_run)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one CLI command against a cluster target; the `harness` binary calls this.
+pub async fn cli(command: CliCommand, mode: Mode, dry_run: bool) -> Result<()> {
+    let knobs = Knobs::from_env()?;
+    let runner = if dry_run {
+        Runner::dry_run()
+    } else {
+        Runner::new()
+    };
+    let mut settings = Settings::from_knobs(mode, &knobs)?;
+    if mode == Mode::Kind && knobs.cluster.is_none() {
+        settings.cluster = ClusterChoice::Named(CLI_CLUSTER_NAME.to_string());
+    }
+    let _guard = cleanup::CleanupGuard;
+    if !dry_run {
+        cleanup::spawn_signal_cleanup()?;
+    }
+    match command {
+        CliCommand::Up => cli_up(runner, settings).await,
+        CliCommand::Down => cli_down(runner, settings).await,
+        CliCommand::Status => cli_status(runner, settings).await,
+        CliCommand::Dump => cli_dump(runner, settings).await,
+    }
+}
+
+/// Brings the environment up and leaves it running; prints how to reach it.
+pub async fn cli_up(runner: Runner, settings: Settings) -> Result<()> {
+    let backend: &dyn Backend = if runner.is_dry_run() {
+        &DryRunBackend
+    } else {
+        &LiveBackend
+    };
+    cli_up_with(runner, settings, backend).await
+}
+
+pub async fn cli_up_with(runner: Runner, settings: Settings, backend: &dyn Backend) -> Result<()> {
+    let artifacts = settings.artifacts.clone();
+    let mut times = Timings::default();
+    let result = match settings.mode {
+        Mode::Kind => {
+            let env = KindEnvironment::up_with(runner.clone(), settings, backend, &mut times).await;
+            match env {
+                Ok(env) => {
+                    println!("up: {}", env.describe());
+                    println!("ingress: http://{}", env.ingress());
+                    runner.step(
+                        "print the article's INGRESS_HOST (gateway pod status.hostIP) and \
+                         INGRESS_PORT (http2 nodePort)",
+                    );
+                    match env.api().article_endpoint().await {
+                        Ok((host, port)) => println!("{}", gateway::export_lines(&host, port)),
+                        Err(_) if runner.is_dry_run() => {}
+                        Err(err) => eprintln!("warning: the article's endpoint: {err:#}"),
+                    }
+                    let handle = env.keep_running();
+                    if runner.is_dry_run() {
+                        println!("{}", handle.planned_reach_hint());
+                    } else {
+                        println!("{}", handle.reach_hint());
+                    }
+                    Ok(())
+                }
+                Err(err) => Err(err),
+            }
+        }
+        Mode::Existing => {
+            match ExistingEnvironment::up_with(runner.clone(), settings, backend, &mut times).await
+            {
+                Ok(env) => {
+                    println!("up: {}", env.describe());
+                    println!("ingress: http://{}", env.ingress());
+                    println!("(the port-forward ends with this command; the app stays applied)");
+                    env.keep_running();
+                    Ok(())
+                }
+                Err(err) => Err(err),
+            }
+        }
+    };
+    if !runner.is_dry_run() {
+        match times.write_json(&artifacts, "cluster") {
+            Ok(path) => eprintln!("timings written to {}", path.display()),
+            Err(err) => eprintln!("warning: {err:#}"),
+        }
+    }
+    result
+}
+
+/// Deletes what `up` created: the `harness up` cluster (never `E2E_CLUSTER`), or for the
+/// existing target what the suite recorded as created.
+pub async fn cli_down(runner: Runner, settings: Settings) -> Result<()> {
+    match settings.mode {
+        Mode::Kind => {
+            let name = match &settings.cluster {
+                ClusterChoice::Reuse(name) => {
+                    println!(
+                        "E2E_CLUSTER={name} is never deleted by the harness; delete it yourself: \
+                         kind delete cluster --name {name}"
+                    );
+                    return Ok(());
+                }
+                ClusterChoice::Named(name) => name.clone(),
+                ClusterChoice::Generated => CLI_CLUSTER_NAME.to_string(),
+            };
+            let handle = ClusterHandle {
+                kubeconfig: settings.state.kubeconfig(&name),
+                name: name.clone(),
+                owned: true,
+            };
+            let listed = match kind::list_clusters(&runner, &settings.tools).await {
+                Ok(list) => list,
+                Err(err) if runner.is_dry_run() => {
+                    println!(
+                        "[dry-run] cannot list kind clusters ({err:#}); planning the delete anyway"
+                    );
+                    vec![name.clone()]
+                }
+                Err(err) => return Err(err),
+            };
+            if !listed.contains(&name) {
+                println!("kind cluster {name} does not exist: nothing to delete");
+                return Ok(());
+            }
+            kind::delete_verified(&runner, &settings.tools, &handle).await?;
+            if !runner.is_dry_run() {
+                settings.state.forget(&name);
+                println!("deleted kind cluster {name}");
+            }
+            Ok(())
+        }
+        Mode::Existing => {
+            let context = settings
+                .existing_context
+                .clone()
+                .context("no current kube context")?;
+            let file = applied_record(&settings.state, &context);
+            let Ok(text) = std::fs::read(&file) else {
+                println!(
+                    "nothing recorded as applied by the suite in context {context}: nothing to delete"
+                );
+                return Ok(());
+            };
+            let applied: Vec<Applied> = serde_json::from_slice(&text)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let created: Vec<Applied> = applied.into_iter().filter(|a| a.created).collect();
+            for object in created.iter().rev() {
+                runner.step(format!("delete {} in context {context}", object.describe()));
+            }
+            if runner.is_dry_run() {
+                return Ok(());
+            }
+            let client = client::live_client(None, &context).await?;
+            apply::delete_created(&client, &created).await?;
+            let _ = std::fs::remove_file(&file);
+            Ok(())
+        }
+    }
+}
+
+/// What exists: our kind clusters, and for the `harness up` cluster (or `E2E_CLUSTER`) or the
+/// current context, the state of Istio and the app.
+pub async fn cli_status(runner: Runner, settings: Settings) -> Result<()> {
+    let context = match settings.mode {
+        Mode::Kind => {
+            let listed = kind::list_clusters(&runner, &settings.tools).await?;
+            let ours: Vec<&String> = listed
+                .iter()
+                .filter(|c| c.starts_with(kind::CLUSTER_PREFIX) || c.as_str() == CLI_CLUSTER_NAME)
+                .collect();
+            println!("kind clusters of this suite: {ours:?}");
+            let name = match &settings.cluster {
+                ClusterChoice::Reuse(n) | ClusterChoice::Named(n) => n.clone(),
+                ClusterChoice::Generated => CLI_CLUSTER_NAME.to_string(),
+            };
+            if !listed.contains(&name) {
+                println!(
+                    "kind cluster {name}: not running (`harness up --target kind` creates it)"
+                );
+                return Ok(());
+            }
+            let handle = ClusterHandle {
+                kubeconfig: settings.state.kubeconfig(&name),
+                name,
+                owned: false,
+            };
+            let yaml = kind::write_kubeconfig(&runner, &settings.tools, &handle).await?;
+            (Some(yaml), handle.context())
+        }
+        Mode::Existing => (
+            None,
+            settings
+                .existing_context
+                .clone()
+                .context("no current kube context")?,
+        ),
+    };
+    let (kubeconfig, context) = context;
+    runner.step(format!(
+        "read Istio and app Deployments in context {context}"
+    ));
+    if runner.is_dry_run() {
+        return Ok(());
+    }
+    let client = client::live_client(kubeconfig, &context).await?;
+    let documents = manifest::load_file(&settings.app_manifest)?;
+    let app = app_info(&documents)?;
+    for (namespace, name) in [
+        (ISTIO_NAMESPACE, ISTIOD),
+        (ISTIO_NAMESPACE, INGRESS_GATEWAY),
+        (app.namespace.as_str(), app.deployment.as_str()),
+    ] {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+        let state = match api.get_opt(name).await {
+            Ok(Some(d)) => match rollout::deployment_available(&d) {
+                Attempt::Done(()) => "Available".to_string(),
+                Attempt::NotYet(why) => why,
+            },
+            Ok(None) => "absent".to_string(),
+            Err(err) => format!("unreadable: {err}"),
+        };
+        println!("Deployment {namespace}/{name}: {state}");
+    }
+    if settings.mode == Mode::Kind {
+        match gateway::live_article_endpoint(&client).await {
+            Ok((host, port)) => println!("{}", gateway::export_lines(&host, port)),
+            Err(err) => println!("the article's endpoint: {err:#}"),
+        }
+    }
+    Ok(())
+}
+
+/// Diagnostics of the `harness up` cluster (or `E2E_CLUSTER`) or the current context into
+/// `E2E_ARTIFACTS`.
+pub async fn cli_dump(runner: Runner, settings: Settings) -> Result<()> {
+    let documents = manifest::load_file(&settings.app_manifest)?;
+    let app = app_info(&documents)?;
+    let (kube, kind_cluster) = match settings.mode {
+        Mode::Kind => {
+            let name = match &settings.cluster {
+                ClusterChoice::Reuse(n) | ClusterChoice::Named(n) => n.clone(),
+                ClusterChoice::Generated => CLI_CLUSTER_NAME.to_string(),
+            };
+            let handle = ClusterHandle {
+                kubeconfig: settings.state.kubeconfig(&name),
+                name: name.clone(),
+                owned: false,
+            };
+            kind::write_kubeconfig(&runner, &settings.tools, &handle).await?;
+            (
+                KubeTarget {
+                    kubeconfig: Some(handle.kubeconfig.clone()),
+                    context: handle.context(),
+                },
+                Some(name),
+            )
+        }
+        Mode::Existing => (
+            KubeTarget {
+                kubeconfig: None,
+                context: settings
+                    .existing_context
+                    .clone()
+                    .context("no current kube context")?,
+            },
+            None,
+        ),
+    };
+    let target = DiagnoseTarget {
+        tools: settings.tools.clone(),
+        kube,
+        kind_cluster,
+        app_namespace: app.namespace,
+    };
+    diagnose::collect(&runner, &target, &settings.artifacts).await;
+    println!("diagnostics in {}", settings.artifacts.display());
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! The harness's Kubernetes client and its one-shot reads of pods: the pods of a Deployment, and
+//! an HTTP GET on a pod's port through the API server's pod `proxy` subresource.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde::Deserialize;
+
+/// A client for `context` of `kubeconfig` (YAML; `None`: the default kubeconfig).
+pub async fn live_client(kubeconfig: Option<String>, context: &str) -> Result<kube::Client> {
+    let kubeconfig = match kubeconfig {
+        Some(yaml) => Kubeconfig::from_yaml(&yaml).context("parsing the cluster's kubeconfig")?,
+        None => Kubeconfig::read().context("reading the default kubeconfig")?,
+    };
+    let options = KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..KubeConfigOptions::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .with_context(|| format!("loading kube context {context}"))?;
+    client_from_config(config).with_context(|| format!("building a client for context {context}"))
+}
+
+/// The pods of a Deployment, by its selector, skipping pods on their way out.
+pub async fn deployment_pods(client: &kube::Client, deployment: &Deployment) -> Result<Vec<Pod>> {
+    let namespace = deployment
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or("default");
+    let selector = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .context("the Deployment has no selector.matchLabels")?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .with_context(|| format!("listing pods {selector} in namespace {namespace}"))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect())
+}
+
+/// The harness's Kubernetes client for `config`. kube-rs retries 429, 503 and 504 by default
+/// (up to 15 times, backing off to minutes); the harness turns that off: every wait here is its
+/// own bounded retry that says what it waited for, and a 503 from the pod proxy (a pod port that
+/// refuses) must be reported, not retried behind a call that seems to hang.
+pub fn client_from_config(mut config: kube::Config) -> Result<kube::Client> {
+    config.default_retry = false;
+    kube::Client::try_from(config).context("building a Kubernetes client")
+}
+
+/// `GET path` on a pod's port through the API server's pod `proxy` subresource
+/// (`/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy{path}`): one plain HTTP exchange with the
+/// API server, which dials the pod IP and passes the pod's answer back. Returns the body of a
+/// 2xx answer; any other answer is an error naming the pod, the port and the status.
+///
+/// Chosen over a port-forward: a forward is a websocket through the kubelet whose shutdown
+/// reports an error after a complete answer (kube-rs sends its own Close after the kubelet's,
+/// which tungstenite refuses), and it needs a hand-written HTTP exchange over the stream.
+pub async fn pod_http_get(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &str,
+    port: u16,
+    path: &str,
+) -> Result<String> {
+    let what =
+        format!("GET {path} on pod {namespace}/{pod}:{port} through the API server's pod proxy");
+    let exchange = async {
+        let request = hyper::Request::get(pod_proxy_path(namespace, pod, port, path))
+            .body(kube::client::Body::empty())?;
+        // `send`, not `request_text`: kube-rs reads any JSON error body as a `Status`, and a pod's
+        // own JSON error would lose its status code.
+        let response = client.send(request).await?;
+        let status = response.status();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await?
+            .to_bytes();
+        anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within 30s"))
+        .and_then(|r| r)
+        .with_context(|| what.clone())?;
+    ensure!(
+        status.is_success(),
+        "{what}: {}",
+        describe_proxy_answer(status, &body)
+    );
+    Ok(body)
+}
+
+/// The pod proxy subresource's path for `path` on `pod:port`.
+pub fn pod_proxy_path(namespace: &str, pod: &str, port: u16, path: &str) -> String {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/{path}")
+}
+
+/// A non-2xx answer in words: the API server's own `Status` (the pod is gone, has no IP yet, or
+/// its port refused: 503 `error trying to reach service`), or the pod's answer passed through.
+fn describe_proxy_answer(status: hyper::StatusCode, body: &str) -> String {
+    #[derive(Deserialize)]
+    struct ApiStatus {
+        kind: String,
+        #[serde(default)]
+        reason: String,
+        #[serde(default)]
+        message: String,
+    }
+    if let Ok(api) = serde_json::from_str::<ApiStatus>(body)
+        && api.kind == "Status"
+    {
+        return format!(
+            "the API server answered {} {}: {}",
+            status.as_u16(),
+            api.reason,
+            api.message
+        );
+    }
+    // A pod's own error page can be long: its start says enough.
+    let mut start: String = body.trim().chars().take(300).collect();
+    if start.len() < body.trim().len() {
+        start.push('…');
+    }
+    format!("the pod answered {status}: {start}")
+}
