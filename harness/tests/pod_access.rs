@@ -116,7 +116,8 @@ async fn a_missing_pod_and_a_pod_without_an_ip_are_named() {
 /// each one after the pod's side ends, and the next connection still gets its answer.
 #[tokio::test]
 async fn the_gateway_forward_carries_connection_after_connection() {
-    use harness::k8s::gateway::{GATEWAY_TARGET_PORT, forward_gateway};
+    use harness::config::names::GATEWAY_TARGET_PORT;
+    use harness::k8s::gateway::forward_gateway;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (envoy, _server) = pod_server(200, "routed").await;
     let gateway = FakePod::new("istio-system", "istio-ingressgateway-7c9d")

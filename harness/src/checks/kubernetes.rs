@@ -1,7 +1,7 @@
 //! The suite's Kubernetes checks: pure functions over Pods, Deployments and Services (tested on
 //! fixtures that follow ISTIO-FACTS.md), and the kube-rs calls that feed them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -228,19 +228,12 @@ pub enum MeshMerging {
 
 /// What the install overlay says about `meshConfig.enablePrometheusMerge` (absent: on).
 pub fn mesh_merging_from_overlay(overlay_file: &std::path::Path) -> Result<MeshMerging> {
-    let text = std::fs::read_to_string(overlay_file)
-        .with_context(|| format!("reading {}", overlay_file.display()))?;
-    let overlay: serde_json::Value = serde_yaml_ng::from_str(&text)
-        .with_context(|| format!("parsing {}", overlay_file.display()))?;
-    match overlay.pointer("/spec/meshConfig/enablePrometheusMerge") {
-        None => Ok(MeshMerging::On),
-        Some(serde_json::Value::Bool(true)) => Ok(MeshMerging::On),
-        Some(serde_json::Value::Bool(false)) => Ok(MeshMerging::Off),
-        Some(other) => bail!(
-            "{}: spec.meshConfig.enablePrometheusMerge is `{other}`, expected true or false",
-            overlay_file.display()
-        ),
-    }
+    let overlay = crate::manifest::install::InstallOverlay::load(overlay_file)?;
+    Ok(if overlay.prometheus_merge()? {
+        MeshMerging::On
+    } else {
+        MeshMerging::Off
+    })
 }
 
 /// What every app pod's scrape annotations must be.
@@ -396,33 +389,11 @@ pub fn pod_runs_image(pod: &Pod, app_container: &str, image: &str) -> Result<()>
     Ok(())
 }
 
-/// The metric families in a Prometheus text exposition (from `# TYPE` lines and sample names).
-pub fn metric_families(text: &str) -> BTreeSet<String> {
-    let mut families = BTreeSet::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            if let Some(name) = rest.split_whitespace().next() {
-                families.insert(name.to_string());
-            }
-        } else if !line.starts_with('#') && !line.trim().is_empty() {
-            let name = line
-                .split(|c: char| c == '{' || c.is_whitespace())
-                .next()
-                .unwrap_or("");
-            families.insert(name.to_string());
-            for suffix in ["_total", "_bucket", "_sum", "_count", "_created"] {
-                if let Some(base) = name.strip_suffix(suffix) {
-                    families.insert(base.to_string());
-                }
-            }
-        }
-    }
-    families
-}
-
 /// Every app family is present in `text`; the error lists the missing ones.
 pub fn contains_app_metrics(text: &str) -> Result<()> {
-    let families = metric_families(text);
+    let families = super::prometheus_text::parse(text)
+        .map_err(|err| anyhow::anyhow!("the scrape is not Prometheus text: {err}"))?
+        .families();
     let missing: Vec<&str> = APP_METRIC_FAMILIES
         .iter()
         .copied()
@@ -445,7 +416,9 @@ mod tests {
         let text = "# HELP fft_http_requests x\n# TYPE fft_http_requests counter\n\
                     fft_http_requests_total{method=\"GET\"} 3\nenvoy_cluster_upstream_rq 1\n\
                     fft_compute_duration_seconds_bucket{le=\"0.001\"} 0\n";
-        let families = metric_families(text);
+        let families = super::super::prometheus_text::parse(text)
+            .unwrap()
+            .families();
         assert!(families.contains("fft_http_requests"));
         assert!(families.contains("fft_compute_duration_seconds"));
         assert!(families.contains("envoy_cluster_upstream_rq"));

@@ -1,6 +1,6 @@
 //! Reading the Prometheus text exposition format, enough to compare counters between scrapes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One sample line: `name{label="value",...} value`.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +25,21 @@ impl Exposition {
             .filter(|(_, kind)| kind.as_str() == "counter")
             .map(|(name, _)| name.as_str())
             .collect()
+    }
+
+    /// Every metric family named in the scrape: declared by `# TYPE`, or a sample's name and,
+    /// for `_total`, `_bucket`, `_sum`, `_count` and `_created` samples, their family's.
+    pub fn families(&self) -> BTreeSet<String> {
+        let mut families: BTreeSet<String> = self.types.keys().cloned().collect();
+        for sample in &self.samples {
+            families.insert(sample.name.clone());
+            for suffix in ["_total", "_bucket", "_sum", "_count", "_created"] {
+                if let Some(base) = sample.name.strip_suffix(suffix) {
+                    families.insert(base.to_string());
+                }
+            }
+        }
+        families
     }
 
     /// Sum of the samples of every counter family whose labels include all of `labels`.

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::config::names::GATEWAY_SELECTOR;
 use crate::config::names::ISTIO_NAMESPACE;
 use crate::exec::cmd::{Cmd, Runner};
-use crate::k8s::gateway::GATEWAY_SELECTOR;
 use crate::tools::istioctl::KubeTarget;
 use crate::tools::kind;
 use crate::tools::preflight::{Tool, Tools};

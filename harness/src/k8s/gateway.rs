@@ -8,51 +8,29 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use kube::api::ListParams;
-use serde_json::Value;
 
-use crate::config::names::{INGRESS_GATEWAY, ISTIO_NAMESPACE};
-use crate::exec::wait::{Attempt, wait_for};
+use crate::config::names::{
+    GATEWAY_SELECTOR, GATEWAY_TARGET_PORT, INGRESS_GATEWAY, ISTIO_NAMESPACE, SERVED_BY_HEADER,
+};
+use crate::exec::probe::{self, ProbeRequest};
+use crate::exec::wait::{Attempt, Retry};
+use crate::manifest::install::InstallOverlay;
 use crate::tools::kind::KindConfig;
 
-/// The gateway pods' label (chart default).
-pub const GATEWAY_SELECTOR: &str = "istio=ingressgateway";
-/// The gateway listener port inside its pod (http2 80 → 8080).
-pub const GATEWAY_TARGET_PORT: u16 = 8080;
 /// A path the VirtualService routes to the app (`exact: /metrics`).
-pub const ROUTED_PATH: &str = "/metrics";
-/// The app's own header: a routed answer carries it, a gateway 404 does not.
-pub const SERVED_BY_HEADER: &str = "x-served-by";
+pub const ROUTED_PATH: &str = crate::config::names::METRICS_PATH;
 /// Config reaches Envoy asynchronously: one good answer is not yet a stable route.
 const SUCCESSES_IN_A_ROW: u32 = 3;
 
 /// The http2 nodePort pinned in the IstioOperator overlay.
 pub fn gateway_node_port(overlay_file: &Path) -> Result<u16> {
-    let text = std::fs::read_to_string(overlay_file)
-        .with_context(|| format!("reading {}", overlay_file.display()))?;
-    let overlay: Value = serde_yaml_ng::from_str(&text)
-        .with_context(|| format!("parsing {}", overlay_file.display()))?;
-    overlay
-        .pointer("/spec/components/ingressGateways/0/k8s/service/ports")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|p| p.get("name").and_then(Value::as_str) == Some("http2"))
-        .and_then(|p| p.get("nodePort")?.as_u64())
-        .and_then(|p| u16::try_from(p).ok())
-        .with_context(|| {
-            format!(
-                "{}: spec.components.ingressGateways[0].k8s.service.ports has no `http2` port \
-                 with a nodePort",
-                overlay_file.display()
-            )
-        })
+    InstallOverlay::load(overlay_file)?.http2_node_port()
 }
 
 /// `127.0.0.1:<hostPort>` for the kind mapping of `node_port`.
@@ -214,56 +192,28 @@ pub async fn wait_for_route(ingress: SocketAddr, timeout: Duration) -> Result<()
     if !ingress.ip().is_loopback() {
         bail!("refusing to probe {ingress}: the suite only sends traffic to 127.0.0.0/8");
     }
-    // The probe goes to loopback: an HTTP(S)_PROXY of the environment must not take it.
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .context("building the HTTP client")?;
-    let url = format!("http://{ingress}{ROUTED_PATH}");
-    let in_a_row = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-    wait_for(
-        &format!("the route {url} through the gateway to answer from the app {SUCCESSES_IN_A_ROW} times in a row"),
-        timeout,
-        Duration::from_millis(500),
-        || {
-            let request = client.get(&url).send();
-            let streak = in_a_row.clone();
-            async move {
-                let attempt = match request.await {
-                    Ok(response) => {
-                        let headers = response.headers();
-                        let served_by = headers
-                            .get(SERVED_BY_HEADER)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string);
-                        classify_answer(
-                            response.status().as_u16(),
-                            served_by.as_deref(),
-                            headers.contains_key("x-envoy-upstream-service-time"),
-                        )
-                    }
-                    // Before the Gateway reaches Envoy nothing listens on 8080: resets.
-                    Err(err) => Attempt::NotYet(format!("{err}")),
-                };
-                Ok(match attempt {
-                    Attempt::Done(()) => {
-                        let good = streak.fetch_add(1, Ordering::SeqCst) + 1;
-                        if good >= SUCCESSES_IN_A_ROW {
-                            Attempt::Done(())
-                        } else {
-                            Attempt::NotYet(format!("{good} good answer(s) in a row"))
-                        }
-                    }
-                    not_yet => {
-                        streak.store(0, Ordering::SeqCst);
-                        not_yet
-                    }
-                })
+    let what = format!(
+        "the route http://{ingress}{ROUTED_PATH} through the gateway to answer from the app \
+         {SUCCESSES_IN_A_ROW} times in a row"
+    );
+    let request = ProbeRequest::new("GET", ROUTED_PATH);
+    Retry::within(timeout)
+        .backoff(Duration::from_millis(500), Duration::from_secs(2))
+        .successes_in_a_row(SUCCESSES_IN_A_ROW)
+        .run(&what, || async {
+            // Before the Gateway reaches Envoy nothing listens on its port: the probe's error.
+            let response = probe::send(ingress, &request).await?;
+            match classify_answer(
+                response.status,
+                response.header(SERVED_BY_HEADER),
+                response.header("x-envoy-upstream-service-time").is_some(),
+            ) {
+                Attempt::Done(()) => Ok(()),
+                Attempt::NotYet(state) => Err(anyhow::anyhow!(state)),
             }
-        },
-    )
-    .await
+        })
+        .await?;
+    Ok(())
 }
 
 /// The gateway pod to forward to: one that is Ready (its Envoy has its listeners; Running alone
@@ -392,10 +342,13 @@ mod tests {
 
     #[test]
     fn a_non_loopback_mapping_is_refused() {
-        let config = KindConfig::parse(
+        let config = KindConfig::from_value(
             Path::new("k.yaml"),
-            "kind: Cluster\nnodes:\n- role: control-plane\n  extraPortMappings:\n  - \
+            serde_yaml_ng::from_str(
+                "kind: Cluster\nnodes:\n- role: control-plane\n  extraPortMappings:\n  - \
              containerPort: 30001\n    hostPort: 8080\n    listenAddress: 192.168.1.4\n",
+            )
+            .unwrap(),
         )
         .unwrap();
         let err = loopback_endpoint(&config, 30001).unwrap_err().to_string();

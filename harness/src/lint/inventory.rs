@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Namespace, PodTemplateSpec, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::Value;
 
-use super::ingress::{self, Ingress};
+use crate::manifest::install::{self as ingress, Ingress};
 use crate::manifest::{Document, Gateway, Resource, VirtualService};
 
 /// Kinds that live outside any namespace (a `metadata.namespace` on them is ignored).

@@ -8,7 +8,6 @@
 //! (a Service's target port needs the Service to select some pods first) stays quiet when that
 //! other resource is wrong, because the rule that owns that resource already reports it.
 
-mod ingress;
 mod inventory;
 mod locate;
 mod rules;
@@ -20,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::{self, Document, LoadError};
 
-pub use ingress::{IngressGateway, IngressPort};
+pub use crate::manifest::install::{IngressGateway, IngressPort};
 
 /// A wiring rule, named by a stable id (what findings, tests and scripts refer to).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -4,6 +4,9 @@
 //! types of [`istio`]. Every document keeps its file, its position in the file and its raw JSON
 //! (what is applied to a cluster), so any later finding can point at the exact place.
 
+pub mod install;
+pub mod kind_config;
+
 pub mod istio;
 
 use std::fmt;

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::config::paths;
 use crate::exec::cmd::Runner;
+pub use crate::manifest::kind_config::KindConfig;
 use crate::tools::preflight::{Tool, Tools};
 
 /// Every cluster the suite creates starts with this.
@@ -31,108 +31,6 @@ const CREATE_WAIT: &str = "120s";
 const CREATE_TIMEOUT: Duration = Duration::from_secs(600);
 const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
 const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// `manifests/kind-cluster.yaml`, read for what the harness must agree with.
-#[derive(Clone, Debug)]
-pub struct KindConfig {
-    pub path: PathBuf,
-    raw: Value,
-}
-
-impl KindConfig {
-    pub fn default_path() -> PathBuf {
-        paths::manifests_dir().join("kind-cluster.yaml")
-    }
-
-    pub fn load_default() -> Result<Self> {
-        Self::load(&Self::default_path())
-    }
-
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the kind config {}", path.display()))?;
-        Self::parse(path, &text)
-    }
-
-    pub fn parse(path: &Path, text: &str) -> Result<Self> {
-        let raw: Value = serde_yaml_ng::from_str(text)
-            .with_context(|| format!("parsing the kind config {}", path.display()))?;
-        if raw.get("kind").and_then(Value::as_str) != Some("Cluster") {
-            bail!("{}: `kind: Cluster` expected", path.display());
-        }
-        Ok(KindConfig {
-            path: path.to_path_buf(),
-            raw,
-        })
-    }
-
-    fn nodes(&self) -> &[Value] {
-        self.raw
-            .get("nodes")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-    }
-
-    /// The `image` of every node (the pin lives here, not on kind's command line, so there is
-    /// one source).
-    pub fn node_images(&self) -> Vec<String> {
-        self.nodes()
-            .iter()
-            .filter_map(|n| n.get("image").and_then(Value::as_str))
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// Every `extraPortMappings` entry's (listenAddress, hostPort): what the node container
-    /// binds on the host when it is created.
-    pub fn host_ports(&self) -> Vec<(String, u16)> {
-        self.nodes()
-            .iter()
-            .filter_map(|node| node.get("extraPortMappings")?.as_array())
-            .flatten()
-            .filter_map(|m| {
-                let host_port = u16::try_from(m.get("hostPort")?.as_u64()?).ok()?;
-                let listen = m
-                    .get("listenAddress")
-                    .and_then(Value::as_str)
-                    .unwrap_or("0.0.0.0");
-                Some((listen.to_string(), host_port))
-            })
-            .collect()
-    }
-
-    /// Every `extraPortMappings` entry's containerPort.
-    pub fn container_ports(&self) -> Vec<u16> {
-        self.nodes()
-            .iter()
-            .filter_map(|node| node.get("extraPortMappings")?.as_array())
-            .flatten()
-            .filter_map(|m| u16::try_from(m.get("containerPort")?.as_u64()?).ok())
-            .collect()
-    }
-
-    /// The `extraPortMappings` entry that publishes `container_port`: (listenAddress, hostPort).
-    /// kind's default listenAddress is 0.0.0.0.
-    pub fn host_mapping(&self, container_port: u16) -> Option<(String, u16)> {
-        self.nodes().iter().find_map(|node| {
-            node.get("extraPortMappings")?
-                .as_array()?
-                .iter()
-                .find(|m| {
-                    m.get("containerPort").and_then(Value::as_u64) == Some(container_port.into())
-                })
-                .and_then(|m| {
-                    let host_port = m.get("hostPort").and_then(Value::as_u64)?;
-                    let listen = m
-                        .get("listenAddress")
-                        .and_then(Value::as_str)
-                        .unwrap_or("0.0.0.0");
-                    Some((listen.to_string(), u16::try_from(host_port).ok()?))
-                })
-        })
-    }
-}
 
 /// A cluster the phases work on.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,7 +16,6 @@ use crate::env::{BoxFuture, Environment, KubeCheck, KubeCheckOutcome};
 use crate::exec::cleanup::{self, CleanupTicket};
 use crate::exec::cmd::Runner;
 use crate::k8s::apply::Applied;
-use crate::k8s::gateway;
 use crate::tools::istioctl::KubeTarget;
 use crate::tools::kind::StateDir;
 use crate::tools::preflight::Tool;
@@ -196,7 +195,7 @@ async fn bring_up(
         .time("ingress", async {
             runner.step(format!(
                 "port-forward a loopback port to the ingress gateway pod's {}",
-                gateway::GATEWAY_TARGET_PORT
+                crate::config::names::GATEWAY_TARGET_PORT
             ));
             let address = api.forward_gateway().await?;
             super::probe_route(runner, settings, api.as_ref(), address).await?;

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::super::inventory::Inventory;
 use super::super::{Finding, Rule};
+use crate::manifest::kind_config::KindConfig;
 
 pub fn port_mapping(inv: &Inventory, findings: &mut Vec<Finding>) {
     // The node ports that traffic for the app's Gateways arrives on (http2 when there is none).
@@ -35,12 +36,11 @@ pub fn port_mapping(inv: &Inventory, findings: &mut Vec<Finding>) {
     }
     for doc in &inv.kind_clusters {
         let nodes = doc.raw.get("nodes").and_then(Value::as_array);
-        let published: Vec<i64> = nodes
+        let published: Vec<i64> = KindConfig::from_value(&doc.file, doc.raw.clone())
+            .map(|config| config.container_ports())
+            .unwrap_or_default()
             .into_iter()
-            .flatten()
-            .filter_map(|node| node.get("extraPortMappings").and_then(Value::as_array))
-            .flatten()
-            .filter_map(|mapping| mapping.get("containerPort").and_then(Value::as_i64))
+            .map(i64::from)
             .collect();
         for (node_port, what) in &wanted {
             if published.contains(node_port) {

@@ -1,19 +1,23 @@
-//! The ingress gateway as it will be installed: the labels its pods carry (what a Gateway's
-//! selector must match) and the ports of its Service (what a Gateway's server port must be).
+//! The one reader of Istio's install overlay (`manifests/istio-install.yaml`): the ingress
+//! gateway as it will be installed, that is the labels its pods carry (what a Gateway's selector
+//! must match) and the ports of its Service (what a Gateway's server port must be, the nodePort
+//! kind publishes), and the mesh settings the checks depend on.
 //!
-//! Taken from an IstioOperator overlay among the inputs (manifests/istio-install.yaml), or from a
-//! dump of the installed gateway Service, and from Istio's chart defaults otherwise.
+//! Taken from an IstioOperator overlay among the inputs, or from a dump of the installed gateway
+//! Service, and from Istio's chart defaults otherwise.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::manifest::{Document, Resource};
+use crate::manifest::{self, Document, Resource};
 
 /// The name and namespace of the default ingress gateway.
-pub const DEFAULT_GATEWAY_NAME: &str = "istio-ingressgateway";
-pub const ISTIO_NAMESPACE: &str = "istio-system";
+use crate::config::names::{INGRESS_GATEWAY as DEFAULT_GATEWAY_NAME, ISTIO_NAMESPACE};
 
 /// Profiles that install no ingress gateway unless the overlay enables one.
 const PROFILES_WITHOUT_INGRESS: [&str; 4] = ["minimal", "empty", "remote", "ambient"];
@@ -227,6 +231,64 @@ fn port_of(port: &Value) -> Option<IngressPort> {
         target_port: port.get("targetPort").and_then(Value::as_i64),
         node_port: port.get("nodePort").and_then(Value::as_i64),
     })
+}
+
+/// The install overlay file, read once.
+#[derive(Clone, Debug)]
+pub struct InstallOverlay {
+    pub path: PathBuf,
+    pub ingress: Ingress,
+    operator: Option<Value>,
+}
+
+impl InstallOverlay {
+    pub fn load(path: &Path) -> Result<Self> {
+        let documents = manifest::load_file(path)?;
+        let operator = documents
+            .iter()
+            .find(|d| is_istio_operator(d))
+            .map(|d| d.raw.clone());
+        Ok(InstallOverlay {
+            path: path.to_path_buf(),
+            ingress: Ingress::from_documents(&documents),
+            operator,
+        })
+    }
+
+    /// The default ingress gateway's `http2` nodePort, pinned so kind can publish it.
+    pub fn http2_node_port(&self) -> Result<u16> {
+        self.ingress
+            .gateways
+            .iter()
+            .filter(|g| g.name == DEFAULT_GATEWAY_NAME)
+            .flat_map(|g| &g.ports)
+            .find(|p| p.name == "http2")
+            .and_then(|p| p.node_port)
+            .and_then(|p| u16::try_from(p).ok())
+            .with_context(|| {
+                format!(
+                    "{}: spec.components.ingressGateways[0].k8s.service.ports has no `http2` \
+                     port with a nodePort",
+                    self.path.display()
+                )
+            })
+    }
+
+    /// `spec.meshConfig.enablePrometheusMerge` (absent: Istio's default, on since 1.7).
+    pub fn prometheus_merge(&self) -> Result<bool> {
+        match self
+            .operator
+            .as_ref()
+            .and_then(|o| o.pointer("/spec/meshConfig/enablePrometheusMerge"))
+        {
+            None => Ok(true),
+            Some(Value::Bool(on)) => Ok(*on),
+            Some(other) => bail!(
+                "{}: spec.meshConfig.enablePrometheusMerge is `{other}`, expected true or false",
+                self.path.display()
+            ),
+        }
+    }
 }
 
 #[cfg(test)]
