@@ -80,7 +80,7 @@ impl fmt::Display for Interruption {
 /// The next SIGINT or SIGTERM, or the deadline, whichever comes first.
 async fn next_interruption(deadline: Duration) -> Interruption {
     let signal = async {
-        match select::TerminationSignals::listen() {
+        match crate::exec::cleanup::TerminationSignals::listen() {
             Ok(mut signals) => signals.recv().await,
             Err(err) => {
                 eprintln!("warning: {err:#}; only Ctrl-C stops this run early");
@@ -198,10 +198,7 @@ pub fn main() -> ExitCode {
 
 fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Result<ExitCode> {
     let knobs = Knobs::from_env()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::exec::runtime()?;
     let runner = Runner::new();
     let mut times = Timings::default();
     let environment: Arc<OnceLock<SharedEnvironment>> = Arc::default();

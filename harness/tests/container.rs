@@ -155,7 +155,7 @@ struct Running {
 async fn start(fixture: &Fixture) -> Result<Running> {
     let spec = &fixture.spec;
     let (cpu, memory) = (spec.cpu_limit_nanos, spec.memory_limit_bytes);
-    let container = GenericImage::new(image::IMAGE_REPOSITORY, &fixture.image.tag)
+    let container = GenericImage::new(harness::config::names::IMAGE_REPOSITORY, &fixture.image.tag)
         .with_exposed_port(spec.container_port.tcp())
         .with_wait_for(WaitFor::message_on_stdout("listening on"))
         .with_user(spec.run_as_user.to_string())

@@ -1,5 +1,5 @@
 //! The Kubernetes checks and waits as pure functions over Pod, Deployment and Service JSON that
-//! follows ISTIO-FACTS.md: native sidecars (init container, restartPolicy Always) and classic
+//! follows what Istio writes (docs/facts.md): native sidecars (init container, restartPolicy Always) and classic
 //! ones, merged scrape annotations with ISTIO_PROMETHEUS_ANNOTATIONS, and unmerged ones.
 
 use std::path::Path;

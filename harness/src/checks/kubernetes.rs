@@ -1,5 +1,5 @@
-//! The suite's Kubernetes checks: pure functions over Pods, Deployments and Services (tested on
-//! fixtures that follow ISTIO-FACTS.md), and the kube-rs calls that feed them.
+//! The suite's Kubernetes checks: pure functions over Pods, Deployments and Services, tested on
+//! fixtures that follow what Istio's injector really writes (docs/facts.md).
 
 use std::collections::BTreeMap;
 
@@ -7,6 +7,8 @@ use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde::Deserialize;
+
+use crate::config::names::{APP_PORT, METRICS_PATH};
 
 pub const SIDECAR_CONTAINER: &str = "istio-proxy";
 pub const SIDECAR_STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
@@ -113,8 +115,8 @@ impl ScrapeAnnotations {
     pub fn article() -> Self {
         ScrapeAnnotations {
             scrape: "true".into(),
-            path: "/metrics".into(),
-            port: "8080".into(),
+            path: METRICS_PATH.into(),
+            port: APP_PORT.to_string(),
         }
     }
 

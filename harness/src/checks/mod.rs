@@ -12,21 +12,15 @@ pub mod prometheus_text;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::env::{Environment, KubeCheck, KubeCheckOutcome};
 use crate::exec::probe::{self, ProbeRequest, ProbeResponse};
-use crate::exec::wait::Retry;
 
-/// The header the app sets on every answer, naming the replica.
-pub const SERVED_BY: &str = "x-served-by";
-/// Added by Envoy's router to every answer that came from an upstream.
-pub const UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
-/// What Istio's gateway writes into `server` on every answer.
-pub const GATEWAY_SERVER_NAME: &str = "istio-envoy";
+use crate::config::names::{SERVED_BY_HEADER as SERVED_BY, UPSTREAM_SERVICE_TIME};
+use crate::exec::probe::check_server_header;
 
 /// Who is expected to answer, and with what status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -410,14 +404,6 @@ fn describe_response(response: &ProbeResponse) -> String {
     )
 }
 
-/// Every answer of the gateway says `server: istio-envoy`, routed or not.
-fn check_server_header(response: &ProbeResponse) -> Result<()> {
-    match response.header("server") {
-        Some(GATEWAY_SERVER_NAME) => Ok(()),
-        other => bail!("`server` header is {other:?}, not `{GATEWAY_SERVER_NAME}`"),
-    }
-}
-
 /// Whether the answer came from who it should, with the status it should.
 pub fn check_outcome(expected: Expected, response: &ProbeResponse) -> Result<()> {
     check_server_header(response)?;
@@ -628,29 +614,12 @@ async fn counter_growth(env: &dyn Environment, requests: usize) -> Result<CheckO
     )))
 }
 
-/// Waits until the gateway's listener answers as the gateway (`server: istio-envoy`), several
-/// times in a row. Any status will do: with a static configuration the routes are complete once
-/// the listener answers, and which paths are routed depends on the VirtualService (a gateway
-/// bound to no VirtualService answers every path with its own 404).
-pub async fn wait_until_gateway_answers(ingress: SocketAddr, timeout: Duration) -> Result<()> {
-    Retry::within(timeout)
-        .successes_in_a_row(3)
-        .run(
-            &format!("the gateway at {ingress} to answer as istio-envoy"),
-            || async {
-                let response = probe::send(ingress, &ProbeRequest::new("GET", "/")).await?;
-                check_server_header(&response)
-            },
-        )
-        .await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use hyper::header::{HeaderMap, HeaderName, HeaderValue};
     use rstest::rstest;
+    use std::time::Duration;
 
     fn response(status: u16, headers: &[(&str, &str)], body: &str) -> ProbeResponse {
         let mut map = HeaderMap::new();

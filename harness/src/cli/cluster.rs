@@ -51,20 +51,7 @@ pub struct ClusterArgs {
 /// The `harness` binary's entry for `up|down|status|dump`: runs the command in its own runtime
 /// and prints the error chain on failure.
 pub fn cli_main(command: CliCommand, args: &ClusterArgs) -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: starting the async runtime: {err}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(cli(command, args.target, args.dry_run)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    crate::cli::block_on(cli(command, args.target, args.dry_run))
 }
 
 /// Runs one CLI command against a cluster target; the `harness` binary calls this.

@@ -15,19 +15,12 @@ pub struct ImageArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Host port for the printed `docker run` command (bound to 127.0.0.1).
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = crate::config::names::APP_PORT)]
     pub port: u16,
 }
 
 pub fn run(args: &ImageArgs) -> ExitCode {
-    let runtime = tokio::runtime::Runtime::new().expect("building a tokio runtime");
-    match runtime.block_on(build_and_describe(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::cli::block_on(build_and_describe(args))
 }
 
 async fn build_and_describe(args: &ImageArgs) -> Result<()> {

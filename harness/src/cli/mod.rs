@@ -49,3 +49,19 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// How every subcommand ends: success, or the error chain on stderr and exit 1.
+pub(crate) fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `work` on the harness's runtime and reports how it ended.
+pub(crate) fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    report(crate::exec::runtime().and_then(|runtime| runtime.block_on(work)))
+}

@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::cli::cluster::{self, CliCommand};
+use crate::cli::report;
 use crate::config::knobs::{Knobs, TargetChoice};
 use crate::config::paths;
 use crate::env::cluster::Mode;
@@ -45,23 +46,6 @@ pub struct DownArgs {
     pub dry_run: bool,
 }
 
-fn report(result: Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
-
 /// `harness up`: for `local`, serves in the foreground until SIGINT or SIGTERM.
 pub fn run_up(args: &UpArgs) -> ExitCode {
     report(up(args))
@@ -97,14 +81,16 @@ fn up(args: &UpArgs) -> Result<()> {
                 offline: knobs.offline,
                 artifacts: Some(knobs.artifacts.clone()),
             };
-            runtime()?.block_on(local::run_foreground(&options))
+            crate::exec::runtime()?.block_on(local::run_foreground(&options))
         }
         TargetChoice::Kind => {
-            runtime()?.block_on(cluster::cli(CliCommand::Up, Mode::Kind, args.dry_run))
+            crate::exec::runtime()?.block_on(cluster::cli(CliCommand::Up, Mode::Kind, args.dry_run))
         }
-        TargetChoice::Existing => {
-            runtime()?.block_on(cluster::cli(CliCommand::Up, Mode::Existing, args.dry_run))
-        }
+        TargetChoice::Existing => crate::exec::runtime()?.block_on(cluster::cli(
+            CliCommand::Up,
+            Mode::Existing,
+            args.dry_run,
+        )),
         TargetChoice::Auto => unreachable!("resolve_target never returns auto"),
     }
 }
@@ -124,12 +110,16 @@ fn down(args: &DownArgs) -> Result<()> {
             );
             Ok(())
         }
-        TargetChoice::Kind => {
-            runtime()?.block_on(cluster::cli(CliCommand::Down, Mode::Kind, args.dry_run))
-        }
-        TargetChoice::Existing => {
-            runtime()?.block_on(cluster::cli(CliCommand::Down, Mode::Existing, args.dry_run))
-        }
+        TargetChoice::Kind => crate::exec::runtime()?.block_on(cluster::cli(
+            CliCommand::Down,
+            Mode::Kind,
+            args.dry_run,
+        )),
+        TargetChoice::Existing => crate::exec::runtime()?.block_on(cluster::cli(
+            CliCommand::Down,
+            Mode::Existing,
+            args.dry_run,
+        )),
         TargetChoice::Auto => unreachable!("resolve_target never returns auto"),
     }
 }

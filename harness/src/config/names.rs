@@ -21,3 +21,9 @@ pub const INGRESS_GATEWAY: &str = "istio-ingressgateway";
 pub const GATEWAY_SELECTOR: &str = "istio=ingressgateway";
 /// The port the gateway's Envoy listens on for `http2` (its Service's targetPort).
 pub const GATEWAY_TARGET_PORT: u16 = 8080;
+/// What Istio's gateway writes into `server` on every answer.
+pub const GATEWAY_SERVER_NAME: &str = "istio-envoy";
+/// Added by Envoy's router to every answer that came from an upstream.
+pub const UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
+/// The service's Cargo package and binary.
+pub const SERVICE_PACKAGE: &str = "fft-service";

@@ -1,6 +1,6 @@
 //! Choosing and bringing up the target the suite runs against, from the `E2E_*` knobs.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::config::knobs::{Knobs, TargetChoice};
 use crate::env::Environment;
@@ -166,45 +166,6 @@ pub fn decide_kind(explicit_kind: bool, require: bool, missing: &[Missing]) -> K
         (_, true) => KindDecision::Fail { reasons },
         (true, false) => KindDecision::Skip { reasons },
         (false, false) => KindDecision::FallBackToLocal { reasons },
-    }
-}
-
-/// SIGINT and SIGTERM, watched from the moment [`TerminationSignals::listen`] returns: a signal
-/// that arrives before anyone waits is kept, not met with the default action (which would end the
-/// process without its cleanup).
-pub struct TerminationSignals {
-    terminate: tokio::signal::unix::Signal,
-    interrupt: tokio::signal::unix::Signal,
-}
-
-impl TerminationSignals {
-    /// Starts watching both signals. Must be called inside a tokio runtime.
-    pub fn listen() -> Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(TerminationSignals {
-            terminate: signal(SignalKind::terminate()).context("watching SIGTERM")?,
-            interrupt: signal(SignalKind::interrupt()).context("watching SIGINT")?,
-        })
-    }
-
-    /// Waits for the next SIGINT or SIGTERM and says which arrived.
-    pub async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.interrupt.recv() => "SIGINT",
-        }
-    }
-}
-
-/// Waits for SIGINT or SIGTERM and says which arrived.
-pub async fn termination_signal() -> &'static str {
-    match TerminationSignals::listen() {
-        Ok(mut signals) => signals.recv().await,
-        Err(err) => {
-            eprintln!("warning: {err:#}; only Ctrl-C stops this");
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT"
-        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Cleaning up when the orderly teardown cannot run: on SIGINT/SIGTERM, and when the process
-//! leaves `main` (a panic unwinding) without having torn its environment down.
+//! Cleaning up when the orderly teardown cannot run: on SIGINT/SIGTERM (the one place that
+//! listens for them, [`TerminationSignals`]), and when the process leaves `main` (a panic
+//! unwinding) without having torn its environment down.
 //!
 //! An environment registers, as soon as it creates something, a blocking cleanup that undoes
 //! it; its orderly `teardown` unregisters it. Whatever is still registered when a signal arrives
@@ -90,20 +91,42 @@ impl Drop for CleanupGuard {
     }
 }
 
+/// SIGINT and SIGTERM, watched from the moment [`TerminationSignals::listen`] returns: a signal
+/// that arrives before anyone waits is kept, not met with the default action (which would end the
+/// process without its cleanup).
+pub struct TerminationSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl TerminationSignals {
+    /// Starts watching both signals. Must be called inside a tokio runtime.
+    pub fn listen() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(TerminationSignals {
+            terminate: signal(SignalKind::terminate()).context("watching SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("watching SIGINT")?,
+        })
+    }
+
+    /// Waits for the next SIGINT or SIGTERM and says which arrived.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
 /// Spawns a task that, on SIGINT or SIGTERM, runs the registered cleanups and exits with
 /// 128 + the signal number. Call once, inside the runtime, before creating anything.
 pub fn spawn_signal_cleanup() -> Result<tokio::task::JoinHandle<()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut signals = TerminationSignals::listen()?;
     Ok(tokio::spawn(async move {
-        let (name, code) = tokio::select! {
-            _ = interrupt.recv() => ("SIGINT", 130),
-            _ = terminate.recv() => ("SIGTERM", 143),
-        };
+        let name = signals.recv().await;
         eprintln!("{name} received: cleaning up before exiting");
         let _ = tokio::task::spawn_blocking(move || run_pending(name)).await;
-        std::process::exit(code);
+        std::process::exit(if name == "SIGTERM" { 143 } else { 130 });
     }))
 }
 

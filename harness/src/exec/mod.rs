@@ -6,3 +6,13 @@ pub mod cleanup;
 pub mod cmd;
 pub mod probe;
 pub mod wait;
+
+/// The one async runtime the harness's entry points build (the suite's runner, the CLI): two
+/// workers, as the machines it runs on have few cores and the work is waiting, not computing.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|err| anyhow::anyhow!("starting the async runtime: {err}"))
+}

@@ -1,4 +1,5 @@
-//! Sending one HTTP/1.1 request to a gateway or a replica and reading the whole answer.
+//! The one HTTP probe: one HTTP/1.1 request to a gateway or a replica, the whole answer read;
+//! and what every answer of the gateway carries (`server: istio-envoy`).
 //!
 //! The request target goes on the wire exactly as written (`/fft/../metrics`, `//fft`): clients
 //! built on URL parsers (reqwest) resolve dot segments and so could never test the gateway's own
@@ -14,6 +15,8 @@ use hyper::body::Bytes;
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use crate::config::names::GATEWAY_SERVER_NAME;
 
 /// A whole answer.
 #[derive(Clone, Debug)]
@@ -111,6 +114,32 @@ async fn send_unbounded(addr: SocketAddr, request: &ProbeRequest) -> Result<Prob
         body,
         elapsed: start.elapsed(),
     })
+}
+
+/// Every answer of the gateway says `server: istio-envoy`, routed or not.
+pub fn check_server_header(response: &ProbeResponse) -> Result<()> {
+    match response.header("server") {
+        Some(GATEWAY_SERVER_NAME) => Ok(()),
+        other => bail!("`server` header is {other:?}, not `{GATEWAY_SERVER_NAME}`"),
+    }
+}
+
+/// Waits until the gateway's listener answers as the gateway (`server: istio-envoy`), several
+/// times in a row. Any status will do: with a static configuration the routes are complete once
+/// the listener answers, and which paths are routed depends on the VirtualService (a gateway
+/// bound to no VirtualService answers every path with its own 404).
+pub async fn wait_until_gateway_answers(ingress: SocketAddr, timeout: Duration) -> Result<()> {
+    crate::exec::wait::Retry::within(timeout)
+        .successes_in_a_row(3)
+        .run(
+            &format!("the gateway at {ingress} to answer as istio-envoy"),
+            || async {
+                let response = send(ingress, &ProbeRequest::new("GET", "/")).await?;
+                check_server_header(&response)
+            },
+        )
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::manifest::{Document, Resource};
 /// The one field manager every apply uses, so a re-apply owns the same fields.
 pub const FIELD_MANAGER: &str = "istio-fft-e2e";
 /// The repository part of the placeholder image in app.yaml that is rewritten to the built tag.
-pub use crate::tools::image::IMAGE_REPOSITORY;
+use crate::config::names::IMAGE_REPOSITORY;
 
 /// The documents to apply, as JSON: Namespaces first (the injector only acts on pods created
 /// after their namespace is labelled), then the file's order; every container whose image is

@@ -8,9 +8,9 @@ use anyhow::{Context, Result, bail};
 use kube::config::Kubeconfig;
 
 use crate::config::knobs::{Keep, Knobs};
+use crate::config::names::IMAGE_REPOSITORY;
 use crate::config::paths;
 use crate::config::versions::Versions;
-use crate::k8s::apply;
 use crate::manifest::{self, Resource};
 use crate::tools::istioctl;
 use crate::tools::kind::{self, StateDir};
@@ -152,7 +152,7 @@ pub fn app_info(documents: &[manifest::Document]) -> Result<AppInfo> {
                 s.containers.iter().find(|c| {
                     c.image
                         .as_deref()
-                        .is_some_and(|i| i.contains(apply::IMAGE_REPOSITORY))
+                        .is_some_and(|i| i.contains(IMAGE_REPOSITORY))
                 })
             });
         if let Some(container) = container {
@@ -165,7 +165,7 @@ pub fn app_info(documents: &[manifest::Document]) -> Result<AppInfo> {
     }
     bail!(
         "no Deployment in the manifests runs an `{}` image",
-        apply::IMAGE_REPOSITORY
+        IMAGE_REPOSITORY
     )
 }
 

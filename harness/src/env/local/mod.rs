@@ -1,8 +1,8 @@
 //! The `local` target: a real Envoy configured from the manifests' Gateway and VirtualService,
 //! in front of the Deployment's replicas of the service, all on loopback.
 //!
-//! A fast, faithful stand-in for Istio's ingress gateway routing (see the project's
-//! ISTIO-FACTS.md), not a second Istio: what the translation does not handle is an error.
+//! A fast, faithful stand-in for Istio's ingress gateway routing (docs/facts.md lists the
+//! translation rules and their sources in Istio), not a second Istio: what the translation does not handle is an error.
 //! Every process is a child of the harness and dies with it, even on SIGKILL.
 
 pub mod bootstrap;
@@ -20,7 +20,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::checks;
 use crate::config::paths;
 use crate::env::timings::Timings;
 use crate::env::{BoxFuture, Environment, KubeCheck, KubeCheckOutcome};
@@ -218,7 +217,7 @@ async fn start_processes(
     times
         .time(
             "gateway answering",
-            checks::wait_until_gateway_answers(ingress, ROUTES_READY_TIMEOUT),
+            probe::wait_until_gateway_answers(ingress, ROUTES_READY_TIMEOUT),
         )
         .await
         .with_context(|| {
@@ -384,7 +383,7 @@ impl Environment for LocalEnvironment {
         Box::pin(async move {
             let mut all = BTreeMap::new();
             for replica in &self.replicas {
-                let text = fetch_text(replica.addr, "/metrics")
+                let text = fetch_text(replica.addr, crate::config::names::METRICS_PATH)
                     .await
                     .with_context(|| format!("scraping {}", replica.name))?;
                 all.insert(replica.name.clone(), text);
@@ -459,7 +458,7 @@ impl Environment for LocalEnvironment {
 pub async fn run_foreground(options: &LocalOptions) -> Result<()> {
     // Watch the signals before anything starts, so that one arriving during start-up or right
     // after the export lines still stops every process through teardown.
-    let mut signals = crate::env::select::TerminationSignals::listen()?;
+    let mut signals = crate::exec::cleanup::TerminationSignals::listen()?;
     let runner = Runner::new();
     let mut times = Timings::default();
     let mut env = tokio::select! {

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use super::process::{ProcessSpec, Supervisor};
 use super::translate::Upstream;
+use crate::config::names::SERVICE_PACKAGE;
 use crate::config::paths;
 use crate::exec::cmd::{Cmd, Runner};
 use crate::exec::probe::{self, ProbeRequest};
@@ -44,7 +45,7 @@ pub async fn service_binary(runner: &Runner) -> Result<PathBuf> {
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let build = Cmd::new(cargo)
-        .args(["build", "-p", "fft-service", "--bin", "fft-service"])
+        .args(["build", "-p", SERVICE_PACKAGE, "--bin", SERVICE_PACKAGE])
         .current_dir(paths::project_root())
         .timeout(Duration::from_secs(900));
     runner
@@ -54,7 +55,7 @@ pub async fn service_binary(runner: &Runner) -> Result<PathBuf> {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| paths::project_root().join("target"));
-    let binary = target_dir.join("debug").join("fft-service");
+    let binary = target_dir.join("debug").join(SERVICE_PACKAGE);
     if !binary.is_file() {
         bail!(
             "cargo built fft-service but {} does not exist",

@@ -24,7 +24,7 @@ pub const CLUSTER_DOMAIN: &str = "cluster.local";
 pub const INGRESS_GATEWAY_LABELS: [(&str, &str); 2] =
     [("istio", "ingressgateway"), ("app", "istio-ingressgateway")];
 /// The image the local target can run as replicas (its own service, built from the workspace).
-pub const SERVICE_IMAGE: &str = "fft-service";
+use crate::config::names::IMAGE_REPOSITORY as SERVICE_IMAGE;
 
 /// What the local gateway serves.
 #[derive(Clone, Debug, PartialEq)]

@@ -23,6 +23,7 @@ use testcontainers::GenericBuildableImage;
 use testcontainers::core::BuildImageOptions;
 use testcontainers::runners::AsyncBuilder;
 
+use crate::config::names::{IMAGE_REPOSITORY, SERVICE_PACKAGE};
 use crate::config::paths::project_root;
 use crate::exec::cmd::{Cmd, Runner};
 
@@ -42,7 +43,7 @@ pub async fn build_static_binary(runner: &crate::exec::cmd::Runner) -> anyhow::R
         .arg("build")
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
-        .args(["--release", "--locked", "-p", "fft-service", "--target"])
+        .args(["--release", "--locked", "-p", SERVICE_PACKAGE, "--target"])
         .arg(triple)
         .env("RUSTFLAGS", &target.rustflags)
         .timeout(STATIC_BUILD_TIMEOUT);
@@ -59,7 +60,7 @@ pub async fn build_static_binary(runner: &crate::exec::cmd::Runner) -> anyhow::R
         .join("target")
         .join(triple)
         .join("release")
-        .join("fft-service");
+        .join(SERVICE_PACKAGE);
     if !runner.is_dry_run() && !binary.is_file() {
         bail!(
             "the static build of fft-service for {triple} succeeded but {} does not exist",
@@ -195,9 +196,6 @@ fn parse_host_triple(rustc_version: &str) -> Result<String> {
         .filter(|triple| !triple.is_empty())
         .with_context(|| format!("no `host:` line in the output of `rustc -vV`:\n{rustc_version}"))
 }
-
-/// The repository part of every image this project builds.
-pub const IMAGE_REPOSITORY: &str = "fft-service";
 
 /// The image named in `manifests/app.yaml`, replaced by the built image when applied.
 pub const MANIFEST_IMAGE_PLACEHOLDER: &str = "fft-service:0.1.0";
