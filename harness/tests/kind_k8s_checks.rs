@@ -4,13 +4,13 @@
 
 use std::path::Path;
 
-use harness::checks::kubernetes::{
+use harness::exec::wait::Attempt;
+use harness::k8s::gateway::article_endpoint;
+use harness::k8s::pods::{
     MergeExpectation, MeshMerging, ScrapeAnnotations, ScrapeState, SidecarPlace,
     contains_app_metrics, mesh_merging_from_overlay, pod_runs_image, pod_scrape_annotations,
     scrape_verdict, sidecar_injected, sidecar_ready, template_scrape_annotations,
 };
-use harness::exec::wait::Attempt;
-use harness::k8s::gateway::article_endpoint;
 use harness::k8s::rollout::{AppPods, CONFIG_ERROR_POLLS, RolloutWatch, rollout_state};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod, Service};
@@ -502,10 +502,7 @@ fn a_template_that_opts_out_expects_unmerged_pods(#[case] key: &str) {
 #[test]
 fn scrape_false_in_the_template_is_an_opt_out() {
     assert_eq!(
-        harness::checks::kubernetes::merge_expectation(
-            &opting_out("prometheus.io/scrape"),
-            MeshMerging::On
-        ),
+        harness::k8s::pods::merge_expectation(&opting_out("prometheus.io/scrape"), MeshMerging::On),
         MergeExpectation::Unmerged(
             "the pod template opts out with `prometheus.io/scrape: \"false\"`".into()
         )

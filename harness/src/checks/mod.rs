@@ -6,9 +6,6 @@
 //! with an empty body and no app header. A 404 is never enough on its own: the app answers 404
 //! too, so each outcome also says *who* answered. The same table runs against every target.
 
-pub mod kubernetes;
-pub mod prometheus_text;
-
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -18,6 +15,7 @@ use serde_json::Value;
 
 use crate::env::{Environment, KubeCheck, KubeCheckOutcome};
 use crate::exec::probe::{self, ProbeRequest, ProbeResponse};
+use crate::exec::prometheus_text;
 
 use crate::config::names::{SERVED_BY_HEADER as SERVED_BY, UPSTREAM_SERVICE_TIME};
 use crate::exec::probe::check_server_header;

@@ -135,13 +135,6 @@ mod tests {
     }
 
     #[test]
-    fn kind_config_names_the_pinned_node_image() {
-        let v = Versions::load().unwrap();
-        let config = crate::tools::kind::KindConfig::load_default().unwrap();
-        assert_eq!(config.node_images(), vec![v.kind_node_image.clone()]);
-    }
-
-    #[test]
     fn istio_version_can_be_overridden() {
         let v = Versions::load().unwrap();
         assert_eq!(v.istio_to_install_from(|_| None), "1.31.1");

@@ -1,10 +1,12 @@
 //! How the harness acts on the world: external commands ([`cmd`]), the one wait primitive
-//! ([`wait`]), the one HTTP probe ([`probe`]), and cleanup when the orderly teardown cannot run
-//! ([`cleanup`]).
+//! ([`wait`]), the one HTTP probe ([`probe`]) and the one reader of the Prometheus text its
+//! `/metrics` answers carry ([`prometheus_text`]), and cleanup when the orderly teardown cannot
+//! run ([`cleanup`]).
 
 pub mod cleanup;
 pub mod cmd;
 pub mod probe;
+pub mod prometheus_text;
 pub mod wait;
 
 /// The one async runtime the harness's entry points build (the suite's runner, the CLI): two

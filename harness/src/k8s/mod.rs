@@ -1,5 +1,6 @@
 //! Kubernetes objects through kube-rs: the client and one-shot pod reads ([`client`]),
-//! server-side apply and deletion ([`apply`]), waiting for rollouts ([`rollout`]), the
+//! server-side apply and deletion ([`apply`]), waiting for rollouts ([`rollout`]), what pods say about
+//! injection, scrape annotations and images ([`pods`]), the
 //! ingress gateway's discovery and port-forward ([`gateway`]), and what explains a failure
 //! ([`diagnose`]).
 
@@ -7,4 +8,5 @@ pub mod apply;
 pub mod client;
 pub mod diagnose;
 pub mod gateway;
+pub mod pods;
 pub mod rollout;

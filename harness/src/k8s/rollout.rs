@@ -10,9 +10,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 
-use crate::checks::kubernetes;
 use crate::config::names::{INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIOD};
 use crate::exec::wait::{Attempt, wait_for};
+use crate::k8s::pods;
 
 /// A Deployment is available: its current generation observed and `Available=True`.
 pub fn deployment_available(deployment: &Deployment) -> Attempt<()> {
@@ -218,10 +218,10 @@ fn rollout_counts(
     }
     for pod in pods {
         let pod_name = pod.metadata.name.as_deref().unwrap_or("<unnamed>");
-        if let Err(err) = kubernetes::sidecar_injected(pod) {
+        if let Err(err) = pods::sidecar_injected(pod) {
             return Ok(Attempt::NotYet(format!("{err:#}")));
         }
-        if !pod_ready(pod) || !kubernetes::sidecar_ready(pod) {
+        if !pod_ready(pod) || !pods::sidecar_ready(pod) {
             return Ok(Attempt::NotYet(format!(
                 "pod {pod_name} not ready yet{}",
                 describe_pods(std::slice::from_ref(pod))
@@ -268,8 +268,8 @@ fn never_injected(pod: &Pod) -> Option<String> {
         .metadata
         .annotations
         .as_ref()
-        .is_some_and(|a| a.contains_key(kubernetes::SIDECAR_STATUS_ANNOTATION));
-    if annotated || kubernetes::sidecar_container(pod).is_some() {
+        .is_some_and(|a| a.contains_key(pods::SIDECAR_STATUS_ANNOTATION));
+    if annotated || pods::sidecar_container(pod).is_some() {
         return None;
     }
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("<namespace>");
@@ -279,8 +279,8 @@ fn never_injected(pod: &Pod) -> Option<String> {
          must be on namespace {namespace} before the pod is created, and the injector webhook \
          (istiod in istio-system) must be reachable then. Fix that, then recreate the pods \
          (`kubectl -n {namespace} rollout restart deployment`)",
-        kubernetes::SIDECAR_STATUS_ANNOTATION,
-        kubernetes::SIDECAR_CONTAINER
+        pods::SIDECAR_STATUS_ANNOTATION,
+        pods::SIDECAR_CONTAINER
     ))
 }
 

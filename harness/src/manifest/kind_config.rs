@@ -117,3 +117,16 @@ impl KindConfig {
             .and_then(|m| Some((m.listen_address, m.host_port?)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::versions::Versions;
+
+    #[test]
+    fn kind_config_names_the_pinned_node_image() {
+        let v = Versions::load().unwrap();
+        let config = KindConfig::load_default().unwrap();
+        assert_eq!(config.node_images(), vec![v.kind_node_image.clone()]);
+    }
+}

@@ -31,7 +31,6 @@ pub use existing::ExistingEnvironment;
 pub use kind::KindEnvironment;
 pub use settings::{AppInfo, ClusterChoice, Mode, Settings, Timeouts, app_info, current_context};
 
-use crate::checks::kubernetes::{self as checks, MeshMerging};
 use crate::env::timings::Timings;
 use crate::env::{Environment, KubeCheck, KubeCheckOutcome};
 use crate::exec::cmd::Runner;
@@ -39,6 +38,7 @@ use crate::k8s::apply::{self, Applied};
 use crate::k8s::client;
 use crate::k8s::diagnose::{self, DiagnoseTarget};
 use crate::k8s::gateway;
+use crate::k8s::pods::{self as checks, MeshMerging};
 use crate::k8s::rollout::AppPods;
 use crate::manifest;
 use crate::tools::istioctl::KubeTarget;

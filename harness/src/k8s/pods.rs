@@ -393,7 +393,7 @@ pub fn pod_runs_image(pod: &Pod, app_container: &str, image: &str) -> Result<()>
 
 /// Every app family is present in `text`; the error lists the missing ones.
 pub fn contains_app_metrics(text: &str) -> Result<()> {
-    let families = super::prometheus_text::parse(text)
+    let families = crate::exec::prometheus_text::parse(text)
         .map_err(|err| anyhow::anyhow!("the scrape is not Prometheus text: {err}"))?
         .families();
     let missing: Vec<&str> = APP_METRIC_FAMILIES
@@ -418,7 +418,7 @@ mod tests {
         let text = "# HELP fft_http_requests x\n# TYPE fft_http_requests counter\n\
                     fft_http_requests_total{method=\"GET\"} 3\nenvoy_cluster_upstream_rq 1\n\
                     fft_compute_duration_seconds_bucket{le=\"0.001\"} 0\n";
-        let families = super::super::prometheus_text::parse(text)
+        let families = crate::exec::prometheus_text::parse(text)
             .unwrap()
             .families();
         assert!(families.contains("fft_http_requests"));
