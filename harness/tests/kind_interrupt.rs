@@ -1,6 +1,7 @@
 //! The cleanup that SIGINT/SIGTERM and the exit guard run, alone in its own test binary: it
 //! runs every registered cleanup of the process, so no other test may share the process.
 
+#[path = "it/kind_support/mod.rs"]
 mod kind_support;
 
 use harness::config::knobs::Keep;

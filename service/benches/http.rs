@@ -6,7 +6,7 @@
 //! concurrency 1, and the peak RSS (VmHWM) of the server with 16 concurrent requests of the
 //! largest size. Speed is reported, never asserted.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::path::Path;

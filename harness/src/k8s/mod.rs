@@ -10,3 +10,6 @@ pub mod diagnose;
 pub mod gateway;
 pub mod pods;
 pub mod rollout;
+
+#[cfg(test)]
+mod pods_tests;

@@ -4,14 +4,14 @@
 
 use std::path::Path;
 
-use harness::exec::wait::Attempt;
-use harness::k8s::gateway::article_endpoint;
-use harness::k8s::pods::{
+use crate::exec::wait::Attempt;
+use crate::k8s::gateway::article_endpoint;
+use crate::k8s::pods::{
     MergeExpectation, MeshMerging, ScrapeAnnotations, ScrapeState, SidecarPlace,
     contains_app_metrics, mesh_merging_from_overlay, pod_runs_image, pod_scrape_annotations,
     scrape_verdict, sidecar_injected, sidecar_ready, template_scrape_annotations,
 };
-use harness::k8s::rollout::{AppPods, CONFIG_ERROR_POLLS, RolloutWatch, rollout_state};
+use crate::k8s::rollout::{AppPods, CONFIG_ERROR_POLLS, RolloutWatch, rollout_state};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod, Service};
 use rstest::rstest;
@@ -409,9 +409,9 @@ fn a_broken_pod_of_an_older_template_is_left_to_the_rollout() {
 
 #[test]
 fn the_app_container_reports_its_log_tail_as_termination_message() {
-    let file = harness::config::paths::manifests_dir().join("app.yaml");
-    let documents = harness::manifest::load_file(&file).unwrap();
-    let prepared = harness::k8s::apply::prepare(&documents, BUILT).unwrap();
+    let file = crate::config::paths::manifests_dir().join("app.yaml");
+    let documents = crate::manifest::load_file(&file).unwrap();
+    let prepared = crate::k8s::apply::prepare(&documents, BUILT).unwrap();
     let deployment = prepared.iter().find(|d| d["kind"] == "Deployment").unwrap();
     assert_eq!(
         deployment["spec"]["template"]["spec"]["containers"][0]["terminationMessagePolicy"],
@@ -502,7 +502,7 @@ fn a_template_that_opts_out_expects_unmerged_pods(#[case] key: &str) {
 #[test]
 fn scrape_false_in_the_template_is_an_opt_out() {
     assert_eq!(
-        harness::k8s::pods::merge_expectation(&opting_out("prometheus.io/scrape"), MeshMerging::On),
+        crate::k8s::pods::merge_expectation(&opting_out("prometheus.io/scrape"), MeshMerging::On),
         MergeExpectation::Unmerged(
             "the pod template opts out with `prometheus.io/scrape: \"false\"`".into()
         )
@@ -529,7 +529,7 @@ fn on_an_existing_cluster_either_state_passes_when_every_pod_agrees() {
 #[test]
 fn the_install_overlay_decides_whether_the_mesh_merges() {
     assert_eq!(
-        mesh_merging_from_overlay(&harness::tools::istioctl::install_overlay()).unwrap(),
+        mesh_merging_from_overlay(&crate::tools::istioctl::install_overlay()).unwrap(),
         MeshMerging::On,
         "manifests/istio-install.yaml leaves enablePrometheusMerge at its default"
     );

@@ -1,7 +1,7 @@
 //! The `harness up|down|status|dump --target kind|existing` binary with fake tools on its PATH
 //! (set on the child process only).
 
-mod kind_support;
+use crate::kind_support;
 
 use std::process::{Command, Output};
 

@@ -4,7 +4,7 @@
 //! `existing` target's gateway port-forward carries request after request even though the
 //! kubelet closes each websocket first.
 
-mod fake_api_server;
+use crate::fake_api_server;
 
 use std::time::Duration;
 

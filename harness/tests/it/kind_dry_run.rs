@@ -1,7 +1,7 @@
 //! `--dry-run`: every step and command in order, nothing created, deleted, built or written.
 //! Only read-only queries run (tool versions, `kind get clusters`).
 
-mod kind_support;
+use crate::kind_support;
 
 use harness::config::knobs::Keep;
 use harness::env::Environment;

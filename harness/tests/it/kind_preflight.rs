@@ -1,6 +1,6 @@
 //! Preflight against fake tools: what is found, what is missing and the command that fixes it.
 
-mod kind_support;
+use crate::kind_support;
 
 use harness::config::versions::Versions;
 use harness::env::select::{KindDecision, decide_kind};

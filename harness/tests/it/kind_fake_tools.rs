@@ -2,7 +2,7 @@
 //! of steps, cleanup after a failure in each phase, E2E_CLUSTER, E2E_KEEP, reaping, and errors
 //! that carry the failing tool's stderr. The Kubernetes API side is the fake `ClusterApi`.
 
-mod kind_support;
+use crate::kind_support;
 
 use harness::config::knobs::Keep;
 use harness::env::Environment;

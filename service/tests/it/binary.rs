@@ -1,7 +1,7 @@
 //! The real binary on 127.0.0.1 with an ephemeral port: start-up, flags and environment,
 //! and shutdown on SIGTERM/SIGINT.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;
