@@ -41,14 +41,14 @@ enum Verdict {
 
 /// Why a run ends before its scenarios do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Interruption {
+pub(crate) enum Interruption {
     Signal(&'static str),
     Deadline(Duration),
 }
 
 impl Interruption {
     /// The exit code: 128 + the signal's number, or 1 for the deadline.
-    pub fn exit_code(self) -> i32 {
+    pub(crate) fn exit_code(self) -> i32 {
         match self {
             Interruption::Signal("SIGTERM") => 143,
             Interruption::Signal(_) => 130,
@@ -99,7 +99,7 @@ async fn next_interruption(deadline: Duration) -> Interruption {
 /// (bounded) and tear it down (`keep` decides, as for a failed run); during bring-up, run the
 /// registered cleanups (the kind cluster's exports its logs, then deletes it). Returns the exit
 /// code.
-pub async fn cut_short(
+pub(crate) async fn cut_short(
     why: Interruption,
     environment: Option<&SharedEnvironment>,
     artifacts: &Path,

@@ -40,7 +40,7 @@ impl fmt::Display for Expected {
 
 /// What the body of a routed answer must show, beyond the status.
 #[derive(Clone, Debug, PartialEq)]
-pub enum BodyCheck {
+pub(crate) enum BodyCheck {
     None,
     /// The FFT answer's JSON, with `servedBy` equal to the header; optionally the sample count
     /// and the peak bin (the analytic oracle: N·F/8).
@@ -58,7 +58,7 @@ pub enum BodyCheck {
 
 /// One request through the gateway and its expected answer.
 #[derive(Clone, Debug, PartialEq)]
-pub struct RequestScenario {
+pub(crate) struct RequestScenario {
     pub method: &'static str,
     pub target: &'static str,
     pub expected: Expected,
@@ -67,7 +67,7 @@ pub struct RequestScenario {
 
 /// Every kind of check in the suite.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Check {
+pub(crate) enum Check {
     Request(RequestScenario),
     /// This many requests through the gateway reach every replica at least once.
     LoadSpread {
@@ -82,14 +82,14 @@ pub enum Check {
 
 /// A check with the name it is listed under (`group::name`, so cargo's filters select groups).
 #[derive(Clone, Debug, PartialEq)]
-pub struct NamedCheck {
+pub(crate) struct NamedCheck {
     pub name: String,
     pub check: Check,
 }
 
 /// How a check ended when it did not fail.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CheckOutcome {
+pub(crate) enum CheckOutcome {
     Passed(String),
     NotApplicable(String),
 }
@@ -114,7 +114,7 @@ fn request(
 }
 
 /// The whole suite, in the order it runs.
-pub fn suite() -> Vec<NamedCheck> {
+pub(crate) fn suite() -> Vec<NamedCheck> {
     use BodyCheck as B;
     use Expected::{GatewayNotFound as Gw404, Routed};
     let fft = |n: Option<u64>, bin: Option<u64>| B::FftAnswer {
@@ -360,7 +360,7 @@ pub fn suite() -> Vec<NamedCheck> {
 }
 
 /// Runs one check against `env`.
-pub async fn run_check(env: &dyn Environment, check: &Check) -> Result<CheckOutcome> {
+pub(crate) async fn run_check(env: &dyn Environment, check: &Check) -> Result<CheckOutcome> {
     match check {
         Check::Request(scenario) => {
             let request = ProbeRequest::new(scenario.method, scenario.target);
@@ -377,7 +377,7 @@ pub async fn run_check(env: &dyn Environment, check: &Check) -> Result<CheckOutc
 }
 
 /// Judges one answer; `Ok` carries a one-line description of what was seen.
-pub fn judge(scenario: &RequestScenario, response: &ProbeResponse) -> Result<String> {
+pub(crate) fn judge(scenario: &RequestScenario, response: &ProbeResponse) -> Result<String> {
     let seen = describe_response(response);
     let context = || {
         format!(
@@ -574,7 +574,7 @@ fn load_counts(scrapes: &BTreeMap<String, String>) -> Result<BTreeMap<String, f6
 }
 
 /// Compares counter growth per replica with what was sent to it; pure so it can be tested.
-pub fn compare_counter_growth(
+pub(crate) fn compare_counter_growth(
     before: &BTreeMap<String, f64>,
     after: &BTreeMap<String, f64>,
     sent: &BTreeMap<String, u64>,

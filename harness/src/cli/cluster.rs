@@ -29,7 +29,7 @@ use crate::tools::kind::{self, CLI_CLUSTER_NAME, ClusterHandle};
 
 /// `harness up|down|status|dump --target kind|existing`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CliCommand {
+pub(crate) enum CliCommand {
     Up,
     Down,
     Status,
@@ -38,7 +38,7 @@ pub enum CliCommand {
 
 /// `--target kind|existing [--dry-run]`, shared by `harness up|down|status|dump`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct ClusterArgs {
+pub(crate) struct ClusterArgs {
     /// The cluster target: an ephemeral kind cluster, or the current kube context.
     #[arg(long, value_enum)]
     pub target: Mode,
@@ -50,12 +50,12 @@ pub struct ClusterArgs {
 
 /// The `harness` binary's entry for `up|down|status|dump`: runs the command in its own runtime
 /// and prints the error chain on failure.
-pub fn cli_main(command: CliCommand, args: &ClusterArgs) -> std::process::ExitCode {
+pub(crate) fn cli_main(command: CliCommand, args: &ClusterArgs) -> std::process::ExitCode {
     crate::cli::block_on(cli(command, args.target, args.dry_run))
 }
 
 /// Runs one CLI command against a cluster target; the `harness` binary calls this.
-pub async fn cli(command: CliCommand, mode: Mode, dry_run: bool) -> Result<()> {
+pub(crate) async fn cli(command: CliCommand, mode: Mode, dry_run: bool) -> Result<()> {
     let knobs = Knobs::from_env()?;
     let runner = if dry_run {
         Runner::dry_run()
@@ -79,7 +79,7 @@ pub async fn cli(command: CliCommand, mode: Mode, dry_run: bool) -> Result<()> {
 }
 
 /// Brings the environment up and leaves it running; prints how to reach it.
-pub async fn cli_up(runner: Runner, settings: Settings) -> Result<()> {
+pub(crate) async fn cli_up(runner: Runner, settings: Settings) -> Result<()> {
     let backend: &dyn Backend = if runner.is_dry_run() {
         &DryRunBackend
     } else {
@@ -214,7 +214,7 @@ pub async fn cli_down(runner: Runner, settings: Settings) -> Result<()> {
 
 /// What exists: our kind clusters, and for the `harness up` cluster (or `E2E_CLUSTER`) or the
 /// current context, the state of Istio and the app.
-pub async fn cli_status(runner: Runner, settings: Settings) -> Result<()> {
+pub(crate) async fn cli_status(runner: Runner, settings: Settings) -> Result<()> {
     let context = match settings.mode {
         Mode::Kind => {
             let listed = kind::list_clusters(&runner, &settings.tools).await?;

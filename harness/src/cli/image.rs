@@ -10,7 +10,7 @@ use crate::exec::cmd::Runner;
 use crate::tools::image::container_spec::{self, ContainerSpec};
 
 #[derive(Debug, Args)]
-pub struct ImageArgs {
+pub(crate) struct ImageArgs {
     /// Print the build steps without running them.
     #[arg(long)]
     pub dry_run: bool,
@@ -19,7 +19,7 @@ pub struct ImageArgs {
     pub port: u16,
 }
 
-pub fn run(args: &ImageArgs) -> ExitCode {
+pub(crate) fn run(args: &ImageArgs) -> ExitCode {
     crate::cli::block_on(build_and_describe(args))
 }
 
@@ -41,7 +41,7 @@ async fn build_and_describe(args: &ImageArgs) -> Result<()> {
 }
 
 /// `docker run` with the limits, user and read-only root of the Deployment.
-pub fn docker_run_command(spec: &ContainerSpec, reference: &str, host_port: u16) -> String {
+pub(crate) fn docker_run_command(spec: &ContainerSpec, reference: &str, host_port: u16) -> String {
     format!(
         "docker run --rm -p 127.0.0.1:{host_port}:{port} --user {user} --read-only --cap-drop ALL \
          --security-opt no-new-privileges --cpus {cpus} --memory {memory} --memory-swap {memory} {reference}",

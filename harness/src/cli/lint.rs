@@ -13,12 +13,12 @@ use serde_json::json;
 use crate::lint::{LintError, Report, lint_paths};
 use crate::manifest::LoadError;
 
-pub const EXIT_CLEAN: u8 = 0;
-pub const EXIT_FINDINGS: u8 = 1;
-pub const EXIT_UNREADABLE: u8 = 2;
+pub(crate) const EXIT_CLEAN: u8 = 0;
+pub(crate) const EXIT_FINDINGS: u8 = 1;
+pub(crate) const EXIT_UNREADABLE: u8 = 2;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// One finding per line: `rule-id file:line Kind/name: message — fix: ...`.
     #[default]
     Text,
@@ -28,7 +28,7 @@ pub enum Format {
 
 /// Check the wiring of the manifests offline: names, selectors and ports that must agree.
 #[derive(Clone, Debug, clap::Args)]
-pub struct LintArgs {
+pub(crate) struct LintArgs {
     /// Manifest files, or directories whose *.yaml and *.yml files are read [default: manifests/].
     /// An IstioOperator among them gives the ingress gateway's labels and ports (Istio's chart
     /// defaults otherwise); a kind cluster configuration is checked for the port mapping of the
@@ -41,7 +41,7 @@ pub struct LintArgs {
 
 /// The project's manifests: `./manifests` when run from the project root, else the project this
 /// binary was built from.
-pub fn default_inputs() -> Vec<PathBuf> {
+pub(crate) fn default_inputs() -> Vec<PathBuf> {
     let relative = PathBuf::from("manifests");
     if relative.is_dir() {
         vec![relative]
@@ -50,7 +50,7 @@ pub fn default_inputs() -> Vec<PathBuf> {
     }
 }
 
-pub fn run(args: &LintArgs) -> ExitCode {
+pub(crate) fn run(args: &LintArgs) -> ExitCode {
     let code = run_with_output(
         args,
         &mut std::io::stdout().lock(),
@@ -60,7 +60,7 @@ pub fn run(args: &LintArgs) -> ExitCode {
 }
 
 /// [`run`], writing to the given streams; returns the exit status.
-pub fn run_with_output(args: &LintArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+pub(crate) fn run_with_output(args: &LintArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let inputs = if args.files.is_empty() {
         default_inputs()
     } else {

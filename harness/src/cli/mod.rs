@@ -2,9 +2,9 @@
 //! ([`image`]), and `up|down|status|dump` of the cluster targets ([`cluster`]).
 
 pub mod cluster;
-pub mod image;
-pub mod lint;
-pub mod up;
+pub(crate) mod image;
+pub(crate) mod lint;
+pub(crate) mod up;
 
 use std::process::ExitCode;
 

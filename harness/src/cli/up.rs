@@ -20,7 +20,7 @@ fn parse_target(value: &str) -> Result<TargetChoice> {
 }
 
 #[derive(Debug, Args)]
-pub struct UpArgs {
+pub(crate) struct UpArgs {
     /// auto, kind, local or existing.
     #[arg(long, env = "E2E_TARGET", default_value = "auto", value_parser = parse_target)]
     pub target: TargetChoice,
@@ -37,7 +37,7 @@ pub struct UpArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DownArgs {
+pub(crate) struct DownArgs {
     /// auto, kind, local or existing.
     #[arg(long, env = "E2E_TARGET", default_value = "auto", value_parser = parse_target)]
     pub target: TargetChoice,
@@ -47,7 +47,7 @@ pub struct DownArgs {
 }
 
 /// `harness up`: for `local`, serves in the foreground until SIGINT or SIGTERM.
-pub fn run_up(args: &UpArgs) -> ExitCode {
+pub(crate) fn run_up(args: &UpArgs) -> ExitCode {
     report(up(args))
 }
 
@@ -96,7 +96,7 @@ fn up(args: &UpArgs) -> Result<()> {
 }
 
 /// `harness down`: nothing to do for `local`, whose processes never outlive `harness up`.
-pub fn run_down(args: &DownArgs) -> ExitCode {
+pub(crate) fn run_down(args: &DownArgs) -> ExitCode {
     report(down(args))
 }
 

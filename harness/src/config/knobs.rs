@@ -34,7 +34,7 @@ impl FromStr for TargetChoice {
 }
 
 impl TargetChoice {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TargetChoice::Auto => "auto",
             TargetChoice::Kind => "kind",
@@ -98,7 +98,7 @@ pub struct Knobs {
 }
 
 /// Below the nightly job's 40 minutes, with room for diagnostics and teardown after it.
-pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 impl Knobs {
     pub fn from_env() -> Result<Self> {
@@ -106,7 +106,7 @@ impl Knobs {
     }
 
     /// Parses the knobs from any lookup, so tests need not mutate the process environment.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let non_empty = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let target = match non_empty("E2E_TARGET") {
             Some(value) => value

@@ -2,28 +2,28 @@
 //! `harness lint` and the tests check that `manifests/` still says the same.
 
 /// The tutorial's namespace (`manifests/app.yaml`).
-pub const APP_NAMESPACE: &str = "wty-istio";
+pub(crate) const APP_NAMESPACE: &str = "wty-istio";
 /// The port the service listens on in its container (`--listen 0.0.0.0:8080`).
-pub const APP_PORT: u16 = 8080;
+pub(crate) const APP_PORT: u16 = 8080;
 /// The service's own Prometheus endpoint.
-pub const METRICS_PATH: &str = "/metrics";
+pub(crate) const METRICS_PATH: &str = "/metrics";
 /// The header the service sets on every answer, naming its replica.
-pub const SERVED_BY_HEADER: &str = "x-served-by";
+pub(crate) const SERVED_BY_HEADER: &str = "x-served-by";
 /// The repository part of every image this project builds.
 pub const IMAGE_REPOSITORY: &str = "fft-service";
 /// Where istioctl installs Istio.
-pub const ISTIO_NAMESPACE: &str = "istio-system";
+pub(crate) const ISTIO_NAMESPACE: &str = "istio-system";
 /// istiod's Deployment.
-pub const ISTIOD: &str = "istiod";
+pub(crate) const ISTIOD: &str = "istiod";
 /// The ingress gateway's Deployment and Service.
-pub const INGRESS_GATEWAY: &str = "istio-ingressgateway";
+pub(crate) const INGRESS_GATEWAY: &str = "istio-ingressgateway";
 /// The label the Gateway selects the ingress gateway by.
-pub const GATEWAY_SELECTOR: &str = "istio=ingressgateway";
+pub(crate) const GATEWAY_SELECTOR: &str = "istio=ingressgateway";
 /// The port the gateway's Envoy listens on for `http2` (its Service's targetPort).
 pub const GATEWAY_TARGET_PORT: u16 = 8080;
 /// What Istio's gateway writes into `server` on every answer.
-pub const GATEWAY_SERVER_NAME: &str = "istio-envoy";
+pub(crate) const GATEWAY_SERVER_NAME: &str = "istio-envoy";
 /// Added by Envoy's router to every answer that came from an upstream.
-pub const UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
+pub(crate) const UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
 /// The service's Cargo package and binary.
-pub const SERVICE_PACKAGE: &str = "fft-service";
+pub(crate) const SERVICE_PACKAGE: &str = "fft-service";

@@ -16,10 +16,10 @@ pub fn manifests_dir() -> PathBuf {
 }
 
 /// Project-local tools (pinned kind, istioctl, Envoy), never committed.
-pub fn tools_dir() -> PathBuf {
+pub(crate) fn tools_dir() -> PathBuf {
     project_root().join(".tools")
 }
 
-pub fn default_artifacts_dir() -> PathBuf {
+pub(crate) fn default_artifacts_dir() -> PathBuf {
     project_root().join("target").join("e2e-artifacts")
 }

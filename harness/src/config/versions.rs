@@ -9,9 +9,9 @@ use anyhow::{Context, Result, bail};
 use crate::config::paths;
 
 /// The variable that overrides the pinned Istio release (the nightly matrix sets it).
-pub const ISTIO_VERSION_VAR: &str = "ISTIO_VERSION";
+pub(crate) const ISTIO_VERSION_VAR: &str = "ISTIO_VERSION";
 
-pub fn versions_file() -> PathBuf {
+pub(crate) fn versions_file() -> PathBuf {
     paths::project_root().join("versions.env")
 }
 
@@ -37,13 +37,13 @@ impl Versions {
         Self::load_from(&versions_file())
     }
 
-    pub fn load_from(file: &Path) -> Result<Self> {
+    pub(crate) fn load_from(file: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("reading pinned versions from {}", file.display()))?;
         Self::parse(file, &text)
     }
 
-    pub fn parse(file: &Path, text: &str) -> Result<Self> {
+    pub(crate) fn parse(file: &Path, text: &str) -> Result<Self> {
         let all = parse_env_file(file, text)?;
         let get = |key: &str| {
             all.get(key).cloned().with_context(|| {
@@ -72,11 +72,11 @@ impl Versions {
     }
 
     /// The Istio release to install: `ISTIO_VERSION` from the environment if set, else the pin.
-    pub fn istio_to_install(&self) -> String {
+    pub(crate) fn istio_to_install(&self) -> String {
         self.istio_to_install_from(|name| std::env::var(name).ok())
     }
 
-    pub fn istio_to_install_from(&self, lookup: impl Fn(&str) -> Option<String>) -> String {
+    pub(crate) fn istio_to_install_from(&self, lookup: impl Fn(&str) -> Option<String>) -> String {
         lookup(ISTIO_VERSION_VAR)
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
@@ -86,7 +86,7 @@ impl Versions {
 
 /// Parses `KEY=VALUE` lines; `#` starts a comment line. Anything a shell would expand or split is
 /// refused, so that sourcing the file and parsing it here can never disagree.
-pub fn parse_env_file(file: &Path, text: &str) -> Result<BTreeMap<String, String>> {
+pub(crate) fn parse_env_file(file: &Path, text: &str) -> Result<BTreeMap<String, String>> {
     let mut values = BTreeMap::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -5,7 +5,7 @@
 //! make sense with Kubernetes are asked of the environment, which says when they do not apply.
 
 pub mod cluster;
-pub mod local;
+pub(crate) mod local;
 pub mod select;
 pub mod timings;
 
@@ -34,7 +34,7 @@ pub enum KubeCheck {
 }
 
 impl KubeCheck {
-    pub const ALL: [KubeCheck; 4] = [
+    pub(crate) const ALL: [KubeCheck; 4] = [
         KubeCheck::SidecarsInjected,
         KubeCheck::ScrapeAnnotations,
         KubeCheck::MergedMetricsServeAppMetrics,
@@ -42,7 +42,7 @@ impl KubeCheck {
     ];
 
     /// The name the suite lists the check under (cargo test filters match it).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             KubeCheck::SidecarsInjected => "kubernetes::sidecars_injected",
             KubeCheck::ScrapeAnnotations => "kubernetes::scrape_annotations",

@@ -11,12 +11,12 @@ use crate::exec::cmd::Runner;
 use crate::tools::preflight::{self, Missing};
 
 /// Tools the `kind` target cannot run without.
-pub const KIND_PREREQUISITES: [&str; 3] = ["docker", "kind", "istioctl"];
+pub(crate) const KIND_PREREQUISITES: [&str; 3] = ["docker", "kind", "istioctl"];
 
 /// The kind prerequisites found neither in `.tools/bin` (where scripts/install-tools.sh puts
 /// them) nor on `PATH`. A first, cheap look: the kind bring-up then checks versions and that the
 /// Docker daemon answers (`preflight`).
-pub fn missing_kind_prerequisites() -> Vec<&'static str> {
+pub(crate) fn missing_kind_prerequisites() -> Vec<&'static str> {
     let search = crate::tools::preflight::ToolSearch::from_env();
     KIND_PREREQUISITES
         .into_iter()
@@ -26,7 +26,10 @@ pub fn missing_kind_prerequisites() -> Vec<&'static str> {
 
 /// What `auto` resolves to, and why (printed loudly: a run on `local` proves less than one on
 /// `kind`, and the reader must know which one ran).
-pub fn resolve_target(choice: TargetChoice, missing: &[&str]) -> (TargetChoice, Option<String>) {
+pub(crate) fn resolve_target(
+    choice: TargetChoice,
+    missing: &[&str],
+) -> (TargetChoice, Option<String>) {
     match choice {
         TargetChoice::Auto if missing.is_empty() => (
             TargetChoice::Kind,
@@ -46,7 +49,7 @@ pub fn resolve_target(choice: TargetChoice, missing: &[&str]) -> (TargetChoice, 
 }
 
 /// Brings up the target the knobs choose.
-pub async fn bring_up(
+pub(crate) async fn bring_up(
     knobs: &Knobs,
     runner: &Runner,
     times: &mut Timings,
@@ -134,7 +137,7 @@ async fn bring_up_cluster_target(
 #[error(
     "the kind target is skipped: its prerequisites are missing (E2E_REQUIRE=1 fails instead):\n{reasons}"
 )]
-pub struct Skipped {
+pub(crate) struct Skipped {
     pub reasons: String,
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-pub const TIMINGS_FILE: &str = "timings.json";
+pub(crate) const TIMINGS_FILE: &str = "timings.json";
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct PhaseTiming {
@@ -24,7 +24,7 @@ pub struct Timings {
 
 impl Timings {
     /// Runs `phase`, printing and recording its duration whether it succeeds or not.
-    pub async fn time<T>(
+    pub(crate) async fn time<T>(
         &mut self,
         phase: &str,
         work: impl std::future::Future<Output = Result<T>>,
@@ -35,7 +35,7 @@ impl Timings {
         result
     }
 
-    pub fn record(&mut self, phase: &str, took: Duration, ok: bool) {
+    pub(crate) fn record(&mut self, phase: &str, took: Duration, ok: bool) {
         eprintln!(
             "phase {phase}: {:.2} s{}",
             took.as_secs_f64(),
@@ -52,13 +52,8 @@ impl Timings {
         &self.phases
     }
 
-    /// Adds phases that were already printed (by the environment that timed them).
-    pub fn extend(&mut self, phases: &[PhaseTiming]) {
-        self.phases.extend_from_slice(phases);
-    }
-
     /// `name 0.12 s, name 1.30 s (failed)`
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         self.phases
             .iter()
             .map(|p| {
@@ -69,12 +64,12 @@ impl Timings {
             .join(", ")
     }
 
-    pub fn total_seconds(&self) -> f64 {
+    pub(crate) fn total_seconds(&self) -> f64 {
         self.phases.iter().map(|p| p.seconds).sum()
     }
 
     /// Writes `timings.json` under `dir` and returns its path.
-    pub fn write_json(&self, dir: &Path, target: &str) -> Result<PathBuf> {
+    pub(crate) fn write_json(&self, dir: &Path, target: &str) -> Result<PathBuf> {
         #[derive(Serialize)]
         struct File<'a> {
             target: &'a str,

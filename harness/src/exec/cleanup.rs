@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use crate::exec::cmd::Cmd;
 
 /// The bound on the whole orderly teardown (deleting a kind cluster takes ~10-30 s).
-pub const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(240);
+pub(crate) const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(240);
 
 type Cleanup = Box<dyn FnOnce() + Send>;
 
@@ -28,10 +28,10 @@ static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
 
 /// Proof of a registration, to unregister after the orderly teardown.
 #[derive(Debug, PartialEq, Eq)]
-pub struct CleanupTicket(u64);
+pub(crate) struct CleanupTicket(u64);
 
 /// Registers `cleanup` to run if the process is interrupted before the orderly teardown.
-pub fn register(
+pub(crate) fn register(
     label: impl Into<String>,
     cleanup: impl FnOnce() + Send + 'static,
 ) -> CleanupTicket {
@@ -44,7 +44,7 @@ pub fn register(
 }
 
 /// The orderly teardown ran: the registered cleanup is no longer needed.
-pub fn unregister(ticket: CleanupTicket) {
+pub(crate) fn unregister(ticket: CleanupTicket) {
     PENDING
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -52,7 +52,7 @@ pub fn unregister(ticket: CleanupTicket) {
 }
 
 /// How many cleanups are registered (for tests and the exit message).
-pub fn pending_count() -> usize {
+pub(crate) fn pending_count() -> usize {
     PENDING
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -76,7 +76,7 @@ pub fn run_pending(reason: &str) {
 /// Held by `main` (the e2e runner, the CLI): dropping it, including while a panic unwinds,
 /// runs whatever was not torn down in order.
 #[derive(Debug, Default)]
-pub struct CleanupGuard;
+pub(crate) struct CleanupGuard;
 
 impl Drop for CleanupGuard {
     fn drop(&mut self) {
@@ -94,14 +94,14 @@ impl Drop for CleanupGuard {
 /// SIGINT and SIGTERM, watched from the moment [`TerminationSignals::listen`] returns: a signal
 /// that arrives before anyone waits is kept, not met with the default action (which would end the
 /// process without its cleanup).
-pub struct TerminationSignals {
+pub(crate) struct TerminationSignals {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
 }
 
 impl TerminationSignals {
     /// Starts watching both signals. Must be called inside a tokio runtime.
-    pub fn listen() -> Result<Self> {
+    pub(crate) fn listen() -> Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(TerminationSignals {
             terminate: signal(SignalKind::terminate()).context("watching SIGTERM")?,
@@ -110,7 +110,7 @@ impl TerminationSignals {
     }
 
     /// Waits for the next SIGINT or SIGTERM and says which arrived.
-    pub async fn recv(&mut self) -> &'static str {
+    pub(crate) async fn recv(&mut self) -> &'static str {
         tokio::select! {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
@@ -120,7 +120,7 @@ impl TerminationSignals {
 
 /// Spawns a task that, on SIGINT or SIGTERM, runs the registered cleanups and exits with
 /// 128 + the signal number. Call once, inside the runtime, before creating anything.
-pub fn spawn_signal_cleanup() -> Result<tokio::task::JoinHandle<()>> {
+pub(crate) fn spawn_signal_cleanup() -> Result<tokio::task::JoinHandle<()>> {
     let mut signals = TerminationSignals::listen()?;
     Ok(tokio::spawn(async move {
         let name = signals.recv().await;
@@ -132,7 +132,7 @@ pub fn spawn_signal_cleanup() -> Result<tokio::task::JoinHandle<()>> {
 
 /// Runs `cmd` without a runtime, bounded by `timeout`; the child dies with this process
 /// (PR_SET_PDEATHSIG on Linux). Returns stdout.
-pub fn run_blocking(cmd: &Cmd, timeout: Duration) -> Result<String> {
+pub(crate) fn run_blocking(cmd: &Cmd, timeout: Duration) -> Result<String> {
     let shown = cmd.to_string();
     eprintln!("$ {shown}");
     let mut command = Command::new(cmd.program());

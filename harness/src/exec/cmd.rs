@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tokio::io::AsyncWriteExt;
 
 /// How many trailing lines of stderr go into an error: enough to see the cause, short enough to
 /// read in a test report.
@@ -25,7 +24,6 @@ pub struct Cmd {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     current_dir: Option<PathBuf>,
-    stdin: Option<Vec<u8>>,
     timeout: Duration,
     /// Non-zero exit codes that are answers, not failures (`istioctl analyze`'s 79: findings).
     answers: Vec<(i32, &'static str)>,
@@ -38,13 +36,12 @@ impl Cmd {
             args: Vec::new(),
             envs: Vec::new(),
             current_dir: None,
-            stdin: None,
             timeout: Duration::from_secs(120),
             answers: Vec::new(),
         }
     }
 
-    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+    pub(crate) fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
         self
     }
@@ -58,18 +55,13 @@ impl Cmd {
         self
     }
 
-    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+    pub(crate) fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.envs.push((key.into(), value.into()));
         self
     }
 
-    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+    pub(crate) fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.current_dir = Some(dir.into());
-        self
-    }
-
-    pub fn stdin(mut self, input: impl Into<Vec<u8>>) -> Self {
-        self.stdin = Some(input.into());
         self
     }
 
@@ -80,16 +72,16 @@ impl Cmd {
 
     /// Exit code `code` is an answer meaning `meaning`: the run succeeds, with its output and
     /// [`CmdOutput::answer`] set.
-    pub fn exit_code_means(mut self, code: i32, meaning: &'static str) -> Self {
+    pub(crate) fn exit_code_means(mut self, code: i32, meaning: &'static str) -> Self {
         self.answers.push((code, meaning));
         self
     }
 
-    pub fn program(&self) -> String {
+    pub(crate) fn program(&self) -> String {
         self.program.to_string_lossy().into_owned()
     }
 
-    pub fn arg_strings(&self) -> Vec<String> {
+    pub(crate) fn arg_strings(&self) -> Vec<String> {
         self.args
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
@@ -154,7 +146,7 @@ impl Runner {
         }
     }
 
-    pub fn is_dry_run(&self) -> bool {
+    pub(crate) fn is_dry_run(&self) -> bool {
         self.dry_run
     }
 
@@ -164,7 +156,7 @@ impl Runner {
     }
 
     /// Announces a step that is not an external command (a Kubernetes API call, a wait).
-    pub fn step(&self, description: impl Into<String>) {
+    pub(crate) fn step(&self, description: impl Into<String>) {
         let description = description.into();
         if self.dry_run {
             println!("[dry-run] {description}");
@@ -175,7 +167,7 @@ impl Runner {
     }
 
     /// Runs `cmd` and fails unless it exits 0. In dry-run mode returns empty output.
-    pub async fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
+    pub(crate) async fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
         let shown = cmd.to_string();
         self.plan
             .lock()
@@ -209,11 +201,7 @@ async fn execute(cmd: &Cmd) -> Result<CmdOutput> {
     command
         .args(&cmd.args)
         .envs(cmd.envs.iter().map(|(k, v)| (k, v)))
-        .stdin(if cmd.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -221,7 +209,7 @@ async fn execute(cmd: &Cmd) -> Result<CmdOutput> {
     if let Some(dir) = &cmd.current_dir {
         command.current_dir(dir);
     }
-    let mut child = command.spawn().map_err(|err| {
+    let child = command.spawn().map_err(|err| {
         if err.kind() == std::io::ErrorKind::NotFound {
             anyhow::anyhow!(
                 "`{}` was not found on PATH (see README: scripts/install-tools.sh installs the pinned tools)",
@@ -231,9 +219,6 @@ async fn execute(cmd: &Cmd) -> Result<CmdOutput> {
             anyhow::Error::new(err).context("could not start the command")
         }
     })?;
-    if let (Some(input), Some(mut stdin)) = (&cmd.stdin, child.stdin.take()) {
-        stdin.write_all(input).await.context("writing stdin")?;
-    }
     let output = match tokio::time::timeout(cmd.timeout, child.wait_with_output()).await {
         Ok(result) => result.context("waiting for the command")?,
         // Dropping the future kills the child (kill_on_drop).
@@ -263,7 +248,7 @@ async fn execute(cmd: &Cmd) -> Result<CmdOutput> {
 /// child outlives the harness even when it is killed with SIGKILL. Linux only; elsewhere children
 /// are stopped by the harness's own cleanup. The signal is tied to the *thread* that spawns the
 /// child: spawn from a thread that lives as long as the child.
-pub fn die_with_parent(command: &mut std::process::Command) {
+pub(crate) fn die_with_parent(command: &mut std::process::Command) {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
@@ -288,7 +273,7 @@ pub fn die_with_parent(command: &mut std::process::Command) {
 }
 
 /// The last `lines` lines of `text`.
-pub fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

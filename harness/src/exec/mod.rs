@@ -6,12 +6,12 @@
 pub mod cleanup;
 pub mod cmd;
 pub mod probe;
-pub mod prometheus_text;
+pub(crate) mod prometheus_text;
 pub mod wait;
 
 /// The one async runtime the harness's entry points build (the suite's runner, the CLI): two
 /// workers, as the machines it runs on have few cores and the work is waiting, not computing.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -29,11 +29,11 @@ pub struct ProbeResponse {
 
 impl ProbeResponse {
     /// A header's value as text, if present and readable.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    pub fn body_text(&self) -> String {
+    pub(crate) fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
@@ -58,7 +58,7 @@ impl ProbeRequest {
 
 /// How long one request may take, connection included: FFTs of the suite's sizes take
 /// milliseconds, so this only bounds a hung peer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sends `request` to `addr` on a new connection and reads the answer to its end.
 pub async fn send(addr: SocketAddr, request: &ProbeRequest) -> Result<ProbeResponse> {
@@ -117,7 +117,7 @@ async fn send_unbounded(addr: SocketAddr, request: &ProbeRequest) -> Result<Prob
 }
 
 /// Every answer of the gateway says `server: istio-envoy`, routed or not.
-pub fn check_server_header(response: &ProbeResponse) -> Result<()> {
+pub(crate) fn check_server_header(response: &ProbeResponse) -> Result<()> {
     match response.header("server") {
         Some(GATEWAY_SERVER_NAME) => Ok(()),
         other => bail!("`server` header is {other:?}, not `{GATEWAY_SERVER_NAME}`"),
@@ -128,7 +128,10 @@ pub fn check_server_header(response: &ProbeResponse) -> Result<()> {
 /// times in a row. Any status will do: with a static configuration the routes are complete once
 /// the listener answers, and which paths are routed depends on the VirtualService (a gateway
 /// bound to no VirtualService answers every path with its own 404).
-pub async fn wait_until_gateway_answers(ingress: SocketAddr, timeout: Duration) -> Result<()> {
+pub(crate) async fn wait_until_gateway_answers(
+    ingress: SocketAddr,
+    timeout: Duration,
+) -> Result<()> {
     crate::exec::wait::Retry::within(timeout)
         .successes_in_a_row(3)
         .run(

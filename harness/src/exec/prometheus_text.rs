@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// One sample line: `name{label="value",...} value`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub value: f64,
@@ -12,14 +12,14 @@ pub struct Sample {
 
 /// A parsed scrape: the samples and the declared type of each metric family.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Exposition {
+pub(crate) struct Exposition {
     pub samples: Vec<Sample>,
     pub types: BTreeMap<String, String>,
 }
 
 impl Exposition {
     /// Names of the counter families (their samples end in `_total`).
-    pub fn counters(&self) -> Vec<&str> {
+    pub(crate) fn counters(&self) -> Vec<&str> {
         self.types
             .iter()
             .filter(|(_, kind)| kind.as_str() == "counter")
@@ -29,7 +29,7 @@ impl Exposition {
 
     /// Every metric family named in the scrape: declared by `# TYPE`, or a sample's name and,
     /// for `_total`, `_bucket`, `_sum`, `_count` and `_created` samples, their family's.
-    pub fn families(&self) -> BTreeSet<String> {
+    pub(crate) fn families(&self) -> BTreeSet<String> {
         let mut families: BTreeSet<String> = self.types.keys().cloned().collect();
         for sample in &self.samples {
             families.insert(sample.name.clone());
@@ -43,7 +43,7 @@ impl Exposition {
     }
 
     /// Sum of the samples of every counter family whose labels include all of `labels`.
-    pub fn counter_sum(&self, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn counter_sum(&self, labels: &[(&str, &str)]) -> f64 {
         let counters = self.counters();
         self.samples
             .iter()
@@ -63,7 +63,7 @@ impl Exposition {
 }
 
 /// Parses the text format; a line that is neither a comment nor a sample is an error naming it.
-pub fn parse(text: &str) -> Result<Exposition, String> {
+pub(crate) fn parse(text: &str) -> Result<Exposition, String> {
     let mut exposition = Exposition::default();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();

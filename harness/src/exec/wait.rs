@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// the attempt's error, directly or inside an `anyhow::Error`.
 #[derive(Debug, thiserror::Error)]
 #[error("{0:#}")]
-pub struct GiveUp(pub anyhow::Error);
+pub(crate) struct GiveUp(pub anyhow::Error);
 
 /// The wait ended without the condition holding.
 #[derive(Debug)]
@@ -90,12 +90,12 @@ impl Retry {
 
     /// Requires `n` consecutive successes, e.g. while configuration is still propagating and an
     /// early success may be followed by a failure.
-    pub fn successes_in_a_row(mut self, n: u32) -> Self {
+    pub(crate) fn successes_in_a_row(mut self, n: u32) -> Self {
         self.successes_in_a_row = n.max(1);
         self
     }
 
-    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+    pub(crate) fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.initial_backoff = initial;
         self.max_backoff = max.max(initial);
         self
@@ -172,7 +172,7 @@ impl Retry {
 
 /// What one poll of a wait saw.
 #[derive(Debug)]
-pub enum Attempt<T> {
+pub(crate) enum Attempt<T> {
     Done(T),
     /// Not there yet: the state seen, for the timeout message.
     NotYet(String),
@@ -182,7 +182,7 @@ pub enum Attempt<T> {
 /// done, fails, or `timeout` passes. The timeout error says what was awaited, how many polls
 /// were made and the last state seen; an `Err` from `attempt` ends the wait at once (a state
 /// that waiting cannot fix).
-pub async fn wait_for<T, F, Fut>(
+pub(crate) async fn wait_for<T, F, Fut>(
     what: &str,
     timeout: Duration,
     interval: Duration,

@@ -15,14 +15,14 @@ use crate::exec::wait::Retry;
 use crate::manifest::{Document, Resource};
 
 /// The one field manager every apply uses, so a re-apply owns the same fields.
-pub const FIELD_MANAGER: &str = "istio-fft-e2e";
+pub(crate) const FIELD_MANAGER: &str = "istio-fft-e2e";
 /// The repository part of the placeholder image in app.yaml that is rewritten to the built tag.
 use crate::config::names::IMAGE_REPOSITORY;
 
 /// The documents to apply, as JSON: Namespaces first (the injector only acts on pods created
 /// after their namespace is labelled), then the file's order; every container whose image is
 /// `fft-service:*` rewritten to `image`.
-pub fn prepare(documents: &[Document], image: &str) -> Result<Vec<Value>> {
+pub(crate) fn prepare(documents: &[Document], image: &str) -> Result<Vec<Value>> {
     let (namespaces, rest): (Vec<&Document>, Vec<&Document>) = documents
         .iter()
         .partition(|d| matches!(d.resource, Resource::Namespace(_)));
@@ -87,7 +87,7 @@ pub struct Applied {
 }
 
 impl Applied {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.namespace {
             Some(ns) => format!("{} {ns}/{}", self.kind, self.name),
             None => format!("{} {}", self.kind, self.name),
@@ -119,12 +119,16 @@ async fn dynamic_api(
 
 /// How long a Namespace (or any object) that is being deleted may take to go: its pods get
 /// their termination grace period (30 s by default) before the namespace's finalizer ends.
-pub const TERMINATION_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const TERMINATION_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Polls `look` (which reports the object's state while it still exists) with the project's
 /// retry primitive until it finds nothing, or `timeout` passes; the error names what was
 /// awaited and the last state seen.
-pub async fn wait_until_gone<F, Fut>(what: &str, timeout: Duration, mut look: F) -> Result<()>
+pub(crate) async fn wait_until_gone<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut look: F,
+) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<String>>>,

@@ -12,7 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::Deserialize;
 
 /// A client for `context` of `kubeconfig` (YAML; `None`: the default kubeconfig).
-pub async fn live_client(kubeconfig: Option<String>, context: &str) -> Result<kube::Client> {
+pub(crate) async fn live_client(kubeconfig: Option<String>, context: &str) -> Result<kube::Client> {
     let kubeconfig = match kubeconfig {
         Some(yaml) => Kubeconfig::from_yaml(&yaml).context("parsing the cluster's kubeconfig")?,
         None => Kubeconfig::read().context("reading the default kubeconfig")?,
@@ -28,7 +28,10 @@ pub async fn live_client(kubeconfig: Option<String>, context: &str) -> Result<ku
 }
 
 /// The pods of a Deployment, by its selector, skipping pods on their way out.
-pub async fn deployment_pods(client: &kube::Client, deployment: &Deployment) -> Result<Vec<Pod>> {
+pub(crate) async fn deployment_pods(
+    client: &kube::Client,
+    deployment: &Deployment,
+) -> Result<Vec<Pod>> {
     let namespace = deployment
         .metadata
         .namespace
@@ -110,7 +113,7 @@ pub async fn pod_http_get(
 }
 
 /// The pod proxy subresource's path for `path` on `pod:port`.
-pub fn pod_proxy_path(namespace: &str, pod: &str, port: u16, path: &str) -> String {
+pub(crate) fn pod_proxy_path(namespace: &str, pod: &str, port: u16, path: &str) -> String {
     let path = path.strip_prefix('/').unwrap_or(path);
     format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/{path}")
 }

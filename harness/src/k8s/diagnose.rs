@@ -17,7 +17,7 @@ use crate::tools::preflight::{Tool, Tools};
 
 /// What to collect from.
 #[derive(Clone, Debug)]
-pub struct DiagnoseTarget {
+pub(crate) struct DiagnoseTarget {
     pub tools: Tools,
     pub kube: KubeTarget,
     /// The kind cluster, for `kind export logs`.
@@ -28,7 +28,7 @@ pub struct DiagnoseTarget {
 
 /// One planned step: a command whose stdout goes to a file.
 #[derive(Clone, Debug)]
-pub struct Capture {
+pub(crate) struct Capture {
     pub tool: Tool,
     pub cmd: Cmd,
     pub file: PathBuf,
@@ -57,7 +57,7 @@ impl DiagnoseTarget {
     }
 
     /// The steps that need no prior answer, in order.
-    pub fn fixed_captures(&self, dir: &Path) -> Vec<Capture> {
+    pub(crate) fn fixed_captures(&self, dir: &Path) -> Vec<Capture> {
         let mut captures = vec![
             Capture {
                 tool: Tool::Kubectl,
@@ -115,14 +115,19 @@ impl DiagnoseTarget {
     }
 
     /// `kubectl get pods -n NS -o json`.
-    pub fn pod_list(&self, namespace: &str) -> Cmd {
+    pub(crate) fn pod_list(&self, namespace: &str) -> Cmd {
         self.kubectl()
             .args(["get", "pods", "-n", namespace, "-o", "json"])
     }
 
     /// Logs of every container (init and sidecar included) of every pod in the list; the
     /// previous container's too when it restarted.
-    pub fn log_captures(&self, namespace: &str, pod_list: &Value, dir: &Path) -> Vec<Capture> {
+    pub(crate) fn log_captures(
+        &self,
+        namespace: &str,
+        pod_list: &Value,
+        dir: &Path,
+    ) -> Vec<Capture> {
         let mut captures = Vec::new();
         for pod in pod_list["items"].as_array().into_iter().flatten() {
             let Some(name) = pod.pointer("/metadata/name").and_then(Value::as_str) else {
@@ -160,7 +165,7 @@ impl DiagnoseTarget {
     }
 
     /// The gateway's whole Envoy configuration (listeners, routes, clusters, endpoints).
-    pub fn gateway_config_dump(&self, gateway_pod: &str, dir: &Path) -> Capture {
+    pub(crate) fn gateway_config_dump(&self, gateway_pod: &str, dir: &Path) -> Capture {
         Capture {
             tool: Tool::Istioctl,
             cmd: self.istioctl().args([
@@ -215,7 +220,7 @@ async fn capture(runner: &Runner, step: &Capture) -> Option<String> {
 }
 
 /// Collects everything under `dir`. Never fails; each failing step is a warning.
-pub async fn collect(runner: &Runner, target: &DiagnoseTarget, dir: &Path) {
+pub(crate) async fn collect(runner: &Runner, target: &DiagnoseTarget, dir: &Path) {
     runner.step(format!("collect diagnostics into {}", dir.display()));
     if !runner.is_dry_run()
         && let Err(err) = std::fs::create_dir_all(dir)

@@ -24,17 +24,17 @@ use crate::manifest::install::InstallOverlay;
 use crate::tools::kind::KindConfig;
 
 /// A path the VirtualService routes to the app (`exact: /metrics`).
-pub const ROUTED_PATH: &str = crate::config::names::METRICS_PATH;
+pub(crate) const ROUTED_PATH: &str = crate::config::names::METRICS_PATH;
 /// Config reaches Envoy asynchronously: one good answer is not yet a stable route.
 const SUCCESSES_IN_A_ROW: u32 = 3;
 
 /// The http2 nodePort pinned in the IstioOperator overlay.
-pub fn gateway_node_port(overlay_file: &Path) -> Result<u16> {
+pub(crate) fn gateway_node_port(overlay_file: &Path) -> Result<u16> {
     InstallOverlay::load(overlay_file)?.http2_node_port()
 }
 
 /// `127.0.0.1:<hostPort>` for the kind mapping of `node_port`.
-pub fn loopback_endpoint(config: &KindConfig, node_port: u16) -> Result<SocketAddr> {
+pub(crate) fn loopback_endpoint(config: &KindConfig, node_port: u16) -> Result<SocketAddr> {
     let (listen, host_port) = config.host_mapping(node_port).with_context(|| {
         format!(
             "{}: no extraPortMappings entry with containerPort {node_port} (the gateway's http2 \
@@ -55,7 +55,7 @@ pub fn loopback_endpoint(config: &KindConfig, node_port: u16) -> Result<SocketAd
 }
 
 /// The `http2` nodePort of the gateway Service.
-pub fn service_http2_node_port(service: &Service) -> Result<u16> {
+pub(crate) fn service_http2_node_port(service: &Service) -> Result<u16> {
     let port = service
         .spec
         .as_ref()
@@ -68,7 +68,7 @@ pub fn service_http2_node_port(service: &Service) -> Result<u16> {
     u16::try_from(port).context("nodePort out of range")
 }
 
-pub async fn live_gateway_node_port(client: &kube::Client) -> Result<u16> {
+pub(crate) async fn live_gateway_node_port(client: &kube::Client) -> Result<u16> {
     let services: Api<Service> = Api::namespaced(client.clone(), ISTIO_NAMESPACE);
     let service = services
         .get(INGRESS_GATEWAY)
@@ -82,7 +82,7 @@ pub async fn live_gateway_node_port(client: &kube::Client) -> Result<u16> {
 /// publishes it where the config says (`docker port NODE PORT/tcp`, or its error when it
 /// publishes nothing). A cluster made from another config, or an Istio installed from another
 /// overlay, otherwise shows up only as connection errors until the route wait times out.
-pub fn verify_gateway_path(
+pub(crate) fn verify_gateway_path(
     config: &KindConfig,
     overlay_file: &Path,
     live_node_port: u16,
@@ -141,7 +141,7 @@ pub fn verify_gateway_path(
 
 /// The article's `INGRESS_HOST` (`status.hostIP` of a gateway pod) and `INGRESS_PORT` (the
 /// Service's `http2` nodePort).
-pub fn article_endpoint(gateway_pods: &[Pod], service: &Service) -> Result<(String, u16)> {
+pub(crate) fn article_endpoint(gateway_pods: &[Pod], service: &Service) -> Result<(String, u16)> {
     let host = gateway_pods
         .iter()
         .find_map(|p| p.status.as_ref()?.host_ip.clone())
@@ -150,7 +150,7 @@ pub fn article_endpoint(gateway_pods: &[Pod], service: &Service) -> Result<(Stri
 }
 
 /// The article's export lines, for a person to paste.
-pub fn export_lines(host: &str, port: u16) -> String {
+pub(crate) fn export_lines(host: &str, port: u16) -> String {
     format!(
         "# the article's discovery (reachable from a Linux host with native Docker only):\n\
          export INGRESS_HOST={host}\nexport INGRESS_PORT={port}\n\
@@ -158,7 +158,7 @@ pub fn export_lines(host: &str, port: u16) -> String {
     )
 }
 
-pub async fn live_article_endpoint(client: &kube::Client) -> Result<(String, u16)> {
+pub(crate) async fn live_article_endpoint(client: &kube::Client) -> Result<(String, u16)> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ISTIO_NAMESPACE);
     let gateway_pods = pods
         .list(&ListParams::default().labels(GATEWAY_SELECTOR))
@@ -173,7 +173,11 @@ pub async fn live_article_endpoint(client: &kube::Client) -> Result<(String, u16
 }
 
 /// What one answer through the gateway says about the route.
-pub fn classify_answer(status: u16, served_by: Option<&str>, upstream_time: bool) -> Attempt<()> {
+pub(crate) fn classify_answer(
+    status: u16,
+    served_by: Option<&str>,
+    upstream_time: bool,
+) -> Attempt<()> {
     if status == 200 && served_by.is_some() && upstream_time {
         Attempt::Done(())
     } else if status == 404 && served_by.is_none() {
@@ -218,7 +222,7 @@ pub async fn wait_for_route(ingress: SocketAddr, timeout: Duration) -> Result<()
 
 /// The gateway pod to forward to: one that is Ready (its Envoy has its listeners; Running alone
 /// says only that the containers started) and not being deleted.
-pub fn ready_gateway_pod(pods: &[Pod]) -> Option<String> {
+pub(crate) fn ready_gateway_pod(pods: &[Pod]) -> Option<String> {
     pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .find(|p| {
@@ -258,7 +262,7 @@ async fn pick_gateway_pod(pods: &Api<Pod>) -> Result<String> {
 
 /// Connects to the remembered pod; when that fails (the pod was replaced or deleted), picks a
 /// Ready pod again, remembers it and connects to that one.
-pub async fn connect_with_repick<T, C, CF, P, PF>(
+pub(crate) async fn connect_with_repick<T, C, CF, P, PF>(
     current: &std::sync::Mutex<String>,
     mut connect: C,
     pick: P,

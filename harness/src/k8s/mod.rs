@@ -6,9 +6,9 @@
 
 pub mod apply;
 pub mod client;
-pub mod diagnose;
+pub(crate) mod diagnose;
 pub mod gateway;
-pub mod pods;
+pub(crate) mod pods;
 pub mod rollout;
 
 #[cfg(test)]

@@ -10,17 +10,17 @@ use serde::Deserialize;
 
 use crate::config::names::{APP_PORT, METRICS_PATH};
 
-pub const SIDECAR_CONTAINER: &str = "istio-proxy";
-pub const SIDECAR_STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
+pub(crate) const SIDECAR_CONTAINER: &str = "istio-proxy";
+pub(crate) const SIDECAR_STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
 /// The pilot-agent's port that serves the merged metrics.
-pub const MERGED_METRICS_PORT: u16 = 15020;
-pub const MERGED_METRICS_PATH: &str = "/stats/prometheus";
+pub(crate) const MERGED_METRICS_PORT: u16 = 15020;
+pub(crate) const MERGED_METRICS_PATH: &str = "/stats/prometheus";
 /// Where the injector keeps the pod's original scrape annotations when it merges.
-pub const ORIGINAL_ANNOTATIONS_ENV: &str = "ISTIO_PROMETHEUS_ANNOTATIONS";
+pub(crate) const ORIGINAL_ANNOTATIONS_ENV: &str = "ISTIO_PROMETHEUS_ANNOTATIONS";
 
 /// Metric families only the app exports (Envoy's are `envoy_*`, Istio's `istio_*`), so finding
 /// them on 15020 proves the agent fetched the app's own `/metrics`.
-pub const APP_METRIC_FAMILIES: [&str; 3] = [
+pub(crate) const APP_METRIC_FAMILIES: [&str; 3] = [
     "fft_http_requests",
     "fft_jobs_running",
     "fft_compute_duration_seconds",
@@ -28,7 +28,7 @@ pub const APP_METRIC_FAMILIES: [&str; 3] = [
 
 /// Where the injector put the sidecar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SidecarPlace {
+pub(crate) enum SidecarPlace {
     /// `spec.initContainers` with `restartPolicy: Always` (Istio ≥ 1.27 on kubelet ≥ 1.33).
     Native,
     /// `spec.containers`.
@@ -44,7 +44,7 @@ fn annotations(pod: &Pod) -> BTreeMap<String, String> {
 }
 
 /// The sidecar container of a pod, wherever it is.
-pub fn sidecar_container(pod: &Pod) -> Option<(&Container, SidecarPlace)> {
+pub(crate) fn sidecar_container(pod: &Pod) -> Option<(&Container, SidecarPlace)> {
     let spec = pod.spec.as_ref()?;
     if let Some(c) = spec.containers.iter().find(|c| c.name == SIDECAR_CONTAINER) {
         return Some((c, SidecarPlace::Classic));
@@ -58,7 +58,7 @@ pub fn sidecar_container(pod: &Pod) -> Option<(&Container, SidecarPlace)> {
 
 /// The pod is injected: the status annotation, and `istio-proxy` in `containers` or as a
 /// native sidecar (an init container that restarts `Always`).
-pub fn sidecar_injected(pod: &Pod) -> Result<SidecarPlace> {
+pub(crate) fn sidecar_injected(pod: &Pod) -> Result<SidecarPlace> {
     let name = pod_name(pod);
     let status = annotations(pod)
         .get(SIDECAR_STATUS_ANNOTATION)
@@ -87,7 +87,7 @@ pub fn sidecar_injected(pod: &Pod) -> Result<SidecarPlace> {
 
 /// Whether the sidecar container reports ready (a native sidecar reports in
 /// `initContainerStatuses`).
-pub fn sidecar_ready(pod: &Pod) -> bool {
+pub(crate) fn sidecar_ready(pod: &Pod) -> bool {
     let Some((_, place)) = sidecar_container(pod) else {
         return false;
     };
@@ -104,7 +104,7 @@ pub fn sidecar_ready(pod: &Pod) -> bool {
 
 /// The `prometheus.io/*` annotations of a pod or template.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct ScrapeAnnotations {
+pub(crate) struct ScrapeAnnotations {
     pub scrape: String,
     pub path: String,
     pub port: String,
@@ -112,7 +112,7 @@ pub struct ScrapeAnnotations {
 
 impl ScrapeAnnotations {
     /// The article's: scrape the app's own 8080 `/metrics`.
-    pub fn article() -> Self {
+    pub(crate) fn article() -> Self {
         ScrapeAnnotations {
             scrape: "true".into(),
             path: METRICS_PATH.into(),
@@ -121,7 +121,7 @@ impl ScrapeAnnotations {
     }
 
     /// What the injector writes when it merges metrics.
-    pub fn merged() -> Self {
+    pub(crate) fn merged() -> Self {
         ScrapeAnnotations {
             scrape: "true".into(),
             path: MERGED_METRICS_PATH.into(),
@@ -154,7 +154,7 @@ fn template_annotations(deployment: &Deployment) -> Result<ScrapeAnnotations> {
 
 /// The Deployment's pod template keeps the article's annotations (the injector changes Pods,
 /// never the template).
-pub fn template_scrape_annotations(deployment: &Deployment) -> Result<ScrapeAnnotations> {
+pub(crate) fn template_scrape_annotations(deployment: &Deployment) -> Result<ScrapeAnnotations> {
     let name = deployment.metadata.name.as_deref().unwrap_or("<unnamed>");
     let found = template_annotations(deployment)?;
     ensure!(
@@ -167,7 +167,7 @@ pub fn template_scrape_annotations(deployment: &Deployment) -> Result<ScrapeAnno
 
 /// How a pod's scrape annotations look.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ScrapeState {
+pub(crate) enum ScrapeState {
     /// Rewritten to the agent's 15020, the originals kept in the proxy's env.
     Merged,
     /// Merging off (mesh-wide or by annotation): the originals as written.
@@ -176,7 +176,10 @@ pub enum ScrapeState {
 
 /// A pod carries either the merged annotations with `ISTIO_PROMETHEUS_ANNOTATIONS` holding
 /// `original`, or `original` itself.
-pub fn pod_scrape_annotations(pod: &Pod, original: &ScrapeAnnotations) -> Result<ScrapeState> {
+pub(crate) fn pod_scrape_annotations(
+    pod: &Pod,
+    original: &ScrapeAnnotations,
+) -> Result<ScrapeState> {
     let name = pod_name(pod);
     let found = ScrapeAnnotations::from_map(&annotations(pod))
         .with_context(|| format!("pod {name} lacks prometheus.io/scrape, /path or /port"))?;
@@ -218,7 +221,7 @@ pub fn pod_scrape_annotations(pod: &Pod, original: &ScrapeAnnotations) -> Result
 
 /// Whether the mesh merges metrics, as far as the suite knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MeshMerging {
+pub(crate) enum MeshMerging {
     /// Istio installed by the suite with an overlay that leaves `enablePrometheusMerge` on (its
     /// default since 1.7).
     On,
@@ -229,7 +232,7 @@ pub enum MeshMerging {
 }
 
 /// What the install overlay says about `meshConfig.enablePrometheusMerge` (absent: on).
-pub fn mesh_merging_from_overlay(overlay_file: &std::path::Path) -> Result<MeshMerging> {
+pub(crate) fn mesh_merging_from_overlay(overlay_file: &std::path::Path) -> Result<MeshMerging> {
     let overlay = crate::manifest::install::InstallOverlay::load(overlay_file)?;
     Ok(if overlay.prometheus_merge()? {
         MeshMerging::On
@@ -240,7 +243,7 @@ pub fn mesh_merging_from_overlay(overlay_file: &std::path::Path) -> Result<MeshM
 
 /// What every app pod's scrape annotations must be.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MergeExpectation {
+pub(crate) enum MergeExpectation {
     Merged,
     /// With the reason merging does not apply.
     Unmerged(String),
@@ -261,7 +264,7 @@ fn template_opt_out(deployment: &Deployment) -> Option<String> {
         .map(|key| format!("the pod template opts out with `{key}: \"false\"`"))
 }
 
-pub fn merge_expectation(deployment: &Deployment, mesh: MeshMerging) -> MergeExpectation {
+pub(crate) fn merge_expectation(deployment: &Deployment, mesh: MeshMerging) -> MergeExpectation {
     if let Some(why) = template_opt_out(deployment) {
         return MergeExpectation::Unmerged(why);
     }
@@ -277,7 +280,7 @@ pub fn merge_expectation(deployment: &Deployment, mesh: MeshMerging) -> MergeExp
 /// The scrape annotations every app pod carries, checked against what the mesh and the template
 /// call for.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScrapeVerdict {
+pub(crate) struct ScrapeVerdict {
     pub state: ScrapeState,
     pub expectation: MergeExpectation,
     pub pods: usize,
@@ -285,7 +288,7 @@ pub struct ScrapeVerdict {
 
 impl ScrapeVerdict {
     /// Why the merged endpoint is not there to check, when it is not.
-    pub fn unmerged_reason(&self) -> Option<String> {
+    pub(crate) fn unmerged_reason(&self) -> Option<String> {
         if self.state == ScrapeState::Merged {
             return None;
         }
@@ -302,7 +305,7 @@ impl ScrapeVerdict {
 }
 
 /// Every pod's scrape state, which must match `merge_expectation` (and agree across pods).
-pub fn scrape_verdict(
+pub(crate) fn scrape_verdict(
     deployment: &Deployment,
     pods: &[Pod],
     mesh: MeshMerging,
@@ -359,7 +362,7 @@ pub fn scrape_verdict(
 }
 
 /// The app container runs `image` (the tag is the content, so the tag proves the content).
-pub fn pod_runs_image(pod: &Pod, app_container: &str, image: &str) -> Result<()> {
+pub(crate) fn pod_runs_image(pod: &Pod, app_container: &str, image: &str) -> Result<()> {
     let name = pod_name(pod);
     let spec = pod
         .spec
@@ -392,7 +395,7 @@ pub fn pod_runs_image(pod: &Pod, app_container: &str, image: &str) -> Result<()>
 }
 
 /// Every app family is present in `text`; the error lists the missing ones.
-pub fn contains_app_metrics(text: &str) -> Result<()> {
+pub(crate) fn contains_app_metrics(text: &str) -> Result<()> {
     let families = crate::exec::prometheus_text::parse(text)
         .map_err(|err| anyhow::anyhow!("the scrape is not Prometheus text: {err}"))?
         .families();

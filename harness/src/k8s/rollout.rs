@@ -15,7 +15,7 @@ use crate::exec::wait::{Attempt, wait_for};
 use crate::k8s::pods;
 
 /// A Deployment is available: its current generation observed and `Available=True`.
-pub fn deployment_available(deployment: &Deployment) -> Attempt<()> {
+pub(crate) fn deployment_available(deployment: &Deployment) -> Attempt<()> {
     let name = deployment.metadata.name.as_deref().unwrap_or("<unnamed>");
     let generation = deployment.metadata.generation.unwrap_or(0);
     let status = deployment.status.clone().unwrap_or_default();
@@ -43,7 +43,7 @@ pub fn deployment_available(deployment: &Deployment) -> Attempt<()> {
 }
 
 /// Waits until `namespace/name` is available.
-pub async fn wait_available(
+pub(crate) async fn wait_available(
     client: &kube::Client,
     namespace: &str,
     name: &str,
@@ -66,7 +66,7 @@ pub async fn wait_available(
 }
 
 /// istiod, then the ingress gateway, both within one `timeout`.
-pub async fn wait_control_plane(client: &kube::Client, timeout: Duration) -> Result<()> {
+pub(crate) async fn wait_control_plane(client: &kube::Client, timeout: Duration) -> Result<()> {
     let started = std::time::Instant::now();
     wait_available(client, ISTIO_NAMESPACE, ISTIOD, timeout).await?;
     // The gateway usually becomes available with istiod: a short floor, not a second full wait.
@@ -93,18 +93,23 @@ pub struct AppPods {
 /// `pkg/kubelet/kubelet.go`, `pod_workers.go`), so a config created a moment later heals it;
 /// a `runAsNonRoot` violation never does. The rollout wait polls with a backoff growing to 8 s:
 /// eight polls span at least 46 s, three of the kubelet's retries.
-pub const CONFIG_ERROR_POLLS: u32 = 8;
+pub(crate) const CONFIG_ERROR_POLLS: u32 = 8;
 
 /// One rollout wait's memory across polls: how long each pod has shown a state that is fatal
 /// only when it persists.
 #[derive(Debug, Default)]
-pub struct RolloutWatch {
+pub(crate) struct RolloutWatch {
     persisting: BTreeMap<String, u32>,
 }
 
+#[cfg(test)]
 /// Whether a Deployment's rollout is complete with every pod ready and injected, from one look;
 /// see [`RolloutWatch::observe`].
-pub fn rollout_state(deployment: &Deployment, pods: &[Pod], app: &AppPods) -> Result<Attempt<()>> {
+pub(crate) fn rollout_state(
+    deployment: &Deployment,
+    pods: &[Pod],
+    app: &AppPods,
+) -> Result<Attempt<()>> {
     RolloutWatch::default().observe(deployment, pods, app)
 }
 
@@ -113,7 +118,7 @@ impl RolloutWatch {
     /// words when not. `Err` for states that never recover by waiting, seen on pods of the
     /// current template (pods of an older template are on their way out), and for
     /// `CreateContainerConfigError` once it has persisted [`CONFIG_ERROR_POLLS`] polls in a row.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         deployment: &Deployment,
         pods: &[Pod],
@@ -415,7 +420,7 @@ fn describe_pods(pods: &[Pod]) -> String {
 
 /// Waits until the Deployment has all replicas available and every pod is ready with its
 /// sidecar.
-pub async fn wait_rollout(
+pub(crate) async fn wait_rollout(
     client: &kube::Client,
     namespace: &str,
     name: &str,

@@ -29,7 +29,7 @@ const CLUSTER_SCOPED_KINDS: [&str; 14] = [
 ];
 
 /// Anything that runs pods: a pod template, and the selector that owns it when the kind has one.
-pub struct Workload<'a> {
+pub(crate) struct Workload<'a> {
     pub doc: &'a Document,
     pub selector: Option<LabelSelector>,
     pub template: PodTemplateSpec,
@@ -39,7 +39,7 @@ pub struct Workload<'a> {
 
 impl Workload<'_> {
     /// The path of `field` (relative to the pod template) inside the resource.
-    pub fn field(&self, field: &str) -> String {
+    pub(crate) fn field(&self, field: &str) -> String {
         if self.template_path.is_empty() {
             field.to_string()
         } else {
@@ -47,7 +47,7 @@ impl Workload<'_> {
         }
     }
 
-    pub fn labels(&self) -> BTreeMap<String, String> {
+    pub(crate) fn labels(&self) -> BTreeMap<String, String> {
         self.template
             .metadata
             .as_ref()
@@ -55,7 +55,7 @@ impl Workload<'_> {
             .unwrap_or_default()
     }
 
-    pub fn annotations(&self) -> BTreeMap<String, String> {
+    pub(crate) fn annotations(&self) -> BTreeMap<String, String> {
         self.template
             .metadata
             .as_ref()
@@ -64,7 +64,7 @@ impl Workload<'_> {
     }
 
     /// Every `(containerPort, name)` of the app containers.
-    pub fn container_ports(&self) -> Vec<(i32, Option<String>)> {
+    pub(crate) fn container_ports(&self) -> Vec<(i32, Option<String>)> {
         self.template
             .spec
             .iter()
@@ -74,7 +74,7 @@ impl Workload<'_> {
             .collect()
     }
 
-    pub fn describe_container_ports(&self) -> String {
+    pub(crate) fn describe_container_ports(&self) -> String {
         let ports = self.container_ports();
         if ports.is_empty() {
             return "none declared".into();
@@ -90,7 +90,7 @@ impl Workload<'_> {
     }
 }
 
-pub struct Inventory<'a> {
+pub(crate) struct Inventory<'a> {
     /// Application resources: everything except the Istio install overlay, the installed gateway
     /// Service and the kind cluster configuration.
     pub app: Vec<&'a Document>,
@@ -110,7 +110,7 @@ pub struct Inventory<'a> {
 }
 
 impl<'a> Inventory<'a> {
-    pub fn new(documents: &'a [Document]) -> Self {
+    pub(crate) fn new(documents: &'a [Document]) -> Self {
         let (kind_clusters, resources): (Vec<&Document>, Vec<&Document>) = documents
             .iter()
             .partition(|doc| is_cluster_configuration(doc));
@@ -157,15 +157,15 @@ impl<'a> Inventory<'a> {
         inventory
     }
 
-    pub fn app_resource_count(&self) -> usize {
+    pub(crate) fn app_resource_count(&self) -> usize {
         self.app.len()
     }
 
-    pub fn is_namespaced(doc: &Document) -> bool {
+    pub(crate) fn is_namespaced(doc: &Document) -> bool {
         !CLUSTER_SCOPED_KINDS.contains(&doc.kind())
     }
 
-    pub fn namespaced(&self) -> impl Iterator<Item = &'a Document> + '_ {
+    pub(crate) fn namespaced(&self) -> impl Iterator<Item = &'a Document> + '_ {
         self.app.iter().copied().filter(|d| Self::is_namespaced(d))
     }
 
@@ -194,7 +194,7 @@ impl<'a> Inventory<'a> {
     /// The namespaces a resource may be counted in when resolving references to or from it: where
     /// it says it is and, when it is not in the app's namespace, also there. Being in the wrong
     /// namespace is the single-namespace rule's finding; the reference rules must not repeat it.
-    pub fn homes(&self, doc: &Document) -> Vec<String> {
+    pub(crate) fn homes(&self, doc: &Document) -> Vec<String> {
         let written = doc.namespace().map(str::to_string);
         let app = self.app_namespace.clone();
         match (written, app) {
@@ -207,7 +207,11 @@ impl<'a> Inventory<'a> {
 
     /// The namespaces a reference written in `from` points into: `explicit` when the reference
     /// names one, otherwise `from`'s own.
-    pub fn reference_namespaces(&self, from: &Document, explicit: Option<&str>) -> Vec<String> {
+    pub(crate) fn reference_namespaces(
+        &self,
+        from: &Document,
+        explicit: Option<&str>,
+    ) -> Vec<String> {
         match explicit {
             None => self.homes(from),
             Some(ns) => {
@@ -224,12 +228,12 @@ impl<'a> Inventory<'a> {
     }
 
     /// Whether `target` can be found from a reference into `namespaces`.
-    pub fn lives_in(&self, target: &Document, namespaces: &[String]) -> bool {
+    pub(crate) fn lives_in(&self, target: &Document, namespaces: &[String]) -> bool {
         self.homes(target).iter().any(|ns| namespaces.contains(ns))
     }
 
     /// The workloads whose pods a Service with this selector would select.
-    pub fn selected_workloads(
+    pub(crate) fn selected_workloads(
         &self,
         service: &Document,
         selector: &BTreeMap<String, String>,

@@ -63,7 +63,7 @@ fn has_key(content: &str, key: &str) -> bool {
 
 /// The 0-based index among `lines[start..end]` (one document) of the deepest part of `field`
 /// that can be found.
-pub fn field_line(lines: &[&str], start: usize, end: usize, field: &str) -> usize {
+pub(crate) fn field_line(lines: &[&str], start: usize, end: usize, field: &str) -> usize {
     let end = end.min(lines.len());
     let mut found = start;
     // The column the current node's children must be deeper than (-1: the document root).

@@ -19,8 +19,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::{self, Document, LoadError};
 
-pub use crate::manifest::install::{IngressGateway, IngressPort};
-
 /// A wiring rule, named by a stable id (what findings, tests and scripts refer to).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -57,7 +55,7 @@ impl Rule {
         Rule::KindPortMapping,
     ];
 
-    pub fn id(self) -> &'static str {
+    pub(crate) fn id(self) -> &'static str {
         match self {
             Rule::SingleNamespace => "single-namespace",
             Rule::DeploymentSelector => "deployment-selector",
@@ -72,37 +70,6 @@ impl Rule {
             Rule::PrometheusAnnotations => "prometheus-annotations",
             Rule::ImagePull => "image-pull",
             Rule::KindPortMapping => "kind-port-mapping",
-        }
-    }
-
-    /// What the rule demands, in one line.
-    pub fn summary(self) -> &'static str {
-        match self {
-            Rule::SingleNamespace => "all namespaced resources are in one declared Namespace",
-            Rule::DeploymentSelector => {
-                "Deployment spec.selector matches its pod template's labels"
-            }
-            Rule::ServiceSelector => "the Service selector selects the pods of a workload",
-            Rule::ServiceTargetPort => {
-                "each Service targetPort (number or name) is a containerPort of the selected pods"
-            }
-            Rule::VsDestinationHost => "each VirtualService destination host is a declared Service",
-            Rule::VsDestinationPort => {
-                "each destination port is a port of that Service (required when it has several)"
-            }
-            Rule::VsGatewayRef => "VirtualService gateways name declared Gateways",
-            Rule::GatewaySelector => "the Gateway selector matches the installed ingress gateway",
-            Rule::GatewayPort => {
-                "each Gateway server port is a port of the installed ingress gateway Service"
-            }
-            Rule::SidecarInjection => "the app's Namespace enables sidecar injection",
-            Rule::PrometheusAnnotations => {
-                "prometheus.io annotations: scrape \"true\", port a containerPort, path absolute"
-            }
-            Rule::ImagePull => "images loaded with `kind load` are tagged, not :latest, not pulled",
-            Rule::KindPortMapping => {
-                "the kind cluster publishes the gateway's pinned nodePort (extraPortMappings)"
-            }
         }
     }
 }
@@ -251,7 +218,7 @@ pub fn lint_documents(documents: &[Document]) -> Report {
 
 /// The manifest files behind `paths`: files as given, directories as their `*.yaml`/`*.yml`
 /// files in name order.
-pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LintError> {
+pub(crate) fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LintError> {
     let mut files = Vec::new();
     for path in paths {
         if !path.is_dir() {

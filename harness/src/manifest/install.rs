@@ -23,7 +23,7 @@ use crate::config::names::{INGRESS_GATEWAY as DEFAULT_GATEWAY_NAME, ISTIO_NAMESP
 const PROFILES_WITHOUT_INGRESS: [&str; 4] = ["minimal", "empty", "remote", "ambient"];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct IngressPort {
+pub(crate) struct IngressPort {
     pub name: String,
     pub port: i64,
     pub target_port: Option<i64>,
@@ -31,7 +31,7 @@ pub struct IngressPort {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct IngressGateway {
+pub(crate) struct IngressGateway {
     pub name: String,
     /// Labels of the gateway pods.
     pub labels: BTreeMap<String, String>,
@@ -41,7 +41,7 @@ pub struct IngressGateway {
 
 impl IngressGateway {
     /// The gateway that Istio's charts install by default.
-    pub fn chart_default() -> Self {
+    pub(crate) fn chart_default() -> Self {
         IngressGateway {
             name: DEFAULT_GATEWAY_NAME.into(),
             labels: default_labels(),
@@ -50,13 +50,13 @@ impl IngressGateway {
     }
 
     /// Whether a Gateway with this selector configures these pods (an empty selector selects all).
-    pub fn selected_by(&self, selector: &BTreeMap<String, String>) -> bool {
+    pub(crate) fn selected_by(&self, selector: &BTreeMap<String, String>) -> bool {
         selector
             .iter()
             .all(|(key, value)| self.labels.get(key) == Some(value))
     }
 
-    pub fn describe_ports(&self) -> String {
+    pub(crate) fn describe_ports(&self) -> String {
         self.ports
             .iter()
             .map(|p| match p.target_port {
@@ -93,14 +93,16 @@ fn default_ports() -> Vec<IngressPort> {
 
 /// The installed ingress gateways and where that knowledge came from.
 #[derive(Clone, Debug)]
-pub struct Ingress {
+pub(crate) struct Ingress {
     pub gateways: Vec<IngressGateway>,
     /// `manifests/istio-install.yaml`, or `Istio's chart defaults`.
     pub source: String,
 }
 
 impl Ingress {
-    pub fn from_documents<'a>(install_documents: impl IntoIterator<Item = &'a Document>) -> Self {
+    pub(crate) fn from_documents<'a>(
+        install_documents: impl IntoIterator<Item = &'a Document>,
+    ) -> Self {
         let mut gateways = Vec::new();
         let mut sources = Vec::new();
         for doc in install_documents {
@@ -129,12 +131,12 @@ impl Ingress {
     }
 }
 
-pub fn is_istio_operator(doc: &Document) -> bool {
+pub(crate) fn is_istio_operator(doc: &Document) -> bool {
     doc.kind() == "IstioOperator" && doc.api_version().starts_with("install.istio.io/")
 }
 
 /// A Service that fronts gateway pods in Istio's namespace: the installed gateway, not the app.
-pub fn is_gateway_service(doc: &Document) -> bool {
+pub(crate) fn is_gateway_service(doc: &Document) -> bool {
     matches!(doc.resource, Resource::Service(_))
         && doc.namespace() == Some(ISTIO_NAMESPACE)
         && doc.raw.pointer("/spec/selector/istio").is_some()
@@ -235,14 +237,14 @@ fn port_of(port: &Value) -> Option<IngressPort> {
 
 /// The install overlay file, read once.
 #[derive(Clone, Debug)]
-pub struct InstallOverlay {
+pub(crate) struct InstallOverlay {
     pub path: PathBuf,
     pub ingress: Ingress,
     operator: Option<Value>,
 }
 
 impl InstallOverlay {
-    pub fn load(path: &Path) -> Result<Self> {
+    pub(crate) fn load(path: &Path) -> Result<Self> {
         let documents = manifest::load_file(path)?;
         let operator = documents
             .iter()
@@ -256,7 +258,7 @@ impl InstallOverlay {
     }
 
     /// The default ingress gateway's `http2` nodePort, pinned so kind can publish it.
-    pub fn http2_node_port(&self) -> Result<u16> {
+    pub(crate) fn http2_node_port(&self) -> Result<u16> {
         self.ingress
             .gateways
             .iter()
@@ -275,7 +277,7 @@ impl InstallOverlay {
     }
 
     /// `spec.meshConfig.enablePrometheusMerge` (absent: Istio's default, on since 1.7).
-    pub fn prometheus_merge(&self) -> Result<bool> {
+    pub(crate) fn prometheus_merge(&self) -> Result<bool> {
         match self
             .operator
             .as_ref()

@@ -11,12 +11,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub const API_GROUP: &str = "networking.istio.io";
-pub const API_VERSIONS: [&str; 3] = ["v1alpha3", "v1beta1", "v1"];
+pub(crate) const API_GROUP: &str = "networking.istio.io";
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Gateway {
+pub(crate) struct Gateway {
     pub api_version: String,
     pub kind: String,
     #[serde(default)]
@@ -28,7 +27,7 @@ pub struct Gateway {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct GatewaySpec {
+pub(crate) struct GatewaySpec {
     /// Labels of the gateway pods that take this configuration.
     #[serde(default)]
     pub selector: BTreeMap<String, String>,
@@ -38,7 +37,7 @@ pub struct GatewaySpec {
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Server {
+pub(crate) struct Server {
     pub port: ServerPort,
     #[serde(default)]
     pub hosts: Vec<String>,
@@ -54,7 +53,7 @@ pub struct Server {
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ServerPort {
+pub(crate) struct ServerPort {
     pub number: u32,
     pub protocol: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,7 +64,7 @@ pub struct ServerPort {
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct VirtualService {
+pub(crate) struct VirtualService {
     pub api_version: String,
     pub kind: String,
     #[serde(default)]
@@ -77,7 +76,7 @@ pub struct VirtualService {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct VirtualServiceSpec {
+pub(crate) struct VirtualServiceSpec {
     #[serde(default)]
     pub hosts: Vec<String>,
     /// Gateways (`name` or `namespace/name`) and/or `mesh`; empty means `mesh` only.
@@ -95,7 +94,7 @@ pub struct VirtualServiceSpec {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HttpRoute {
+pub(crate) struct HttpRoute {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Each entry is its own Envoy route, in order; an empty list matches everything.
@@ -131,7 +130,7 @@ pub struct HttpRoute {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HttpMatchRequest {
+pub(crate) struct HttpMatchRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,7 +165,7 @@ pub struct HttpMatchRequest {
 /// (`{}`), which Istio reads as "present" for a header and as "any path" for a uri.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(try_from = "StringMatchFields", into = "StringMatchFields")]
-pub enum StringMatch {
+pub(crate) enum StringMatch {
     Exact(String),
     Prefix(String),
     Regex(String),
@@ -220,7 +219,7 @@ impl From<StringMatch> for StringMatchFields {
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HttpRouteDestination {
+pub(crate) struct HttpRouteDestination {
     pub destination: Destination,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
@@ -230,7 +229,7 @@ pub struct HttpRouteDestination {
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Destination {
+pub(crate) struct Destination {
     pub host: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
@@ -240,6 +239,6 @@ pub struct Destination {
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PortSelector {
+pub(crate) struct PortSelector {
     pub number: u32,
 }

@@ -10,7 +10,7 @@ use crate::config::paths;
 
 /// One `extraPortMappings` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PortMapping {
+pub(crate) struct PortMapping {
     pub container_port: u16,
     pub host_port: Option<u16>,
     /// kind's default is 0.0.0.0.
@@ -19,21 +19,22 @@ pub struct PortMapping {
 
 /// A kind `Cluster` config.
 #[derive(Clone, Debug)]
-pub struct KindConfig {
+pub(crate) struct KindConfig {
     pub path: PathBuf,
     raw: Value,
 }
 
 impl KindConfig {
-    pub fn default_path() -> PathBuf {
+    pub(crate) fn default_path() -> PathBuf {
         paths::manifests_dir().join("kind-cluster.yaml")
     }
 
-    pub fn load_default() -> Result<Self> {
+    #[cfg(test)]
+    pub(crate) fn load_default() -> Result<Self> {
         Self::load(&Self::default_path())
     }
 
-    pub fn load(path: &Path) -> Result<Self> {
+    pub(crate) fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the kind config {}", path.display()))?;
         let raw: Value = serde_yaml_ng::from_str(&text)
@@ -42,7 +43,7 @@ impl KindConfig {
     }
 
     /// A config already parsed (the lint reads every manifest once).
-    pub fn from_value(path: &Path, raw: Value) -> Result<Self> {
+    pub(crate) fn from_value(path: &Path, raw: Value) -> Result<Self> {
         if raw.get("kind").and_then(Value::as_str) != Some("Cluster") {
             bail!("{}: `kind: Cluster` expected", path.display());
         }
@@ -60,9 +61,10 @@ impl KindConfig {
             .unwrap_or(&[])
     }
 
+    #[cfg(test)]
     /// The `image` of every node (the pin lives here, not on kind's command line, so there is
     /// one source).
-    pub fn node_images(&self) -> Vec<String> {
+    pub(crate) fn node_images(&self) -> Vec<String> {
         self.nodes()
             .iter()
             .filter_map(|n| n.get("image").and_then(Value::as_str))
@@ -71,7 +73,7 @@ impl KindConfig {
     }
 
     /// Every node's `extraPortMappings`, in order.
-    pub fn port_mappings(&self) -> Vec<PortMapping> {
+    pub(crate) fn port_mappings(&self) -> Vec<PortMapping> {
         self.nodes()
             .iter()
             .filter_map(|node| node.get("extraPortMappings")?.as_array())
@@ -94,7 +96,7 @@ impl KindConfig {
     }
 
     /// Every mapping's (listenAddress, hostPort): what the node container binds on the host.
-    pub fn host_ports(&self) -> Vec<(String, u16)> {
+    pub(crate) fn host_ports(&self) -> Vec<(String, u16)> {
         self.port_mappings()
             .into_iter()
             .filter_map(|m| Some((m.listen_address, m.host_port?)))
@@ -102,7 +104,7 @@ impl KindConfig {
     }
 
     /// Every mapping's containerPort.
-    pub fn container_ports(&self) -> Vec<u16> {
+    pub(crate) fn container_ports(&self) -> Vec<u16> {
         self.port_mappings()
             .iter()
             .map(|m| m.container_port)
@@ -110,7 +112,7 @@ impl KindConfig {
     }
 
     /// The mapping that publishes `container_port`: (listenAddress, hostPort).
-    pub fn host_mapping(&self, container_port: u16) -> Option<(String, u16)> {
+    pub(crate) fn host_mapping(&self, container_port: u16) -> Option<(String, u16)> {
         self.port_mappings()
             .into_iter()
             .find(|m| m.container_port == container_port)

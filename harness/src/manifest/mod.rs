@@ -4,10 +4,10 @@
 //! types of [`istio`]. Every document keeps its file, its position in the file and its raw JSON
 //! (what is applied to a cluster), so any later finding can point at the exact place.
 
-pub mod install;
-pub mod kind_config;
+pub(crate) mod install;
+pub(crate) mod kind_config;
 
-pub mod istio;
+pub(crate) mod istio;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use istio::{Gateway, VirtualService};
+pub(crate) use istio::{Gateway, VirtualService};
 
 /// Why a manifest file could not be loaded. Each variant names the file; parse errors also the
 /// line, so an editor can jump to it.
@@ -41,7 +41,7 @@ pub enum LoadError {
 
 /// One resource of a manifest file.
 #[derive(Clone, Debug)]
-pub enum Resource {
+pub(crate) enum Resource {
     Namespace(Box<Namespace>),
     Service(Box<Service>),
     Deployment(Box<Deployment>),
@@ -49,7 +49,6 @@ pub enum Resource {
     VirtualService(Box<VirtualService>),
     /// A kind nothing here interprets (it is still applied as it is).
     Other {
-        api_version: String,
         kind: String,
     },
 }
@@ -62,24 +61,24 @@ pub struct Document {
     pub index: usize,
     /// 1-based line where the document starts.
     pub line: usize,
-    pub resource: Resource,
+    pub(crate) resource: Resource,
     /// The document as JSON, exactly as written.
     pub raw: Value,
 }
 
 impl Document {
-    pub fn kind(&self) -> &str {
+    pub(crate) fn kind(&self) -> &str {
         self.raw.get("kind").and_then(Value::as_str).unwrap_or("")
     }
 
-    pub fn api_version(&self) -> &str {
+    pub(crate) fn api_version(&self) -> &str {
         self.raw
             .get("apiVersion")
             .and_then(Value::as_str)
             .unwrap_or("")
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.raw
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -87,7 +86,7 @@ impl Document {
     }
 
     /// The namespace written in the document, if any.
-    pub fn namespace(&self) -> Option<&str> {
+    pub(crate) fn namespace(&self) -> Option<&str> {
         self.raw
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
@@ -187,7 +186,6 @@ fn typed_resource(raw: &Value, text: &str) -> Result<Resource, ParseFailure> {
         (istio::API_GROUP, "Gateway") => Resource::Gateway(typed(text)?),
         (istio::API_GROUP, "VirtualService") => Resource::VirtualService(typed(text)?),
         _ => Resource::Other {
-            api_version: api_version.to_string(),
             kind: kind.to_string(),
         },
     })

@@ -12,16 +12,16 @@ use crate::exec::cmd::{Cmd, Runner};
 use crate::tools::preflight::{Tool, Tools};
 
 /// istioctl's own bound on waiting for what it installed.
-pub const READINESS_TIMEOUT: &str = "5m";
+pub(crate) const READINESS_TIMEOUT: &str = "5m";
 
-pub fn install_overlay() -> PathBuf {
+pub(crate) fn install_overlay() -> PathBuf {
     paths::manifests_dir().join("istio-install.yaml")
 }
 
 /// Where the kube-facing tools point: always explicit, so neither the user's current context
 /// nor their kubeconfig decides which cluster is changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KubeTarget {
+pub(crate) struct KubeTarget {
     /// None: the default kubeconfig (`existing` target).
     pub kubeconfig: Option<PathBuf>,
     pub context: String,
@@ -29,7 +29,7 @@ pub struct KubeTarget {
 
 impl KubeTarget {
     /// `--kubeconfig F --context C`, understood by kubectl and istioctl alike.
-    pub fn flags(&self) -> Vec<String> {
+    pub(crate) fn flags(&self) -> Vec<String> {
         let mut flags = Vec::new();
         if let Some(file) = &self.kubeconfig {
             flags.push("--kubeconfig".to_string());
@@ -42,7 +42,7 @@ impl KubeTarget {
 }
 
 /// `istioctl install -y -f <overlay> --readiness-timeout 5m` against `target`.
-pub fn install_command(tools: &Tools, target: &KubeTarget, overlay: &Path) -> Cmd {
+pub(crate) fn install_command(tools: &Tools, target: &KubeTarget, overlay: &Path) -> Cmd {
     tools
         .cmd(Tool::Istioctl)
         .args(["install", "-y", "-f"])
@@ -53,7 +53,7 @@ pub fn install_command(tools: &Tools, target: &KubeTarget, overlay: &Path) -> Cm
         .timeout(Duration::from_secs(7 * 60))
 }
 
-pub async fn install(
+pub(crate) async fn install(
     runner: &Runner,
     tools: &Tools,
     target: &KubeTarget,

@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::paths;
 use crate::exec::cmd::Runner;
-pub use crate::manifest::kind_config::KindConfig;
+pub(crate) use crate::manifest::kind_config::KindConfig;
 use crate::tools::preflight::{Tool, Tools};
 
 /// Every cluster the suite creates starts with this.
-pub const CLUSTER_PREFIX: &str = "istio-fft-e2e-";
+pub(crate) const CLUSTER_PREFIX: &str = "istio-fft-e2e-";
 /// The cluster `harness up` creates and `harness down` deletes (no pid: it outlives the CLI).
 pub const CLI_CLUSTER_NAME: &str = "istio-fft-e2e";
 
@@ -34,7 +34,7 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A cluster the phases work on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClusterHandle {
+pub(crate) struct ClusterHandle {
     pub name: String,
     /// Written by `kind create --kubeconfig` / `kind get kubeconfig`: the user's own
     /// kubeconfig is never modified.
@@ -45,17 +45,17 @@ pub struct ClusterHandle {
 
 impl ClusterHandle {
     /// The context kind names in its kubeconfig.
-    pub fn context(&self) -> String {
+    pub(crate) fn context(&self) -> String {
         context_name(&self.name)
     }
 
     /// What a person types to reach a kept cluster.
-    pub fn reach_hint(&self) -> String {
+    pub(crate) fn reach_hint(&self) -> String {
         self.reach_hint_after("kept")
     }
 
     /// The same for a dry run, where nothing was kept yet.
-    pub fn planned_reach_hint(&self) -> String {
+    pub(crate) fn planned_reach_hint(&self) -> String {
         format!("[dry-run] {}", self.reach_hint_after("would keep"))
     }
 
@@ -70,12 +70,12 @@ impl ClusterHandle {
     }
 }
 
-pub fn context_name(cluster: &str) -> String {
+pub(crate) fn context_name(cluster: &str) -> String {
     format!("kind-{cluster}")
 }
 
 /// Where the harness keeps per-cluster files (kubeconfigs, owner markers, image archives).
-pub fn default_state_dir() -> PathBuf {
+pub(crate) fn default_state_dir() -> PathBuf {
     paths::project_root().join("target").join("e2e-state")
 }
 
@@ -86,7 +86,7 @@ pub fn new_cluster_name(pid: u32, random: u16) -> String {
 }
 
 /// A random-enough suffix without another dependency: time and pid through the std hasher.
-pub fn random_suffix() -> u16 {
+pub(crate) fn random_suffix() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
@@ -118,7 +118,7 @@ pub struct OwnerMarker {
 }
 
 impl OwnerMarker {
-    pub fn for_this_process() -> Self {
+    pub(crate) fn for_this_process() -> Self {
         OwnerMarker {
             pid: std::process::id(),
             host: this_host(),
@@ -143,7 +143,7 @@ pub fn this_host() -> String {
 
 /// Whether a process with this pid exists on this host (EPERM means it exists, owned by
 /// someone else).
-pub fn pid_alive(pid: u32) -> bool {
+pub(crate) fn pid_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };
@@ -183,13 +183,13 @@ impl StateDir {
             .with_context(|| format!("writing the owner marker {}", path.display()))
     }
 
-    pub fn read_marker(&self, cluster: &str) -> Option<OwnerMarker> {
+    pub(crate) fn read_marker(&self, cluster: &str) -> Option<OwnerMarker> {
         let text = std::fs::read(self.marker(cluster)).ok()?;
         serde_json::from_slice(&text).ok()
     }
 
     /// Removes the cluster's marker and kubeconfig; absent files are fine.
-    pub fn forget(&self, cluster: &str) {
+    pub(crate) fn forget(&self, cluster: &str) {
         for path in [
             self.marker(cluster),
             self.kubeconfig(cluster),
@@ -202,13 +202,13 @@ impl StateDir {
 
 /// Why a cluster is or is not reaped.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ReapDecision {
+pub(crate) enum ReapDecision {
     Reap { reason: String },
     Leave { reason: String },
 }
 
 /// Decides about one listed cluster. Pure, so every rule is tested.
-pub fn reap_decision(
+pub(crate) fn reap_decision(
     name: &str,
     marker: Option<&OwnerMarker>,
     this_host: &str,
@@ -242,7 +242,7 @@ pub fn reap_decision(
 }
 
 /// `kind get clusters`. kind prints "No kind clusters found." on stderr when there are none.
-pub async fn list_clusters(runner: &Runner, tools: &Tools) -> Result<Vec<String>> {
+pub(crate) async fn list_clusters(runner: &Runner, tools: &Tools) -> Result<Vec<String>> {
     let output = runner
         .query(
             &tools
@@ -297,13 +297,13 @@ pub async fn reap_stale(
 }
 
 /// The container kind runs a cluster's (first) control-plane node in.
-pub fn control_plane_container(cluster: &str) -> String {
+pub(crate) fn control_plane_container(cluster: &str) -> String {
     format!("{cluster}-control-plane")
 }
 
 /// Why `kind create` would fail on `listen:port`, from the names `docker ps --filter
 /// publish=PORT --format {{.Names}}` printed; `None` when nothing holds it.
-pub fn port_holder_problem(names: &str, listen: &str, port: u16) -> Option<String> {
+pub(crate) fn port_holder_problem(names: &str, listen: &str, port: u16) -> Option<String> {
     let holder = names.lines().map(str::trim).find(|n| !n.is_empty())?;
     Some(match holder.strip_suffix("-control-plane") {
         Some(cluster) if !cluster.is_empty() => format!(
@@ -321,7 +321,7 @@ pub fn port_holder_problem(names: &str, listen: &str, port: u16) -> Option<Strin
 /// Fails before `kind create` when a host port the config publishes is taken by a running
 /// container (a kept cluster, most often): kind would fail later with "port is already
 /// allocated" after pulling and starting the node.
-pub async fn ensure_host_ports_free(
+pub(crate) async fn ensure_host_ports_free(
     runner: &Runner,
     tools: &Tools,
     config: &KindConfig,
@@ -357,7 +357,7 @@ pub async fn ensure_host_ports_free(
 }
 
 /// `kind create cluster` from the config file; the kubeconfig goes to `handle.kubeconfig`.
-pub async fn create(
+pub(crate) async fn create(
     runner: &Runner,
     tools: &Tools,
     handle: &ClusterHandle,
@@ -384,7 +384,7 @@ pub async fn create(
 
 /// Writes the cluster's kubeconfig (`kind get kubeconfig`) to `handle.kubeconfig` and returns
 /// its text (empty in dry-run mode, where nothing is written).
-pub async fn write_kubeconfig(
+pub(crate) async fn write_kubeconfig(
     runner: &Runner,
     tools: &Tools,
     handle: &ClusterHandle,
@@ -411,7 +411,11 @@ pub async fn write_kubeconfig(
 
 /// `kind delete cluster`, then `kind get clusters` to prove it is gone (kind exits 0 even for
 /// a cluster that does not exist, so its exit status proves nothing).
-pub async fn delete_verified(runner: &Runner, tools: &Tools, handle: &ClusterHandle) -> Result<()> {
+pub(crate) async fn delete_verified(
+    runner: &Runner,
+    tools: &Tools,
+    handle: &ClusterHandle,
+) -> Result<()> {
     if !handle.owned {
         bail!(
             "refusing to delete kind cluster {}: the suite did not create it",
@@ -450,7 +454,7 @@ pub async fn delete_verified(runner: &Runner, tools: &Tools, handle: &ClusterHan
 /// `ctr images import --all-platforms` wants every blob (kind issue 3795). The same archive through
 /// `kind load image-archive` fails the same way, so the fallback saves only the daemon's platform
 /// (`docker save --platform linux/<arch>`, Docker 28.0 / API 1.48 and later) and loads that.
-pub async fn load_image(
+pub(crate) async fn load_image(
     runner: &Runner,
     tools: &Tools,
     state: &StateDir,
@@ -523,12 +527,17 @@ fn save_platform_unsupported(text: &str) -> bool {
         || (text.contains("--platform") && text.contains("requires API version"))
 }
 
-pub fn is_content_digest_error(text: &str) -> bool {
+pub(crate) fn is_content_digest_error(text: &str) -> bool {
     text.contains("content digest") && text.contains("not found")
 }
 
 /// `kind export logs DIR --name N`: node journal, kubelet and container logs.
-pub async fn export_logs(runner: &Runner, tools: &Tools, cluster: &str, dir: &Path) -> Result<()> {
+pub(crate) async fn export_logs(
+    runner: &Runner,
+    tools: &Tools,
+    cluster: &str,
+    dir: &Path,
+) -> Result<()> {
     let cmd = tools
         .cmd(Tool::Kind)
         .args(["export", "logs"])

@@ -2,6 +2,6 @@
 //! ([`image`]), and the [`preflight`] that finds them and says how to install what is missing.
 
 pub mod image;
-pub mod istioctl;
+pub(crate) mod istioctl;
 pub mod kind;
 pub mod preflight;

@@ -25,7 +25,7 @@ pub enum Tool {
 }
 
 impl Tool {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Tool::Docker => "docker",
             Tool::Kind => "kind",
@@ -36,7 +36,7 @@ impl Tool {
     }
 
     /// The command that installs the pinned version.
-    pub fn install_hint(self) -> String {
+    pub(crate) fn install_hint(self) -> String {
         match self {
             Tool::Docker => "install Docker Engine (https://docs.docker.com/engine/install/) or \
                              Docker Desktop, then start it"
@@ -55,7 +55,7 @@ pub struct ToolSearch {
 
 impl ToolSearch {
     /// `.tools/bin` of this checkout, then the process's `PATH`.
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         let mut dirs = vec![tools_bin_dir()];
         if let Some(path) = std::env::var_os("PATH") {
             dirs.extend(std::env::split_paths(&path));
@@ -70,13 +70,13 @@ impl ToolSearch {
         ToolSearch { path: path.into() }
     }
 
-    pub fn find(&self, name: impl AsRef<OsStr>) -> Option<PathBuf> {
+    pub(crate) fn find(&self, name: impl AsRef<OsStr>) -> Option<PathBuf> {
         let cwd = std::env::current_dir().unwrap_or_else(|_| paths::project_root());
         which::which_in(name, Some(&self.path), cwd).ok()
     }
 }
 
-pub fn tools_bin_dir() -> PathBuf {
+pub(crate) fn tools_bin_dir() -> PathBuf {
     paths::tools_dir().join("bin")
 }
 
@@ -126,7 +126,7 @@ impl Tools {
             .map(|(_, p)| p.as_path())
     }
 
-    pub fn program(&self, tool: Tool) -> &OsStr {
+    pub(crate) fn program(&self, tool: Tool) -> &OsStr {
         match tool {
             Tool::Docker => &self.docker,
             Tool::Kind => &self.kind,
@@ -136,7 +136,7 @@ impl Tools {
         }
     }
 
-    pub fn cmd(&self, tool: Tool) -> Cmd {
+    pub(crate) fn cmd(&self, tool: Tool) -> Cmd {
         Cmd::new(self.program(tool))
     }
 }
@@ -162,7 +162,7 @@ impl fmt::Display for Missing {
 }
 
 /// Formats missing prerequisites one per line, for skip and failure messages.
-pub fn describe_missing(missing: &[Missing]) -> String {
+pub(crate) fn describe_missing(missing: &[Missing]) -> String {
     missing
         .iter()
         .map(|m| format!("  - {m}"))
@@ -198,7 +198,7 @@ impl Report {
         }
     }
 
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         for found in &self.found {
             eprintln!(
                 "preflight: {} {} ({})",
@@ -364,7 +364,7 @@ pub async fn check_offline_kind(
 
 /// A cross-built image binary needs its target's standard library: `rustup target list
 /// --installed` must list the triple. The host's own triple is always there.
-pub async fn rust_target_missing(
+pub(crate) async fn rust_target_missing(
     runner: &Runner,
     tools: &Tools,
     target: &crate::tools::image::BuildTarget,
@@ -404,30 +404,12 @@ pub async fn rust_target_missing(
     }
 }
 
-/// The kind target's prerequisites: `Ok(tools)` to use, or every missing piece with its fix.
-pub async fn kind_prerequisites(runner: &Runner) -> Result<Tools, Vec<Missing>> {
-    let versions = match Versions::load() {
-        Ok(v) => v,
-        Err(err) => {
-            return Err(vec![Missing {
-                tool: Tool::Kind,
-                problem: format!("{err:#}"),
-                fix: "restore versions.env from git".into(),
-            }]);
-        }
-    };
-    let tools = Tools::resolve(&ToolSearch::from_env(), &versions.istio_to_install());
-    let report = check(runner, &tools, &versions, Needs::Kind).await;
-    report.print();
-    if report.missing.is_empty() {
-        Ok(tools)
-    } else {
-        Err(report.missing)
-    }
-}
-
 /// Asks a tool for its version. For Docker this also proves the daemon answers.
-pub async fn tool_version(runner: &Runner, tools: &Tools, tool: Tool) -> anyhow::Result<String> {
+pub(crate) async fn tool_version(
+    runner: &Runner,
+    tools: &Tools,
+    tool: Tool,
+) -> anyhow::Result<String> {
     let args: &[&str] = match tool {
         Tool::Docker => &["info", "--format", "{{.ServerVersion}}"],
         Tool::Kind => &["version"],
@@ -455,7 +437,7 @@ pub async fn tool_version(runner: &Runner, tools: &Tools, tool: Tool) -> anyhow:
 
 /// The first `v?X.Y.Z` token of a tool's version output (`kind v0.33.0 go1.24 linux/amd64`,
 /// `client version: 1.31.1`, `Client Version: v1.36.4`).
-pub fn parse_version(text: &str) -> Option<String> {
+pub(crate) fn parse_version(text: &str) -> Option<String> {
     text.split(|c: char| c.is_whitespace() || c == ',' || c == '"')
         .map(|word| word.trim_start_matches("version:"))
         .find(|word| {

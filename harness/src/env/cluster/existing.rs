@@ -21,7 +21,7 @@ use crate::tools::kind::StateDir;
 use crate::tools::preflight::Tool;
 
 /// The current kube context with the app applied, ready for the scenarios.
-pub struct ExistingEnvironment {
+pub(crate) struct ExistingEnvironment {
     running: Running,
     applied: Vec<Applied>,
     abort_cleanup: Option<CleanupTicket>,
@@ -41,7 +41,7 @@ struct Partial {
 impl ExistingEnvironment {
     /// Brings the target up, recording each phase in `times`. On failure, collects diagnostics,
     /// deletes (or keeps, per `E2E_KEEP`) what it created, and returns the first error.
-    pub async fn up_with(
+    pub(crate) async fn up_with(
         runner: Runner,
         settings: Settings,
         backend: &dyn Backend,
@@ -100,7 +100,7 @@ impl ExistingEnvironment {
     }
 
     /// `harness up`: the app stays applied; the interruption cleanup is no longer wanted.
-    pub fn keep_running(mut self) {
+    pub(crate) fn keep_running(mut self) {
         if let Some(ticket) = self.abort_cleanup.take() {
             cleanup::unregister(ticket);
         }
@@ -286,7 +286,7 @@ async fn delete_created(
 }
 
 /// `kubectl delete` arguments for one applied object (`Deployment.v1.apps/name -n ns`).
-pub fn kubectl_delete_args(object: &Applied) -> Vec<String> {
+pub(crate) fn kubectl_delete_args(object: &Applied) -> Vec<String> {
     let resource = match object.api_version.rsplit_once('/') {
         Some((group, version)) => format!("{}.{version}.{group}/{}", object.kind, object.name),
         None => format!("{}/{}", object.kind, object.name),
@@ -300,7 +300,7 @@ pub fn kubectl_delete_args(object: &Applied) -> Vec<String> {
 }
 
 /// Where the existing target records what it applied in `context`.
-pub fn applied_record(state: &StateDir, context: &str) -> PathBuf {
+pub(crate) fn applied_record(state: &StateDir, context: &str) -> PathBuf {
     let safe: String = context
         .chars()
         .map(|c| {

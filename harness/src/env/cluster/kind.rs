@@ -95,16 +95,12 @@ impl KindEnvironment {
         }
     }
 
-    pub fn cluster(&self) -> &ClusterHandle {
-        &self.cluster
-    }
-
-    pub fn api(&self) -> &dyn ClusterApi {
+    pub(crate) fn api(&self) -> &dyn ClusterApi {
         self.running.api.as_ref()
     }
 
     /// `harness up`: the cluster stays; the interruption cleanup is no longer wanted.
-    pub fn keep_running(mut self) -> ClusterHandle {
+    pub(crate) fn keep_running(mut self) -> ClusterHandle {
         if let Some(ticket) = self.abort_cleanup.take() {
             cleanup::unregister(ticket);
         }

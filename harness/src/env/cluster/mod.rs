@@ -11,10 +11,10 @@
 //! the kubeconfig's current context); every other step and command is printed in order and
 //! nothing is created, deleted, built or written.
 
-pub mod api;
-pub mod existing;
-pub mod kind;
-pub mod settings;
+pub(crate) mod api;
+pub(crate) mod existing;
+pub(crate) mod kind;
+pub(crate) mod settings;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,7 +27,7 @@ use kube::Api;
 use serde_json::Value;
 
 pub use api::{Backend, ClusterApi, DryRunBackend, LiveBackend, PLANNED_IMAGE};
-pub use existing::ExistingEnvironment;
+pub(crate) use existing::ExistingEnvironment;
 pub use kind::KindEnvironment;
 pub use settings::{AppInfo, ClusterChoice, Mode, Settings, Timeouts, app_info, current_context};
 
@@ -47,14 +47,14 @@ use crate::tools::preflight::{self, Needs, Report};
 /// Whether the bring-up runs the target's preflight, or its caller already did (target
 /// selection runs it to decide whether kind runs at all).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Preflight {
+pub(crate) enum Preflight {
     Run,
     Done,
 }
 
 /// Brings up the cluster target `settings.mode` names, with the live backend (or the dry-run one
 /// for a dry runner), recording its phases in `times`.
-pub async fn up(
+pub(crate) async fn up(
     runner: Runner,
     settings: Settings,
     preflight: Preflight,
@@ -88,7 +88,7 @@ pub(crate) struct Running {
 
 /// The one prerequisite check of a cluster target, printed: the tools and their versions, and
 /// with `E2E_OFFLINE=1` kind's node image.
-pub async fn check_prerequisites(runner: &Runner, settings: &Settings) -> Result<Report> {
+pub(crate) async fn check_prerequisites(runner: &Runner, settings: &Settings) -> Result<Report> {
     let needs = match settings.mode {
         Mode::Kind => Needs::Kind,
         Mode::Existing => Needs::Existing,

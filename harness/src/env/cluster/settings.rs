@@ -24,7 +24,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mode::Kind => "kind",
             Mode::Existing => "existing",
@@ -86,7 +86,7 @@ pub struct Settings {
 
 impl Settings {
     /// From the `E2E_*` knobs, `versions.env` and the tools found in `.tools/bin` and on PATH.
-    pub fn from_knobs(mode: Mode, knobs: &Knobs) -> Result<Self> {
+    pub(crate) fn from_knobs(mode: Mode, knobs: &Knobs) -> Result<Self> {
         let versions = Versions::load()?;
         let istio_version = versions.istio_to_install();
         let tools = Tools::resolve(&ToolSearch::from_env(), &istio_version);

@@ -21,7 +21,7 @@ const UNLIMITED: u32 = u32::MAX;
 
 /// Where the gateway listens and where each upstream's replicas are.
 #[derive(Clone, Debug)]
-pub struct RuntimeAddresses {
+pub(crate) struct RuntimeAddresses {
     pub listener: SocketAddr,
     pub admin: SocketAddr,
     /// Cluster name → replica addresses.
@@ -35,7 +35,7 @@ fn socket_address(addr: SocketAddr) -> Value {
 }
 
 /// The whole bootstrap as JSON (Envoy reads JSON as YAML).
-pub fn bootstrap(plan: &GatewayPlan, runtime: &RuntimeAddresses) -> Result<Value> {
+pub(crate) fn bootstrap(plan: &GatewayPlan, runtime: &RuntimeAddresses) -> Result<Value> {
     for addr in [runtime.listener, runtime.admin] {
         if !addr.ip().is_loopback() {
             bail!("the local gateway binds loopback addresses only, not {addr}");

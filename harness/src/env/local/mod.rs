@@ -5,11 +5,11 @@
 //! translation rules and their sources in Istio), not a second Istio: what the translation does not handle is an error.
 //! Every process is a child of the harness and dies with it, even on SIGKILL.
 
-pub mod bootstrap;
-pub mod envoy_binary;
-pub mod process;
-pub mod replicas;
-pub mod translate;
+pub(crate) mod bootstrap;
+pub(crate) mod envoy_binary;
+pub(crate) mod process;
+pub(crate) mod replicas;
+pub(crate) mod translate;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -41,7 +41,7 @@ const ENVOY_LOG: &str = "envoy";
 
 /// How to bring the local target up.
 #[derive(Clone, Debug)]
-pub struct LocalOptions {
+pub(crate) struct LocalOptions {
     /// The manifest with the Gateway, VirtualService, Service and Deployment.
     pub manifest: PathBuf,
     /// The gateway's port on 127.0.0.1; `None` picks a free one.
@@ -64,7 +64,7 @@ impl Default for LocalOptions {
 }
 
 /// Envoy and the replicas, running.
-pub struct LocalEnvironment {
+pub(crate) struct LocalEnvironment {
     supervisor: Supervisor,
     envoy: EnvoyBinary,
     plan: GatewayPlan,
@@ -96,7 +96,7 @@ fn new_run_dir() -> PathBuf {
 impl LocalEnvironment {
     /// Translates the manifests, starts the replicas and Envoy, and waits until the gateway
     /// routes. Each phase's time goes into `times`.
-    pub async fn start(
+    pub(crate) async fn start(
         options: &LocalOptions,
         runner: &Runner,
         times: &mut Timings,
@@ -155,21 +155,8 @@ impl LocalEnvironment {
         })
     }
 
-    pub fn admin(&self) -> SocketAddr {
+    pub(crate) fn admin(&self) -> SocketAddr {
         self.admin
-    }
-
-    pub fn replicas(&self) -> &[Replica] {
-        &self.replicas
-    }
-
-    pub fn run_dir(&self) -> &Path {
-        &self.run_dir
-    }
-
-    /// Stops every child now (for signal handlers, which cannot wait for `teardown`).
-    pub fn stopper(&self) -> process::Stopper {
-        self.supervisor.stopper()
     }
 }
 
@@ -321,7 +308,7 @@ async fn start_envoy(
 
 /// Envoy as the local gateway runs it: one worker (the machine is shared) and no hot restart,
 /// whose shared memory would make two runs on one machine collide.
-pub fn envoy_command(envoy: &Path, config: &Path) -> ProcessSpec {
+pub(crate) fn envoy_command(envoy: &Path, config: &Path) -> ProcessSpec {
     ProcessSpec::new(ENVOY_LOG, envoy)
         .arg("--config-path")
         .arg(config)
@@ -455,7 +442,7 @@ impl Environment for LocalEnvironment {
 }
 
 /// `harness up --target local`: serves in the foreground until SIGINT or SIGTERM.
-pub async fn run_foreground(options: &LocalOptions) -> Result<()> {
+pub(crate) async fn run_foreground(options: &LocalOptions) -> Result<()> {
     // Watch the signals before anything starts, so that one arriving during start-up or right
     // after the export lines still stops every process through teardown.
     let mut signals = crate::exec::cleanup::TerminationSignals::listen()?;

@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 
 /// How long a child has to exit after SIGTERM before it gets SIGKILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How often a stop checks whether the children are gone.
 const EXIT_POLL: Duration = Duration::from_millis(10);
 
 /// What to start.
 #[derive(Clone, Debug)]
-pub struct ProcessSpec {
+pub(crate) struct ProcessSpec {
     /// Name used in logs and in the log file's name.
     pub name: String,
     pub program: PathBuf,
@@ -36,7 +36,7 @@ pub struct ProcessSpec {
 }
 
 impl ProcessSpec {
-    pub fn new(name: impl Into<String>, program: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(name: impl Into<String>, program: impl Into<PathBuf>) -> Self {
         ProcessSpec {
             name: name.into(),
             program: program.into(),
@@ -45,12 +45,12 @@ impl ProcessSpec {
         }
     }
 
-    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+    pub(crate) fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
         self
     }
 
-    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+    pub(crate) fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.envs.push((key.into(), value.into()));
         self
     }
@@ -58,7 +58,7 @@ impl ProcessSpec {
 
 /// A running child.
 #[derive(Debug, Clone)]
-pub struct ChildInfo {
+pub(crate) struct ChildInfo {
     pub name: String,
     pub pid: u32,
     /// Its stdout and stderr, interleaved.
@@ -74,7 +74,7 @@ struct Tracked {
 type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 
 /// Owns the spawner thread and every child started through it.
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     requests: Option<mpsc::Sender<SpawnRequest>>,
     spawner: Option<JoinHandle<()>>,
     children: Arc<Mutex<Vec<Tracked>>>,
@@ -83,7 +83,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Starts the spawner thread; logs go under `log_dir`.
-    pub fn new(log_dir: &Path) -> Result<Self> {
+    pub(crate) fn new(log_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(log_dir)
             .with_context(|| format!("creating the log folder {}", log_dir.display()))?;
         let (requests, inbox) = mpsc::channel::<SpawnRequest>();
@@ -105,12 +105,8 @@ impl Supervisor {
         })
     }
 
-    pub fn log_dir(&self) -> &Path {
-        &self.log_dir
-    }
-
     /// Starts `spec` with the death signal set and output going to `<log_dir>/<name>.log`.
-    pub fn spawn(&self, spec: &ProcessSpec) -> Result<ChildInfo> {
+    pub(crate) fn spawn(&self, spec: &ProcessSpec) -> Result<ChildInfo> {
         let log = self.log_dir.join(format!("{}.log", spec.name));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out
@@ -148,14 +144,8 @@ impl Supervisor {
         Ok(info)
     }
 
-    /// The children started so far.
-    pub fn children(&self) -> Vec<ChildInfo> {
-        let children = self.children.lock().expect("children lock");
-        children.iter().map(|t| t.info.clone()).collect()
-    }
-
     /// `Some(status)` when the named child has exited.
-    pub fn exit_status(&self, name: &str) -> Option<ExitStatus> {
+    pub(crate) fn exit_status(&self, name: &str) -> Option<ExitStatus> {
         let mut children = self.children.lock().expect("children lock");
         let tracked = children.iter_mut().find(|t| t.info.name == name)?;
         if tracked.exit.is_none() {
@@ -165,7 +155,7 @@ impl Supervisor {
     }
 
     /// A handle that can stop every child from another thread (a signal handler's task).
-    pub fn stopper(&self) -> Stopper {
+    pub(crate) fn stopper(&self) -> Stopper {
         Stopper {
             children: Arc::clone(&self.children),
         }
@@ -173,7 +163,7 @@ impl Supervisor {
 
     /// Stops every child: SIGTERM to each process group, up to `grace` to exit, then SIGKILL.
     /// Idempotent. Returns the names of children that needed SIGKILL.
-    pub fn stop_all(&self, grace: Duration) -> Vec<String> {
+    pub(crate) fn stop_all(&self, grace: Duration) -> Vec<String> {
         self.stopper().stop_all(grace)
     }
 }
@@ -191,12 +181,12 @@ impl Drop for Supervisor {
 
 /// Stops the children of a [`Supervisor`] from anywhere.
 #[derive(Clone)]
-pub struct Stopper {
+pub(crate) struct Stopper {
     children: Arc<Mutex<Vec<Tracked>>>,
 }
 
 impl Stopper {
-    pub fn stop_all(&self, grace: Duration) -> Vec<String> {
+    pub(crate) fn stop_all(&self, grace: Duration) -> Vec<String> {
         let mut children = self.children.lock().expect("children lock");
         let signal_group = |t: &Tracked, signal| {
             // SAFETY: kill(2) with a negative pid signals the child's own process group.

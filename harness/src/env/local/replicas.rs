@@ -16,22 +16,21 @@ use crate::exec::probe::{self, ProbeRequest};
 use crate::exec::wait::{GiveUp, Retry};
 
 /// Set to use an already built `fft-service` instead of building it.
-pub const SERVICE_BIN_VAR: &str = "FFT_SERVICE_BIN";
+pub(crate) const SERVICE_BIN_VAR: &str = "FFT_SERVICE_BIN";
 /// The line the service prints on stdout once bound (`listening on 127.0.0.1:40123`).
 const LISTENING_PREFIX: &str = "listening on ";
 /// How long a replica may take to bind and report ready.
-pub const REPLICA_READY_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const REPLICA_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running replica.
 #[derive(Clone, Debug)]
-pub struct Replica {
+pub(crate) struct Replica {
     pub name: String,
     pub addr: SocketAddr,
-    pub log: PathBuf,
 }
 
 /// The `fft-service` binary: `FFT_SERVICE_BIN`, else built with `cargo build -p fft-service`.
-pub async fn service_binary(runner: &Runner) -> Result<PathBuf> {
+pub(crate) async fn service_binary(runner: &Runner) -> Result<PathBuf> {
     if let Some(path) = std::env::var_os(SERVICE_BIN_VAR).filter(|v| !v.is_empty()) {
         let path = PathBuf::from(path);
         if !path.is_file() {
@@ -66,12 +65,12 @@ pub async fn service_binary(runner: &Runner) -> Result<PathBuf> {
 }
 
 /// The pod-like name of replica `index` of a Deployment.
-pub fn replica_name(deployment: &str, index: u32) -> String {
+pub(crate) fn replica_name(deployment: &str, index: u32) -> String {
     format!("{deployment}-local-{index}")
 }
 
 /// Starts the upstream's replicas and waits until each is bound and ready.
-pub async fn start(
+pub(crate) async fn start(
     supervisor: &Supervisor,
     binary: &Path,
     upstream: &Upstream,
@@ -112,7 +111,6 @@ pub async fn start(
         replicas.push(Replica {
             name: info.name,
             addr,
-            log: info.log,
         });
     }
     for replica in &replicas {
@@ -144,15 +142,20 @@ async fn wait_ready(replica: &Replica) -> Result<()> {
 }
 
 /// The first line of `log` that starts with `prefix`.
-pub fn find_log_line(log: &Path, prefix: &str) -> Option<String> {
+pub(crate) fn find_log_line(log: &Path, prefix: &str) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
     text.lines()
         .find(|line| line.starts_with(prefix))
         .map(str::to_string)
 }
 
+#[cfg(test)]
 /// Waits until `log` has a line starting with `prefix`.
-pub async fn wait_for_log_line(log: &Path, prefix: &str, timeout: Duration) -> Result<String> {
+pub(crate) async fn wait_for_log_line(
+    log: &Path,
+    prefix: &str,
+    timeout: Duration,
+) -> Result<String> {
     let line = Retry::within(timeout)
         .run(
             &format!("a line starting with {prefix:?} in {}", log.display()),
@@ -163,7 +166,7 @@ pub async fn wait_for_log_line(log: &Path, prefix: &str, timeout: Duration) -> R
 }
 
 /// The last lines of a log, for an error message.
-pub fn log_tail(log: &Path) -> String {
+pub(crate) fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     crate::exec::cmd::tail(&text, 20)
 }

@@ -19,16 +19,16 @@ use crate::manifest::istio::{HttpMatchRequest, HttpRoute, StringMatch};
 use crate::manifest::{Document, Gateway, Resource, VirtualService};
 
 /// The cluster domain Istio appends to short names.
-pub const CLUSTER_DOMAIN: &str = "cluster.local";
+pub(crate) const CLUSTER_DOMAIN: &str = "cluster.local";
 /// The labels of Istio's default ingress gateway, which the local gateway stands in for.
-pub const INGRESS_GATEWAY_LABELS: [(&str, &str); 2] =
+pub(crate) const INGRESS_GATEWAY_LABELS: [(&str, &str); 2] =
     [("istio", "ingressgateway"), ("app", "istio-ingressgateway")];
 /// The image the local target can run as replicas (its own service, built from the workspace).
 use crate::config::names::IMAGE_REPOSITORY as SERVICE_IMAGE;
 
 /// What the local gateway serves.
 #[derive(Clone, Debug, PartialEq)]
-pub struct GatewayPlan {
+pub(crate) struct GatewayPlan {
     /// `namespace/name` of the Gateway.
     pub gateway: String,
     /// The Gateway server's port number (the local listener binds another, free port).
@@ -38,7 +38,7 @@ pub struct GatewayPlan {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct VirtualHostPlan {
+pub(crate) struct VirtualHostPlan {
     pub name: String,
     pub domains: Vec<String>,
     /// Envoy routes, in match order.
@@ -47,7 +47,7 @@ pub struct VirtualHostPlan {
 
 /// A Service port and the replicas behind it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// Istio's cluster name: `outbound|<port>||<service FQDN>`.
     pub cluster: String,
     pub service_fqdn: String,
@@ -60,7 +60,7 @@ pub struct Upstream {
 }
 
 /// Istio's default retry policy for every HTTP route.
-pub fn default_retry_policy() -> Value {
+pub(crate) fn default_retry_policy() -> Value {
     json!({
         "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
         "num_retries": 2,
@@ -85,7 +85,7 @@ fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
 }
 
 /// Translates the documents of one manifest set.
-pub fn plan(documents: &[Document]) -> Result<GatewayPlan> {
+pub(crate) fn plan(documents: &[Document]) -> Result<GatewayPlan> {
     let mut gateways = Vec::new();
     let mut virtual_services = Vec::new();
     let mut services = Vec::new();
@@ -293,7 +293,7 @@ impl ServerHost {
 
 /// Istio's `ResolveShortnameToFQDN`: a host without a dot is a Service in the resource's
 /// namespace; anything with a dot is taken as written (so `svc.ns` is *not* expanded).
-pub fn resolve_short_name(host: &str, namespace: &str) -> String {
+pub(crate) fn resolve_short_name(host: &str, namespace: &str) -> String {
     if host == "*" || host.contains('.') || host.parse::<std::net::IpAddr>().is_ok() {
         host.to_string()
     } else {
@@ -303,7 +303,7 @@ pub fn resolve_short_name(host: &str, namespace: &str) -> String {
 
 /// The more specific of two hosts when one covers the other (`*` covers all, `*.a.com` covers
 /// `b.a.com`), else `None`: the VirtualService host is not exposed by this server.
-pub fn intersect_hosts(server: &str, virtual_service: &str) -> Option<String> {
+pub(crate) fn intersect_hosts(server: &str, virtual_service: &str) -> Option<String> {
     let covers = |wild: &str, other: &str| -> bool {
         wild == "*"
             || wild
@@ -322,7 +322,7 @@ pub fn intersect_hosts(server: &str, virtual_service: &str) -> Option<String> {
 }
 
 /// Istio's gateway domains: the host, and the host with any port, except for `*`.
-pub fn virtual_host_domains(hostname: &str) -> Vec<String> {
+pub(crate) fn virtual_host_domains(hostname: &str) -> Vec<String> {
     if hostname == "*" {
         vec!["*".into()]
     } else {
@@ -436,7 +436,7 @@ fn translate_http_rule(
 }
 
 /// One match entry → Envoy's route match.
-pub fn translate_match(matcher: &HttpMatchRequest, at: &str) -> Result<Value> {
+pub(crate) fn translate_match(matcher: &HttpMatchRequest, at: &str) -> Result<Value> {
     for (field, present) in [
         ("method", matcher.method.is_some()),
         ("scheme", matcher.scheme.is_some()),

@@ -5,7 +5,7 @@ use super::super::inventory::Inventory;
 use super::super::{Finding, Rule};
 use super::{describe_labels, yaml_labels};
 
-pub fn selector_and_ports(inv: &Inventory, findings: &mut Vec<Finding>) {
+pub(crate) fn selector_and_ports(inv: &Inventory, findings: &mut Vec<Finding>) {
     let source = &inv.ingress.source;
     for (doc, gateway) in &inv.gateways {
         let selector = &gateway.spec.selector;

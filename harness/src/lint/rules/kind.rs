@@ -10,7 +10,7 @@ use super::super::inventory::Inventory;
 use super::super::{Finding, Rule};
 use crate::manifest::kind_config::KindConfig;
 
-pub fn port_mapping(inv: &Inventory, findings: &mut Vec<Finding>) {
+pub(crate) fn port_mapping(inv: &Inventory, findings: &mut Vec<Finding>) {
     // The node ports that traffic for the app's Gateways arrives on (http2 when there is none).
     let mut wanted: Vec<(i64, String)> = Vec::new();
     for installed in &inv.ingress.gateways {

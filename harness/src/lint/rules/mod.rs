@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use super::Finding;
 use super::inventory::Inventory;
 
-pub fn check_all(inventory: &Inventory) -> Vec<Finding> {
+pub(crate) fn check_all(inventory: &Inventory) -> Vec<Finding> {
     let mut findings = Vec::new();
     namespace::single_namespace(inventory, &mut findings);
     namespace::sidecar_injection(inventory, &mut findings);

@@ -7,7 +7,7 @@ const INJECTION_LABEL: &str = "istio-injection";
 const REVISION_LABEL: &str = "istio.io/rev";
 const POD_INJECT_KEY: &str = "sidecar.istio.io/inject";
 
-pub fn single_namespace(inv: &Inventory, findings: &mut Vec<Finding>) {
+pub(crate) fn single_namespace(inv: &Inventory, findings: &mut Vec<Finding>) {
     let Some(app_ns) = inv.app_namespace.as_deref() else {
         return;
     };
@@ -64,7 +64,7 @@ pub fn single_namespace(inv: &Inventory, findings: &mut Vec<Finding>) {
     }
 }
 
-pub fn sidecar_injection(inv: &Inventory, findings: &mut Vec<Finding>) {
+pub(crate) fn sidecar_injection(inv: &Inventory, findings: &mut Vec<Finding>) {
     for (doc, ns) in &inv.namespaces {
         let name = doc.name();
         let workloads: Vec<_> = inv

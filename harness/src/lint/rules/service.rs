@@ -6,7 +6,7 @@ use super::super::inventory::Inventory;
 use super::super::{Finding, Rule};
 use super::{describe_labels, yaml_labels};
 
-pub fn selector_and_target_ports(inv: &Inventory, findings: &mut Vec<Finding>) {
+pub(crate) fn selector_and_target_ports(inv: &Inventory, findings: &mut Vec<Finding>) {
     for (doc, service) in &inv.services {
         let Some(spec) = &service.spec else {
             continue;

@@ -98,7 +98,7 @@ fn describe_service_ports(service: &Service) -> String {
     }
 }
 
-pub fn destinations(inv: &Inventory, findings: &mut Vec<Finding>) {
+pub(crate) fn destinations(inv: &Inventory, findings: &mut Vec<Finding>) {
     for (doc, vs) in &inv.virtual_services {
         for destination in destination_refs(vs, &doc.raw) {
             check_destination(inv, doc, &destination, findings);
@@ -254,7 +254,7 @@ fn gateway_name(reference: &str) -> (&str, Option<&str>) {
     (name, labels.next())
 }
 
-pub fn gateway_refs(inv: &Inventory, findings: &mut Vec<Finding>) {
+pub(crate) fn gateway_refs(inv: &Inventory, findings: &mut Vec<Finding>) {
     let mut unresolved = false;
     let mut referenced: Vec<&Document> = Vec::new();
     let mut unbound: Vec<&Document> = Vec::new();

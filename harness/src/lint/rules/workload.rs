@@ -12,7 +12,7 @@ const SCRAPE: &str = "prometheus.io/scrape";
 const PORT: &str = "prometheus.io/port";
 const PATH: &str = "prometheus.io/path";
 
-pub fn deployment_selector(inv: &Inventory, findings: &mut Vec<Finding>) {
+pub(crate) fn deployment_selector(inv: &Inventory, findings: &mut Vec<Finding>) {
     for workload in &inv.workloads {
         let Some(selector) = &workload.selector else {
             // Pods and Jobs have no selector to get wrong.
@@ -102,7 +102,7 @@ fn selector_matches(
     Ok(())
 }
 
-pub fn prometheus_annotations(inv: &Inventory, findings: &mut Vec<Finding>) {
+pub(crate) fn prometheus_annotations(inv: &Inventory, findings: &mut Vec<Finding>) {
     for workload in &inv.workloads {
         let annotations = workload.annotations();
         let (scrape, port, path) = (
@@ -192,7 +192,7 @@ pub fn prometheus_annotations(inv: &Inventory, findings: &mut Vec<Finding>) {
     }
 }
 
-pub fn image_pull(inv: &Inventory, findings: &mut Vec<Finding>) {
+pub(crate) fn image_pull(inv: &Inventory, findings: &mut Vec<Finding>) {
     for workload in &inv.workloads {
         let Some(spec) = &workload.template.spec else {
             continue;

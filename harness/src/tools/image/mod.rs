@@ -33,7 +33,9 @@ const STATIC_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Builds `fft-service` in release as a static Linux binary for the Docker daemon's CPU (see
 /// [`image_build_target`]) and returns its path, `target/<triple>/release/fft-service`. In
 /// dry-run mode the build is only planned and the path it would have is returned.
-pub async fn build_static_binary(runner: &crate::exec::cmd::Runner) -> anyhow::Result<PathBuf> {
+pub(crate) async fn build_static_binary(
+    runner: &crate::exec::cmd::Runner,
+) -> anyhow::Result<PathBuf> {
     let target = build_target(runner, OsStr::new("docker")).await?;
     let triple = &target.triple;
     let root = project_root();
@@ -72,7 +74,7 @@ pub async fn build_static_binary(runner: &crate::exec::cmd::Runner) -> anyhow::R
 
 /// What the image's binary is compiled for, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BuildTarget {
+pub(crate) struct BuildTarget {
     pub triple: String,
     pub rustflags: String,
     /// The triple is not the host's: its standard library must be installed
@@ -85,7 +87,10 @@ pub struct BuildTarget {
 /// host's CPU when unknown). Otherwise the binary is `<arch>-unknown-linux-musl`, whose static C
 /// runtime ships with the Rust target, linked with `rust-lld` (a host `cc` would produce a
 /// binary for the host's own format, e.g. Mach-O on macOS).
-pub fn image_build_target(host_triple: &str, docker_arch: Option<&str>) -> Result<BuildTarget> {
+pub(crate) fn image_build_target(
+    host_triple: &str,
+    docker_arch: Option<&str>,
+) -> Result<BuildTarget> {
     let host_arch = host_triple
         .split('-')
         .next()
@@ -131,7 +136,7 @@ fn rust_arch(reported: &str) -> Option<&'static str> {
 /// The image's build target on this machine: the host triple from `rustc -vV`, the daemon's CPU
 /// from `docker info` (when Docker does not answer, the host's CPU is assumed: the image build
 /// will report Docker's problem itself).
-pub async fn build_target(runner: &Runner, docker: &OsStr) -> Result<BuildTarget> {
+pub(crate) async fn build_target(runner: &Runner, docker: &OsStr) -> Result<BuildTarget> {
     let host = host_triple(runner).await?;
     let arch = docker_architecture(runner, docker).await;
     image_build_target(&host, arch.as_deref())
@@ -156,7 +161,7 @@ async fn docker_architecture(runner: &Runner, docker: &OsStr) -> Option<String> 
 /// The OCI platform (`linux/<GOARCH>`) of the Docker daemon's CPU, from `docker info`'s
 /// `uname -m` style architecture: what `docker save --platform` takes to export only the
 /// variant the daemon really holds.
-pub async fn docker_platform(runner: &Runner, docker: &OsStr) -> Result<String> {
+pub(crate) async fn docker_platform(runner: &Runner, docker: &OsStr) -> Result<String> {
     let reported = docker_architecture(runner, docker)
         .await
         .context("the Docker daemon did not say its CPU architecture (`docker info`)")?;
@@ -197,9 +202,6 @@ fn parse_host_triple(rustc_version: &str) -> Result<String> {
         .with_context(|| format!("no `host:` line in the output of `rustc -vV`:\n{rustc_version}"))
 }
 
-/// The image named in `manifests/app.yaml`, replaced by the built image when applied.
-pub const MANIFEST_IMAGE_PLACEHOLDER: &str = "fft-service:0.1.0";
-
 /// Where the binary goes inside the build context (the Dockerfile's `COPY` source).
 const BINARY_IN_CONTEXT: &str = "fft-service";
 
@@ -213,7 +215,7 @@ pub struct BuiltImage {
 
 /// `sha256(Dockerfile ‖ binary)`, first 12 hex digits: short enough to read, long enough that
 /// two builds never collide in practice.
-pub fn content_tag(dockerfile: &[u8], binary: &[u8]) -> String {
+pub(crate) fn content_tag(dockerfile: &[u8], binary: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update((dockerfile.len() as u64).to_le_bytes());
     hasher.update(dockerfile);
@@ -242,7 +244,7 @@ pub async fn build_image(runner: &Runner) -> Result<BuiltImage> {
 
 /// Builds the image from a given Dockerfile and binary (the binary is copied into the build
 /// context as `fft-service`).
-pub async fn build_image_from(
+pub(crate) async fn build_image_from(
     runner: &Runner,
     dockerfile: &Path,
     binary: &Path,
