@@ -302,28 +302,40 @@ fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Re
     let run_failed = failed > 0 || conclusion.has_failed();
     runtime.block_on(async {
         let mut env = env.write().await;
-        if run_failed {
-            std::fs::create_dir_all(&knobs.artifacts).ok();
-            env.collect_diagnostics(&knobs.artifacts).await;
-            eprintln!("diagnostics saved under {}", knobs.artifacts.display());
-        }
         let keep = knobs.keep.keeps(run_failed);
-        let teardown = times.time("teardown", env.teardown(keep)).await;
-        if let Err(err) = teardown {
-            eprintln!("warning: teardown: {err:#}");
-        }
+        finish(env.as_mut(), &knobs.artifacts, run_failed, keep, &mut times).await;
     });
-    println!("phases: {}", times.summary());
-    match times.write_json(&knobs.artifacts, &description) {
-        Ok(path) => println!("timings written to {}", path.display()),
-        Err(err) => eprintln!("warning: {err:#}"),
-    }
     println!("{passed} passed, {failed} failed, {not_applicable} not applicable");
     Ok(if run_failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// After the scenarios: diagnostics when the run failed, then the teardown, timed like every
+/// other phase so that `timings.json` (written last, the one place that writes it for the suite)
+/// includes it.
+async fn finish(
+    env: &mut dyn Environment,
+    artifacts: &Path,
+    run_failed: bool,
+    keep: bool,
+    times: &mut Timings,
+) {
+    if run_failed {
+        std::fs::create_dir_all(artifacts).ok();
+        env.collect_diagnostics(artifacts).await;
+        eprintln!("diagnostics saved under {}", artifacts.display());
+    }
+    if let Err(err) = times.time("teardown", env.teardown(keep)).await {
+        eprintln!("warning: teardown: {err:#}");
+    }
+    println!("phases: {}", times.summary());
+    match times.write_json(artifacts, &env.describe()) {
+        Ok(path) => println!("timings written to {}", path.display()),
+        Err(err) => eprintln!("warning: {err:#}"),
+    }
 }
 
 /// Passed, failed and not-applicable verdicts so far.
@@ -387,6 +399,36 @@ mod tests {
             assert_eq!(cut_short(why, Some(&env), &artifacts, false).await, code);
             assert_eq!(*calls.lock().unwrap(), ["collect", "teardown keep=false"]);
             assert!(artifacts.join("envoy-config-dump.json").exists());
+        }
+    }
+
+    #[tokio::test]
+    async fn timings_json_ends_with_the_teardown() {
+        for run_failed in [false, true] {
+            let calls = Arc::new(Mutex::new(Vec::new()));
+            let mut env = Recording(Arc::clone(&calls));
+            let dir = tempfile::tempdir().unwrap();
+            let mut times = Timings::default();
+            times.record("bring-up", Duration::from_millis(5), true);
+            times.record("scenarios", Duration::from_millis(7), !run_failed);
+            finish(&mut env, dir.path(), run_failed, false, &mut times).await;
+            let json: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(dir.path().join(crate::env::timings::TIMINGS_FILE)).unwrap(),
+            )
+            .unwrap();
+            let phases: Vec<&str> = json["phases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["phase"].as_str().unwrap())
+                .collect();
+            assert_eq!(phases, ["bring-up", "scenarios", "teardown"]);
+            let expected: &[&str] = if run_failed {
+                &["collect", "teardown keep=false"]
+            } else {
+                &["teardown keep=false"]
+            };
+            assert_eq!(*calls.lock().unwrap(), expected);
         }
     }
 
