@@ -78,12 +78,14 @@ impl fmt::Display for Interruption {
 }
 
 /// The next SIGINT or SIGTERM, or the deadline, whichever comes first.
-async fn next_interruption(deadline: Duration) -> Interruption {
+async fn next_interruption(
+    signals: Option<&mut crate::exec::cleanup::TerminationSignals>,
+    deadline: Duration,
+) -> Interruption {
     let signal = async {
-        match crate::exec::cleanup::TerminationSignals::listen() {
-            Ok(mut signals) => signals.recv().await,
-            Err(err) => {
-                eprintln!("warning: {err:#}; only Ctrl-C stops this run early");
+        match signals {
+            Some(signals) => signals.recv().await,
+            None => {
                 let _ = tokio::signal::ctrl_c().await;
                 "SIGINT"
             }
@@ -106,6 +108,8 @@ pub(crate) async fn cut_short(
     keep: bool,
 ) -> i32 {
     eprintln!("\n{why}: collecting diagnostics, then tearing down");
+    // A command still running (a `kind create`) must not race the cleanup.
+    crate::exec::cmd::kill_running_children();
     let Some(environment) = environment else {
         let label = why.label();
         let _ = tokio::task::spawn_blocking(move || crate::exec::cleanup::run_pending(label)).await;
@@ -211,8 +215,18 @@ fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Re
         let keep = knobs.keep.keeps(true);
         let deadline = knobs.deadline;
         runtime.spawn(async move {
-            let why = next_interruption(deadline).await;
-            let code = cut_short(why, environment.get(), &artifacts, keep).await;
+            let mut signals = crate::exec::cleanup::TerminationSignals::listen()
+                .inspect_err(|err| eprintln!("warning: {err:#}; only Ctrl-C stops this run early"))
+                .ok();
+            let why = next_interruption(signals.as_mut(), deadline).await;
+            let cleanup = cut_short(why, environment.get(), &artifacts, keep);
+            let code = match signals.as_mut() {
+                Some(signals) => tokio::select! {
+                    code = cleanup => code,
+                    never = crate::exec::cleanup::exit_on_second_signal(signals) => never,
+                },
+                None => cleanup.await,
+            };
             let (passed, failed, not_applicable) = tally(&verdicts);
             let unrun = selected.saturating_sub(passed + failed + not_applicable);
             println!(
@@ -436,7 +450,7 @@ mod tests {
     async fn the_deadline_ends_the_wait_for_an_interruption() {
         let why = tokio::time::timeout(
             Duration::from_secs(10),
-            next_interruption(Duration::from_millis(50)),
+            next_interruption(None, Duration::from_millis(50)),
         )
         .await
         .expect("the deadline fires by itself");

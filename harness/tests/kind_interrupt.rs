@@ -6,23 +6,22 @@ mod kind_support;
 
 use harness::config::knobs::Keep;
 use harness::env::Environment;
-use harness::env::cluster::{ClusterChoice, KindEnvironment};
-use harness::env::timings::Timings;
-use harness::exec::cmd::Runner;
+use harness::env::cluster::ClusterChoice;
 use kind_support::{Fake, FakeBackend};
 
+/// One test: each part acts on the whole process's cleanup registry, so they must not overlap.
 #[tokio::test]
+async fn interruptions() {
+    an_interrupted_run_deletes_its_cluster_from_the_registered_cleanup().await;
+    a_failed_delete_stays_registered_and_running_commands_are_stopped().await;
+}
+
 async fn an_interrupted_run_deletes_its_cluster_from_the_registered_cleanup() {
     let fake = Fake::new(&[]);
     let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
-    let mut env = KindEnvironment::up_with(
-        Runner::new(),
-        settings,
-        &FakeBackend::default(),
-        &mut Timings::default(),
-    )
-    .await
-    .unwrap();
+    let mut env = kind_support::up(settings, &FakeBackend::default())
+        .await
+        .unwrap();
     let name = fake
         .calls()
         .iter()
@@ -53,4 +52,56 @@ async fn an_interrupted_run_deletes_its_cluster_from_the_registered_cleanup() {
         .filter(|c| c.starts_with("kind delete"))
         .count();
     assert_eq!(deletes, 1);
+}
+
+/// A teardown whose delete failed leaves the cluster's cleanup registered (the exit guard tries
+/// again), and an interruption stops the commands still running, with their process groups.
+async fn a_failed_delete_stays_registered_and_running_commands_are_stopped() {
+    // kind-delete-noop: `kind delete` exits 0 but the cluster stays listed.
+    let fake = Fake::new(&["kind-delete-noop"]);
+    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    let mut env = kind_support::up(settings, &FakeBackend::default())
+        .await
+        .unwrap();
+    assert!(
+        env.teardown(false).await.is_err(),
+        "the cluster is still listed"
+    );
+    let deletes = || {
+        fake.calls()
+            .iter()
+            .filter(|c| c.starts_with("kind delete"))
+            .count()
+    };
+    assert_eq!(deletes(), 1);
+    harness::exec::cleanup::run_pending("exit guard");
+    assert_eq!(
+        deletes(),
+        2,
+        "the registered cleanup tried again: {:?}",
+        fake.calls()
+    );
+
+    let runner = harness::exec::cmd::Runner::new();
+    let long = harness::exec::cmd::Cmd::new("sh")
+        .args(["-c", "sleep 30 & wait"])
+        .timeout(std::time::Duration::from_secs(60));
+    let started = std::time::Instant::now();
+    let running = tokio::spawn(async move { runner.run(&long).await });
+    // Wait (bounded) until the command is running, then stop it and its process group.
+    let mut stopped = false;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if harness::exec::cmd::kill_running_children() > 0 {
+            stopped = true;
+            break;
+        }
+    }
+    assert!(stopped, "the command was never seen running");
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), running)
+        .await
+        .expect("a stopped command ends at once")
+        .unwrap();
+    assert!(result.is_err(), "killed, not completed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }

@@ -95,7 +95,6 @@ async fn bring_up_cluster_target(
         let report = times
             .time("preflight", cluster::check_prerequisites(runner, &settings))
             .await?;
-        report.print();
         let explicit = knobs.target == TargetChoice::Kind;
         match decide_kind(explicit, knobs.require, &report.missing) {
             KindDecision::UseKind => {}

@@ -97,6 +97,7 @@ impl Drop for CleanupGuard {
 pub(crate) struct TerminationSignals {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl TerminationSignals {
@@ -106,27 +107,66 @@ impl TerminationSignals {
         Ok(TerminationSignals {
             terminate: signal(SignalKind::terminate()).context("watching SIGTERM")?,
             interrupt: signal(SignalKind::interrupt()).context("watching SIGINT")?,
+            hangup: signal(SignalKind::hangup()).context("watching SIGHUP")?,
         })
     }
 
-    /// Waits for the next SIGINT or SIGTERM and says which arrived.
+    /// Waits for the next SIGINT, SIGTERM or SIGHUP (a closed terminal) and says which arrived.
     pub(crate) async fn recv(&mut self) -> &'static str {
         tokio::select! {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
+            _ = self.hangup.recv() => "SIGHUP",
         }
     }
 }
 
-/// Spawns a task that, on SIGINT or SIGTERM, runs the registered cleanups and exits with
-/// 128 + the signal number. Call once, inside the runtime, before creating anything.
+/// The exit code for a signal: 128 + its number.
+pub(crate) fn signal_exit_code(name: &str) -> i32 {
+    match name {
+        "SIGHUP" => 129,
+        "SIGTERM" => 143,
+        _ => 130,
+    }
+}
+
+/// What a second signal does while the first one's cleanup runs: say what is left and exit at
+/// once (the person pressing Ctrl-C twice wants out).
+pub(crate) async fn exit_on_second_signal(signals: &mut TerminationSignals) -> ! {
+    let name = signals.recv().await;
+    let left: Vec<String> = PENDING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .values()
+        .map(|(label, _)| label.clone())
+        .collect();
+    if left.is_empty() {
+        eprintln!("\n{name} again: exiting now");
+    } else {
+        eprintln!(
+            "\n{name} again: exiting now, leaving undone: {}",
+            left.join("; ")
+        );
+    }
+    crate::exec::cmd::kill_running_children();
+    std::process::exit(signal_exit_code(name));
+}
+
+/// Spawns a task that, on SIGINT, SIGTERM or SIGHUP, stops the commands still running, runs the
+/// registered cleanups and exits with 128 + the signal number; a second signal exits at once.
+/// Call once, inside the runtime, before creating anything.
 pub(crate) fn spawn_signal_cleanup() -> Result<tokio::task::JoinHandle<()>> {
     let mut signals = TerminationSignals::listen()?;
     Ok(tokio::spawn(async move {
         let name = signals.recv().await;
         eprintln!("{name} received: cleaning up before exiting");
-        let _ = tokio::task::spawn_blocking(move || run_pending(name)).await;
-        std::process::exit(if name == "SIGTERM" { 143 } else { 130 });
+        crate::exec::cmd::kill_running_children();
+        let cleanup = tokio::task::spawn_blocking(move || run_pending(name));
+        tokio::select! {
+            _ = cleanup => {}
+            never = exit_on_second_signal(&mut signals) => never,
+        }
+        std::process::exit(signal_exit_code(name));
     }))
 }
 
@@ -136,6 +176,8 @@ pub(crate) fn run_blocking(cmd: &Cmd, timeout: Duration) -> Result<String> {
     let shown = cmd.to_string();
     eprintln!("$ {shown}");
     let mut command = Command::new(cmd.program());
+    // Its own process group: a terminal's Ctrl-C reaches the harness, not this cleanup.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
     command
         .args(cmd.arg_strings())
         .stdin(Stdio::null())

@@ -167,7 +167,7 @@ impl Runner {
     }
 
     /// Runs `cmd` and fails unless it exits 0. In dry-run mode returns empty output.
-    pub(crate) async fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
+    pub async fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
         let shown = cmd.to_string();
         self.plan
             .lock()
@@ -196,8 +196,42 @@ impl Runner {
     }
 }
 
+/// The process groups of the commands running now: an interruption stops them before it cleans
+/// up, so that a `kind create` still running cannot race the `kind delete` of the cleanup.
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// SIGKILLs every command still running (each leads its own process group); says how many.
+pub fn kill_running_children() -> usize {
+    let running = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|p| p.into_inner()));
+    let count = running.len();
+    for pid in running {
+        if let Ok(pid) = libc::pid_t::try_from(pid) {
+            // SAFETY: signalling a process group this process started.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+    }
+    count
+}
+
+/// Removes `pid` from [`RUNNING`] when the command ends, however it ends.
+struct Tracked(Option<u32>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            RUNNING
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|p| *p != pid);
+        }
+    }
+}
+
 async fn execute(cmd: &Cmd) -> Result<CmdOutput> {
     let mut command = tokio::process::Command::new(&cmd.program);
+    // Its own process group, so a terminal's Ctrl-C (or a signal to the harness's group) reaches
+    // the harness, which decides: a `kind delete` of the orderly teardown is not cut short.
+    command.process_group(0);
     command
         .args(&cmd.args)
         .envs(cmd.envs.iter().map(|(k, v)| (k, v)))
@@ -219,6 +253,10 @@ async fn execute(cmd: &Cmd) -> Result<CmdOutput> {
             anyhow::Error::new(err).context("could not start the command")
         }
     })?;
+    let _tracked = Tracked(child.id());
+    if let Some(pid) = child.id() {
+        RUNNING.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+    }
     let output = match tokio::time::timeout(cmd.timeout, child.wait_with_output()).await {
         Ok(result) => result.context("waiting for the command")?,
         // Dropping the future kills the child (kill_on_drop).

@@ -231,6 +231,14 @@ pub(crate) async fn collect(runner: &Runner, target: &DiagnoseTarget, dir: &Path
         );
         return;
     }
+    // The cluster's own logs first: on an interrupted run the bound on collecting may cut what
+    // comes last, and these are the ones nothing else can recover once the cluster is deleted.
+    if let Some(cluster) = &target.kind_cluster
+        && let Err(err) =
+            kind::export_logs(runner, &target.tools, cluster, &dir.join("kind-logs")).await
+    {
+        eprintln!("warning: diagnostics step failed (continuing): {err:#}");
+    }
     let have = |tool| runner.is_dry_run() || target.tools.path_of(tool).is_some();
     for step in target.fixed_captures(dir) {
         let tool = step.tool;
@@ -285,12 +293,6 @@ pub(crate) async fn collect(runner: &Runner, target: &DiagnoseTarget, dir: &Path
     }
     if runner.is_dry_run() {
         runner.step("istioctl proxy-config all <gateway pod> -n istio-system -o json > gateway-config-dump.json");
-    }
-    if let Some(cluster) = &target.kind_cluster
-        && let Err(err) =
-            kind::export_logs(runner, &target.tools, cluster, &dir.join("kind-logs")).await
-    {
-        eprintln!("warning: diagnostics step failed (continuing): {err:#}");
     }
 }
 

@@ -198,13 +198,7 @@ async fn a_failure_in_each_phase_is_reported_and_cleaned_up(
         None => FakeBackend::default(),
     };
     let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
-    let err =
-        match KindEnvironment::up_with(Runner::new(), settings, &backend, &mut Timings::default())
-            .await
-        {
-            Ok(_) => panic!("up must fail"),
-            Err(err) => format!("{err:#}"),
-        };
+    let err = kind_support::up_error(settings, &backend, "up must fail").await;
     assert!(err.contains(message), "error lacks `{message}`:\n{err}");
     let deletes: Vec<String> = fake
         .calls()
@@ -241,15 +235,10 @@ async fn a_failure_in_each_phase_is_reported_and_cleaned_up(
 async fn a_failing_command_shows_its_stderr_and_exit_status() {
     let fake = Fake::new(&["istioctl-install"]);
     let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
-    let err = KindEnvironment::up_with(
-        Runner::new(),
-        settings,
-        &FakeBackend::default(),
-        &mut Timings::default(),
-    )
-    .await
-    .err()
-    .expect("istioctl fails");
+    let err = kind_support::up(settings, &FakeBackend::default())
+        .await
+        .err()
+        .expect("istioctl fails");
     let text = format!("{err:#}");
     assert!(text.contains("installing Istio 1.31.1"), "{text}");
     assert!(text.contains("exit status: 1"), "{text}");
@@ -270,10 +259,7 @@ async fn e2e_cluster_is_reused_or_created_and_never_deleted(#[case] exists: bool
     }
     let settings = fake.settings(Keep::Never, ClusterChoice::Reuse("my-dev".into()));
     let backend = FakeBackend::default();
-    let mut env =
-        KindEnvironment::up_with(Runner::new(), settings, &backend, &mut Timings::default())
-            .await
-            .expect("up");
+    let mut env = kind_support::up(settings, &backend).await.expect("up");
     env.teardown(false).await.unwrap();
     let creates = fake
         .calls()
@@ -299,14 +285,9 @@ async fn e2e_cluster_is_spared_even_when_a_later_step_fails() {
     fake.set_clusters(&["my-dev"]);
     let settings = fake.settings(Keep::Never, ClusterChoice::Reuse("my-dev".into()));
     assert!(
-        KindEnvironment::up_with(
-            Runner::new(),
-            settings,
-            &FakeBackend::default(),
-            &mut Timings::default()
-        )
-        .await
-        .is_err()
+        kind_support::up(settings, &FakeBackend::default())
+            .await
+            .is_err()
     );
     assert!(!fake.calls().iter().any(|c| c.starts_with("kind delete")));
     assert_eq!(fake.clusters(), ["my-dev"]);
@@ -323,11 +304,7 @@ async fn kept_clusters_survive_a_failure_and_are_no_longer_reapable(
     let fake = Fake::new(&[]);
     let backend = FakeBackend::failing(failure.unwrap());
     let settings = fake.settings(keep, ClusterChoice::Generated);
-    assert!(
-        KindEnvironment::up_with(Runner::new(), settings, &backend, &mut Timings::default())
-            .await
-            .is_err()
-    );
+    assert!(kind_support::up(settings, &backend).await.is_err());
     let name = created_cluster(&fake);
     assert_eq!(fake.clusters(), vec![name.clone()]);
     assert!(!fake.calls().iter().any(|c| c.starts_with("kind delete")));
@@ -342,14 +319,9 @@ async fn keep_always_keeps_after_success_and_on_failure_deletes_after_success() 
     for (keep, kept) in [(Keep::Always, true), (Keep::OnFailure, false)] {
         let fake = Fake::new(&[]);
         let settings = fake.settings(keep, ClusterChoice::Generated);
-        let mut env = KindEnvironment::up_with(
-            Runner::new(),
-            settings,
-            &FakeBackend::default(),
-            &mut Timings::default(),
-        )
-        .await
-        .unwrap();
+        let mut env = kind_support::up(settings, &FakeBackend::default())
+            .await
+            .unwrap();
         env.teardown(keep.keeps(false)).await.unwrap();
         assert_eq!(fake.clusters().len(), usize::from(kept), "{keep:?}");
     }
@@ -418,14 +390,9 @@ async fn only_clusters_of_dead_runs_with_our_prefix_are_reaped() {
 async fn a_delete_that_leaves_the_cluster_listed_is_an_error() {
     let fake = Fake::new(&["kind-delete-noop"]);
     let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
-    let mut env = KindEnvironment::up_with(
-        Runner::new(),
-        settings,
-        &FakeBackend::default(),
-        &mut Timings::default(),
-    )
-    .await
-    .unwrap();
+    let mut env = kind_support::up(settings, &FakeBackend::default())
+        .await
+        .unwrap();
     let err = env.teardown(false).await.unwrap_err();
     assert!(
         format!("{err:#}").contains("still listed by `kind get clusters`"),
@@ -437,14 +404,9 @@ async fn a_delete_that_leaves_the_cluster_listed_is_an_error() {
 async fn the_containerd_digest_error_falls_back_to_an_image_archive() {
     let fake = Fake::new(&["kind-load-digest"]);
     let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
-    let mut env = KindEnvironment::up_with(
-        Runner::new(),
-        settings,
-        &FakeBackend::default(),
-        &mut Timings::default(),
-    )
-    .await
-    .expect("the fallback loads the image");
+    let mut env = kind_support::up(settings, &FakeBackend::default())
+        .await
+        .expect("the fallback loads the image");
     let name = created_cluster(&fake);
     let archive = fake.state_dir().image_archive(&name);
     let calls = fake.calls();
@@ -478,14 +440,9 @@ async fn the_containerd_digest_error_falls_back_to_an_image_archive() {
 async fn analyze_findings_are_kept_not_reported_as_a_failed_step() {
     let fake = Fake::new(&["istioctl-analyze-errors"]);
     let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
-    let env = KindEnvironment::up_with(
-        Runner::new(),
-        settings,
-        &FakeBackend::default(),
-        &mut Timings::default(),
-    )
-    .await
-    .unwrap();
+    let env = kind_support::up(settings, &FakeBackend::default())
+        .await
+        .unwrap();
     let dir = fake.artifacts();
     env.collect_diagnostics(&dir).await;
     let analysis = std::fs::read_to_string(dir.join("istioctl-analyze.txt")).unwrap();
@@ -513,17 +470,12 @@ async fn a_docker_too_old_for_save_platform_is_named_with_the_fixes(
 ) {
     let fake = Fake::new(&["kind-load-digest", docker]);
     let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
-    let err = match KindEnvironment::up_with(
-        Runner::new(),
+    let err = kind_support::up_error(
         settings,
         &FakeBackend::default(),
-        &mut Timings::default(),
+        "the image cannot be loaded",
     )
-    .await
-    {
-        Ok(_) => panic!("the image cannot be loaded"),
-        Err(err) => format!("{err:#}"),
-    };
+    .await;
     assert!(err.contains(says), "{err}");
     assert!(err.contains("Docker Engine 28.0 (API 1.48)"), "{err}");
     assert!(err.contains("containerd-snapshotter"), "{err}");
@@ -541,17 +493,7 @@ async fn a_kept_cluster_holding_the_gateway_port_stops_the_run_before_kind_creat
     fake.set_clusters(&[kept]);
     fake.publish(30001, &[&format!("{kept}-control-plane")]);
     let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
-    let err = match KindEnvironment::up_with(
-        Runner::new(),
-        settings,
-        &FakeBackend::default(),
-        &mut Timings::default(),
-    )
-    .await
-    {
-        Ok(_) => panic!("the port is taken"),
-        Err(err) => format!("{err:#}"),
-    };
+    let err = kind_support::up_error(settings, &FakeBackend::default(), "the port is taken").await;
     assert!(
         err.contains(&format!(
             "cluster {kept} holds 127.0.0.1:30001: reuse it with E2E_CLUSTER={kept}, or delete \
@@ -585,17 +527,7 @@ async fn any_other_container_on_the_port_is_named_too() {
     let fake = Fake::new(&[]);
     fake.publish(30001, &["my-web-server"]);
     let settings = fake.settings(Keep::Never, ClusterChoice::Reuse("my-dev".into()));
-    let err = match KindEnvironment::up_with(
-        Runner::new(),
-        settings,
-        &FakeBackend::default(),
-        &mut Timings::default(),
-    )
-    .await
-    {
-        Ok(_) => panic!("the port is taken"),
-        Err(err) => format!("{err:#}"),
-    };
+    let err = kind_support::up_error(settings, &FakeBackend::default(), "the port is taken").await;
     assert!(
         err.contains("container my-web-server holds 127.0.0.1:30001"),
         "{err}"
@@ -608,17 +540,12 @@ async fn offline_without_the_node_image_creates_nothing() {
     let fake = Fake::new(&[]);
     let mut settings = fake.settings(Keep::Never, ClusterChoice::Generated);
     settings.offline = true;
-    let err = match KindEnvironment::up_with(
-        Runner::new(),
+    let err = kind_support::up_error(
         settings,
         &FakeBackend::default(),
-        &mut Timings::default(),
+        "offline without the node image must not run kind",
     )
-    .await
-    {
-        Ok(_) => panic!("offline without the node image must not run kind"),
-        Err(err) => format!("{err:#}"),
-    };
+    .await;
     assert!(
         err.contains("E2E_OFFLINE=1") && err.contains("not present locally"),
         "{err}"
@@ -649,13 +576,7 @@ async fn a_gateway_path_that_disagrees_with_the_config_fails_before_probing(
         ..FakeBackend::default()
     };
     let settings = fake.settings(Keep::Never, ClusterChoice::Reuse("my-dev".into()));
-    let err =
-        match KindEnvironment::up_with(Runner::new(), settings, &backend, &mut Timings::default())
-            .await
-        {
-            Ok(_) => panic!("the probe would go nowhere"),
-            Err(err) => format!("{err:#}"),
-        };
+    let err = kind_support::up_error(settings, &backend, "the probe would go nowhere").await;
     for needle in says {
         assert!(err.contains(needle), "`{needle}` missing: {err}");
     }

@@ -67,33 +67,20 @@ impl ExistingEnvironment {
                 torn_down: false,
             }),
             Err(err) => {
-                if !runner.is_dry_run()
-                    && let Some(kube) = &partial.kube
-                {
-                    let target = super::diagnose_target(
-                        &settings,
-                        kube,
-                        None,
-                        partial.app_namespace.as_deref(),
-                    );
-                    super::collect(&runner, Some(target), &settings.artifacts).await;
-                }
+                let reached = partial.kube.as_ref().map(|kube| {
+                    super::diagnose_target(&settings, kube, None, partial.app_namespace.as_deref())
+                });
                 let keep = settings.keep.keeps(true);
-                let cleanup = delete_created(
+                let ticket = partial.abort_cleanup.take();
+                let undo = delete_created(
                     &runner,
                     &settings,
                     partial.api.as_deref(),
                     partial.kube.as_ref(),
                     std::mem::take(&mut partial.applied),
                     keep,
-                )
-                .await;
-                if let Some(ticket) = partial.abort_cleanup.take() {
-                    cleanup::unregister(ticket);
-                }
-                if let Err(cleanup) = cleanup {
-                    eprintln!("warning: cleaning up after the failed start: {cleanup:#}");
-                }
+                );
+                super::after_failed_start(&runner, &settings, reached, undo, ticket).await;
                 Err(err)
             }
         }
@@ -130,7 +117,10 @@ impl ExistingEnvironment {
                 cleanup::TEARDOWN_TIMEOUT
             ))
         });
-        if let Some(ticket) = self.abort_cleanup.take() {
+        // A failed delete leaves the interruption cleanup registered: the exit guard tries again.
+        if result.is_ok()
+            && let Some(ticket) = self.abort_cleanup.take()
+        {
             cleanup::unregister(ticket);
         }
         result

@@ -68,28 +68,23 @@ impl KindEnvironment {
                 torn_down: false,
             }),
             Err(err) => {
-                if !runner.is_dry_run()
-                    && let Some(kube) = &partial.kube
-                {
-                    let target = super::diagnose_target(
+                let reached = partial.kube.as_ref().map(|kube| {
+                    super::diagnose_target(
                         &settings,
                         kube,
                         partial.cluster.as_ref().map(|c| c.name.clone()),
                         partial.app_namespace.as_deref(),
-                    );
-                    super::collect(&runner, Some(target), &settings.artifacts).await;
-                }
+                    )
+                });
                 let keep = settings.keep.keeps(true);
-                let cleanup = match partial.cluster.take() {
-                    Some(handle) => delete_or_keep(&runner, &settings, handle, keep).await,
-                    None => Ok(()),
+                let ticket = partial.abort_cleanup.take();
+                let undo = async {
+                    match partial.cluster.take() {
+                        Some(handle) => delete_or_keep(&runner, &settings, handle, keep).await,
+                        None => Ok(()),
+                    }
                 };
-                if let Some(ticket) = partial.abort_cleanup.take() {
-                    cleanup::unregister(ticket);
-                }
-                if let Err(cleanup) = cleanup {
-                    eprintln!("warning: cleaning up after the failed start: {cleanup:#}");
-                }
+                super::after_failed_start(&runner, &settings, reached, undo, ticket).await;
                 Err(err)
             }
         }
@@ -129,7 +124,10 @@ impl KindEnvironment {
                 cleanup::TEARDOWN_TIMEOUT
             ))
         });
-        if let Some(ticket) = self.abort_cleanup.take() {
+        // A failed delete leaves the interruption cleanup registered: the exit guard tries again.
+        if result.is_ok()
+            && let Some(ticket) = self.abort_cleanup.take()
+        {
             cleanup::unregister(ticket);
         }
         result

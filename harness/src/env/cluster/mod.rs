@@ -234,6 +234,29 @@ pub(crate) fn diagnose_target(
     }
 }
 
+/// After a failed start: diagnostics from whatever cluster was reached, then `undo` (which
+/// deletes, or keeps per `E2E_KEEP`, what the start created); the interruption cleanup is then no
+/// longer wanted. A failure of the cleanup is a warning: the start's own error is the one to
+/// report.
+pub(crate) async fn after_failed_start(
+    runner: &Runner,
+    settings: &Settings,
+    reached: Option<DiagnoseTarget>,
+    undo: impl std::future::Future<Output = Result<()>>,
+    abort_cleanup: Option<crate::exec::cleanup::CleanupTicket>,
+) {
+    if !runner.is_dry_run() && reached.is_some() {
+        collect(runner, reached, &settings.artifacts).await;
+    }
+    let result = undo.await;
+    if let Some(ticket) = abort_cleanup {
+        crate::exec::cleanup::unregister(ticket);
+    }
+    if let Err(cleanup) = result {
+        eprintln!("warning: cleaning up after the failed start: {cleanup:#}");
+    }
+}
+
 /// Collects diagnostics, unless nothing can be reached.
 pub(crate) async fn collect(runner: &Runner, target: Option<DiagnoseTarget>, dir: &Path) {
     match target {

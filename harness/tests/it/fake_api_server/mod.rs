@@ -296,8 +296,10 @@ async fn proxy(
     let Some(pod_ip) = pod.pod_ip.clone() else {
         return status(StatusCode::BAD_REQUEST, "BadRequest", "address not allowed");
     };
-    // Without a port the API server dials the pod IP on the scheme's default (80).
-    let port = port.unwrap_or(80);
+    // Without a port, `ResourceLocation` takes the pod's first declared containerPort.
+    let Some(port) = port.or_else(|| pod.ports.keys().next().copied()) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "invalid request");
+    };
     let refused = || {
         status(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -329,8 +331,13 @@ async fn proxy(
         .body(Full::new(Bytes::new()))
         .unwrap();
     let Ok(answer) = sender.send_request(upstream).await else {
-        // The pod accepted and closed without an answer: what ReverseProxy reports as a 502.
-        return status(StatusCode::BAD_GATEWAY, "BadGateway", "EOF");
+        // The pod accepted and closed without an answer: the proxy transport's RoundTrip wraps
+        // every transport error the same way (apimachinery pkg/util/proxy/transport.go).
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "error trying to reach service: EOF",
+        );
     };
     let (parts, body) = answer.into_parts();
     let bytes = body

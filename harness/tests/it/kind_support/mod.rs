@@ -13,7 +13,10 @@ use harness::config::knobs::Keep;
 use harness::config::paths;
 use harness::config::versions::Versions;
 use harness::env::BoxFuture;
-use harness::env::cluster::{Backend, ClusterApi, ClusterChoice, Mode, Settings, Timeouts};
+use harness::env::cluster::{
+    Backend, ClusterApi, ClusterChoice, KindEnvironment, Mode, Settings, Timeouts,
+};
+use harness::env::timings::Timings;
 use harness::exec::cmd::Runner;
 use harness::k8s::apply::Applied;
 use harness::k8s::rollout::AppPods;
@@ -301,4 +304,17 @@ pub fn kind_verbs(calls: &[String]) -> Vec<String> {
         .iter()
         .map(|c| c.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .collect()
+}
+
+/// Brings the kind target up against the fake tools and `backend`.
+pub async fn up(settings: Settings, backend: &dyn Backend) -> anyhow::Result<KindEnvironment> {
+    KindEnvironment::up_with(Runner::new(), settings, backend, &mut Timings::default()).await
+}
+
+/// The error of a bring-up that must fail (`why` says why it must).
+pub async fn up_error(settings: Settings, backend: &dyn Backend, why: &str) -> String {
+    match up(settings, backend).await {
+        Ok(_) => panic!("{why}"),
+        Err(err) => format!("{err:#}"),
+    }
 }
