@@ -85,10 +85,8 @@ async fn next_interruption(
     let signal = async {
         match signals {
             Some(signals) => signals.recv().await,
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
-            }
+            // Not listening (the warning said why): only the deadline ends the run early.
+            None => std::future::pending().await,
         }
     };
     tokio::select! {
@@ -108,8 +106,6 @@ pub(crate) async fn cut_short(
     keep: bool,
 ) -> i32 {
     eprintln!("\n{why}: collecting diagnostics, then tearing down");
-    // A command still running (a `kind create`) must not race the cleanup.
-    crate::exec::cmd::kill_running_children();
     let Some(environment) = environment else {
         let label = why.label();
         let _ = tokio::task::spawn_blocking(move || crate::exec::cleanup::run_pending(label)).await;
@@ -216,9 +212,13 @@ fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Re
         let deadline = knobs.deadline;
         runtime.spawn(async move {
             let mut signals = crate::exec::cleanup::TerminationSignals::listen()
-                .inspect_err(|err| eprintln!("warning: {err:#}; only Ctrl-C stops this run early"))
+                .inspect_err(|err| {
+                    eprintln!("warning: {err:#}; only E2E_DEADLINE ends this run early")
+                })
                 .ok();
             let why = next_interruption(signals.as_mut(), deadline).await;
+            // A command still running (a `kind create`) must not race the cleanup.
+            crate::exec::cmd::kill_running_children();
             let cleanup = cut_short(why, environment.get(), &artifacts, keep);
             let code = match signals.as_mut() {
                 Some(signals) => tokio::select! {
@@ -240,13 +240,20 @@ fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Re
             std::process::exit(code);
         });
     }
-    let env = runtime.block_on(async {
+    let env = match runtime.block_on(async {
         let start = Instant::now();
         let env = select::bring_up(&knobs, &runner, &mut times).await;
         // Printed, not recorded: the phases above already add up to it.
         eprintln!("bring-up took {:.2} s", start.elapsed().as_secs_f64());
         env
-    })?;
+    }) {
+        Ok(env) => env,
+        Err(err) => {
+            // What did run is worth its timings too: they say where a failed start spent its time.
+            write_timings(&times, &knobs.artifacts, "bring-up failed");
+            return Err(err);
+        }
+    };
     let description = env.describe();
     eprintln!("{description}");
     eprintln!("running {selected} scenario(s)");
@@ -345,8 +352,13 @@ async fn finish(
     if let Err(err) = times.time("teardown", env.teardown(keep)).await {
         eprintln!("warning: teardown: {err:#}");
     }
+    write_timings(times, artifacts, &env.describe());
+}
+
+/// The phases, printed and written to `timings.json`: the one place that writes it.
+fn write_timings(times: &Timings, artifacts: &Path, target: &str) {
     println!("phases: {}", times.summary());
-    match times.write_json(artifacts, &env.describe()) {
+    match times.write_json(artifacts, target) {
         Ok(path) => println!("timings written to {}", path.display()),
         Err(err) => eprintln!("warning: {err:#}"),
     }

@@ -9,7 +9,6 @@ use kube::Api;
 use crate::config::knobs::Knobs;
 use crate::config::names::{INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIOD};
 use crate::env::Environment;
-use crate::env::cluster::existing::applied_record;
 use crate::env::cluster::{
     Backend, ClusterChoice, DryRunBackend, ExistingEnvironment, KindEnvironment, LiveBackend, Mode,
     Settings, app_info,
@@ -18,7 +17,6 @@ use crate::env::timings::Timings;
 use crate::exec::cleanup;
 use crate::exec::cmd::Runner;
 use crate::exec::wait::Attempt;
-use crate::k8s::apply::{self, Applied};
 use crate::k8s::client;
 use crate::k8s::diagnose::{self, DiagnoseTarget};
 use crate::k8s::gateway;
@@ -89,7 +87,6 @@ pub(crate) async fn cli_up(runner: Runner, settings: Settings) -> Result<()> {
 }
 
 pub async fn cli_up_with(runner: Runner, settings: Settings, backend: &dyn Backend) -> Result<()> {
-    let artifacts = settings.artifacts.clone();
     let mut times = Timings::default();
     let result = match settings.mode {
         Mode::Kind => {
@@ -132,12 +129,7 @@ pub async fn cli_up_with(runner: Runner, settings: Settings, backend: &dyn Backe
             }
         }
     };
-    if !runner.is_dry_run() {
-        match times.write_json(&artifacts, "cluster") {
-            Ok(path) => eprintln!("timings written to {}", path.display()),
-            Err(err) => eprintln!("warning: {err:#}"),
-        }
-    }
+    eprintln!("phases: {}", times.summary());
     result
 }
 
@@ -145,69 +137,14 @@ pub async fn cli_up_with(runner: Runner, settings: Settings, backend: &dyn Backe
 /// existing target what the suite recorded as created.
 pub async fn cli_down(runner: Runner, settings: Settings) -> Result<()> {
     match settings.mode {
-        Mode::Kind => {
-            let name = match &settings.cluster {
-                ClusterChoice::Reuse(name) => {
-                    println!(
-                        "E2E_CLUSTER={name} is never deleted by the harness; delete it yourself: \
-                         kind delete cluster --name {name}"
-                    );
-                    return Ok(());
-                }
-                ClusterChoice::Named(name) => name.clone(),
-                ClusterChoice::Generated => CLI_CLUSTER_NAME.to_string(),
-            };
-            let handle = ClusterHandle {
-                kubeconfig: settings.state.kubeconfig(&name),
-                name: name.clone(),
-                owned: true,
-            };
-            let listed = match kind::list_clusters(&runner, &settings.tools).await {
-                Ok(list) => list,
-                Err(err) if runner.is_dry_run() => {
-                    println!(
-                        "[dry-run] cannot list kind clusters ({err:#}); planning the delete anyway"
-                    );
-                    vec![name.clone()]
-                }
-                Err(err) => return Err(err),
-            };
-            if !listed.contains(&name) {
-                println!("kind cluster {name} does not exist: nothing to delete");
-                return Ok(());
-            }
-            kind::delete_verified(&runner, &settings.tools, &handle).await?;
-            if !runner.is_dry_run() {
-                settings.state.forget(&name);
-                println!("deleted kind cluster {name}");
-            }
-            Ok(())
-        }
+        Mode::Kind => crate::env::cluster::kind::down(&runner, &settings).await,
         Mode::Existing => {
-            let context = settings
-                .existing_context
-                .clone()
-                .context("no current kube context")?;
-            let file = applied_record(&settings.state, &context);
-            let Ok(text) = std::fs::read(&file) else {
-                println!(
-                    "nothing recorded as applied by the suite in context {context}: nothing to delete"
-                );
-                return Ok(());
+            let backend: &dyn Backend = if runner.is_dry_run() {
+                &DryRunBackend
+            } else {
+                &LiveBackend
             };
-            let applied: Vec<Applied> = serde_json::from_slice(&text)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let created: Vec<Applied> = applied.into_iter().filter(|a| a.created).collect();
-            for object in created.iter().rev() {
-                runner.step(format!("delete {} in context {context}", object.describe()));
-            }
-            if runner.is_dry_run() {
-                return Ok(());
-            }
-            let client = client::live_client(None, &context).await?;
-            apply::delete_created(&client, &created).await?;
-            let _ = std::fs::remove_file(&file);
-            Ok(())
+            crate::env::cluster::existing::down(&runner, &settings, backend).await
         }
     }
 }

@@ -29,7 +29,7 @@ async fn build_and_describe(args: &ImageArgs) -> Result<()> {
     } else {
         Runner::new()
     };
-    let spec = container_spec::from_manifest(&paths::manifests_dir().join("app.yaml"))?;
+    let spec = container_spec::from_manifest(&paths::app_manifest())?;
     let image = crate::tools::image::build_image(&runner).await?;
     println!("{}", image.reference);
     eprintln!(

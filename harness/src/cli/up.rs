@@ -46,6 +46,25 @@ pub(crate) struct DownArgs {
     pub dry_run: bool,
 }
 
+/// The target an explicit choice names, or the one `auto` resolves to: the suite's own choice
+/// (`env::select::choose`), its preflight printed.
+fn resolve(choice: TargetChoice, knobs: &Knobs) -> Result<TargetChoice> {
+    if choice != TargetChoice::Auto {
+        return Ok(choice);
+    }
+    let chosen = crate::exec::runtime()?.block_on(select::choose(
+        choice,
+        knobs,
+        &crate::exec::cmd::Runner::new(),
+        &mut crate::env::timings::Timings::default(),
+    ))?;
+    Ok(match chosen {
+        select::Chosen::Local => TargetChoice::Local,
+        select::Chosen::Kind(_) => TargetChoice::Kind,
+        select::Chosen::Existing(_) => TargetChoice::Existing,
+    })
+}
+
 /// `harness up`: for `local`, serves in the foreground until SIGINT or SIGTERM.
 pub(crate) fn run_up(args: &UpArgs) -> ExitCode {
     report(up(args))
@@ -53,10 +72,7 @@ pub(crate) fn run_up(args: &UpArgs) -> ExitCode {
 
 fn up(args: &UpArgs) -> Result<()> {
     let knobs = Knobs::from_env()?;
-    let (target, why) = select::resolve_target(args.target, &select::missing_kind_prerequisites());
-    if let Some(why) = why {
-        eprintln!("*** {why} ***");
-    }
+    let target = resolve(args.target, &knobs)?;
     if target == TargetChoice::Local && args.dry_run {
         bail!(
             "--dry-run plans the kind and existing targets; the local target changes nothing \
@@ -76,7 +92,7 @@ fn up(args: &UpArgs) -> Result<()> {
                 manifest: args
                     .manifest
                     .clone()
-                    .unwrap_or_else(|| paths::manifests_dir().join("app.yaml")),
+                    .unwrap_or_else(paths::app_manifest),
                 port: args.port,
                 offline: knobs.offline,
                 artifacts: Some(knobs.artifacts.clone()),
@@ -91,7 +107,7 @@ fn up(args: &UpArgs) -> Result<()> {
             Mode::Existing,
             args.dry_run,
         )),
-        TargetChoice::Auto => unreachable!("resolve_target never returns auto"),
+        TargetChoice::Auto => unreachable!("resolve never returns auto"),
     }
 }
 
@@ -101,7 +117,7 @@ pub(crate) fn run_down(args: &DownArgs) -> ExitCode {
 }
 
 fn down(args: &DownArgs) -> Result<()> {
-    let (target, _) = select::resolve_target(args.target, &select::missing_kind_prerequisites());
+    let target = resolve(args.target, &Knobs::from_env()?)?;
     match target {
         TargetChoice::Local => {
             eprintln!(
@@ -120,6 +136,6 @@ fn down(args: &DownArgs) -> Result<()> {
             Mode::Existing,
             args.dry_run,
         )),
-        TargetChoice::Auto => unreachable!("resolve_target never returns auto"),
+        TargetChoice::Auto => unreachable!("resolve never returns auto"),
     }
 }

@@ -27,3 +27,33 @@ pub(crate) const GATEWAY_SERVER_NAME: &str = "istio-envoy";
 pub(crate) const UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
 /// The service's Cargo package and binary.
 pub(crate) const SERVICE_PACKAGE: &str = "fft-service";
+
+/// `registry.example/team/fft-service:tag@sha256:…` → `fft-service`.
+pub(crate) fn image_repository(image: &str) -> &str {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split(':').next().unwrap_or(last)
+}
+
+/// Whether `image` is this project's service image, whatever its registry, tag or digest.
+pub(crate) fn is_service_image(image: &str) -> bool {
+    image_repository(image) == IMAGE_REPOSITORY
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_image_is_recognised_by_its_repository() {
+        assert_eq!(image_repository("fft-service:0.1.0"), "fft-service");
+        assert_eq!(
+            image_repository("ghcr.io/team/fft-service:abc@sha256:01"),
+            "fft-service"
+        );
+        assert_eq!(image_repository("localhost:5000/other:1"), "other");
+        assert!(is_service_image("fft-service:3f2a"));
+        assert!(!is_service_image("fft-service-debug:1"));
+        assert!(!is_service_image("registry/not-fft-service:1"));
+    }
+}

@@ -11,6 +11,18 @@ pub fn project_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `manifests/app.yaml`: the tutorial's five resources.
+pub(crate) fn app_manifest() -> PathBuf {
+    manifests_dir().join("app.yaml")
+}
+
+/// Where cargo puts what it builds (`CARGO_TARGET_DIR`, else `target/`).
+pub(crate) fn cargo_target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target"))
+}
+
 pub fn manifests_dir() -> PathBuf {
     project_root().join("manifests")
 }

@@ -10,124 +10,90 @@ use crate::env::timings::Timings;
 use crate::exec::cmd::Runner;
 use crate::tools::preflight::{self, Missing};
 
-/// Tools the `kind` target cannot run without.
-pub(crate) const KIND_PREREQUISITES: [&str; 3] = ["docker", "kind", "istioctl"];
-
-/// The kind prerequisites found neither in `.tools/bin` (where scripts/install-tools.sh puts
-/// them) nor on `PATH`. A first, cheap look: the kind bring-up then checks versions and that the
-/// Docker daemon answers (`preflight`).
-pub(crate) fn missing_kind_prerequisites() -> Vec<&'static str> {
-    let search = crate::tools::preflight::ToolSearch::from_env();
-    KIND_PREREQUISITES
-        .into_iter()
-        .filter(|tool| search.find(tool).is_none())
-        .collect()
+/// The target that runs, decided.
+pub(crate) enum Chosen {
+    Local,
+    /// With its settings; its preflight has run.
+    Kind(cluster::Settings),
+    Existing(cluster::Settings),
 }
 
-/// What `auto` resolves to, and why (printed loudly: a run on `local` proves less than one on
-/// `kind`, and the reader must know which one ran).
-pub(crate) fn resolve_target(
+/// Decides which target runs. `auto` and `kind` are decided by the kind target's one preflight
+/// (timed as the `preflight` phase, not repeated by the bring-up): `auto` runs kind when its
+/// prerequisites are met and falls back to `local` saying why (loudly: a run on `local` proves
+/// less than one on kind); `E2E_TARGET=kind` is skipped with the reasons ([`Skipped`]), or fails
+/// listing them with `E2E_REQUIRE=1`.
+pub(crate) async fn choose(
     choice: TargetChoice,
-    missing: &[&str],
-) -> (TargetChoice, Option<String>) {
-    match choice {
-        TargetChoice::Auto if missing.is_empty() => (
-            TargetChoice::Kind,
-            Some("E2E_TARGET=auto: docker, kind and istioctl found: running on kind".into()),
-        ),
-        TargetChoice::Auto => (
-            TargetChoice::Local,
-            Some(format!(
-                "E2E_TARGET=auto: {} not found on PATH, so the suite runs on the LOCAL target \
-                 (real Envoy from the same Gateway/VirtualService, no Kubernetes); install them \
-                 (scripts/install-tools.sh) or set E2E_TARGET=local to silence this",
-                missing.join(", ")
-            )),
-        ),
-        other => (other, None),
+    knobs: &Knobs,
+    runner: &Runner,
+    times: &mut Timings,
+) -> Result<Chosen> {
+    let settings = match choice {
+        TargetChoice::Local => return Ok(Chosen::Local),
+        TargetChoice::Existing => {
+            return Ok(Chosen::Existing(cluster::Settings::from_knobs(
+                cluster::Mode::Existing,
+                knobs,
+            )?));
+        }
+        TargetChoice::Kind | TargetChoice::Auto => {
+            cluster::Settings::from_knobs(cluster::Mode::Kind, knobs)?
+        }
+    };
+    let report = times
+        .time("preflight", cluster::check_prerequisites(runner, &settings))
+        .await?;
+    match decide_kind(choice == TargetChoice::Kind, knobs.require, &report.missing) {
+        KindDecision::UseKind => {
+            if choice == TargetChoice::Auto {
+                eprintln!(
+                    "\n*** E2E_TARGET=auto: the kind target's prerequisites are met: running on kind ***\n"
+                );
+            }
+            Ok(Chosen::Kind(settings))
+        }
+        KindDecision::Fail { reasons } => {
+            anyhow::bail!("E2E_REQUIRE=1: the kind target's prerequisites are missing:\n{reasons}")
+        }
+        KindDecision::Skip { reasons } => Err(Skipped { reasons }.into()),
+        KindDecision::FallBackToLocal { reasons } => {
+            eprintln!(
+                "\n*** E2E_TARGET=auto: the kind target's prerequisites are missing, so the suite \
+                 runs on the LOCAL target (real Envoy from the same Gateway/VirtualService, no \
+                 Kubernetes); install them (scripts/install-tools.sh) or set E2E_TARGET=local to \
+                 silence this:\n{reasons} ***\n"
+            );
+            Ok(Chosen::Local)
+        }
     }
 }
 
-/// Brings up the target the knobs choose.
+/// Brings up the target the knobs choose, recording its phases in `times`. An interruption
+/// meanwhile is the runner's: it runs the cleanups registered so far.
 pub(crate) async fn bring_up(
     knobs: &Knobs,
     runner: &Runner,
     times: &mut Timings,
 ) -> Result<Box<dyn Environment>> {
-    let (target, why) = resolve_target(knobs.target, &missing_kind_prerequisites());
-    if let Some(why) = why {
-        eprintln!("\n*** {why} ***\n");
-    }
-    match target {
-        TargetChoice::Local => {
+    match choose(knobs.target, knobs, runner, times).await? {
+        Chosen::Local => {
             let options = LocalOptions {
                 offline: knobs.offline,
                 artifacts: Some(knobs.artifacts.clone()),
                 ..LocalOptions::default()
             };
-            let env = LocalEnvironment::start(&options, runner, times).await?;
-            Ok(Box::new(env))
+            Ok(Box::new(
+                LocalEnvironment::start(&options, runner, times).await?,
+            ))
         }
-        TargetChoice::Kind | TargetChoice::Existing => {
-            bring_up_cluster_target(target, knobs, runner, times).await
+        Chosen::Kind(settings) => {
+            cluster::up(runner.clone(), settings, cluster::Preflight::Done, times).await
         }
-        TargetChoice::Auto => unreachable!("resolve_target never returns auto"),
-    }
-}
-
-/// The kind or existing target. For kind, the full preflight decides: `auto` falls back to
-/// `local` saying why, `E2E_TARGET=kind` is skipped with the reasons ([`Skipped`]), or
-/// fails listing them with `E2E_REQUIRE=1`.
-async fn bring_up_cluster_target(
-    target: TargetChoice,
-    knobs: &Knobs,
-    runner: &Runner,
-    times: &mut Timings,
-) -> Result<Box<dyn Environment>> {
-    let mode = match target {
-        TargetChoice::Existing => cluster::Mode::Existing,
-        _ => cluster::Mode::Kind,
-    };
-    let settings = cluster::Settings::from_knobs(mode, knobs)?;
-    if mode == cluster::Mode::Kind {
-        // The target's one preflight: it decides here whether kind runs at all, and the
-        // bring-up below does not repeat it.
-        let report = times
-            .time("preflight", cluster::check_prerequisites(runner, &settings))
-            .await?;
-        let explicit = knobs.target == TargetChoice::Kind;
-        match decide_kind(explicit, knobs.require, &report.missing) {
-            KindDecision::UseKind => {}
-            KindDecision::Fail { reasons } => {
-                anyhow::bail!(
-                    "E2E_REQUIRE=1: the kind target's prerequisites are missing:\n{reasons}"
-                )
-            }
-            KindDecision::Skip { reasons } => {
-                return Err(Skipped { reasons }.into());
-            }
-            KindDecision::FallBackToLocal { reasons } => {
-                eprintln!(
-                    "\n*** E2E_TARGET=auto: the kind target's prerequisites are missing, so the \
-                     suite runs on the LOCAL target:\n{reasons} ***\n"
-                );
-                let options = LocalOptions {
-                    offline: knobs.offline,
-                    artifacts: Some(knobs.artifacts.clone()),
-                    ..LocalOptions::default()
-                };
-                return Ok(Box::new(
-                    LocalEnvironment::start(&options, runner, times).await?,
-                ));
-            }
+        Chosen::Existing(settings) => {
+            cluster::up(runner.clone(), settings, cluster::Preflight::Run, times).await
         }
     }
-    // An interruption meanwhile is the runner's: it runs the cleanups registered so far.
-    let preflight = match mode {
-        cluster::Mode::Kind => cluster::Preflight::Done,
-        cluster::Mode::Existing => cluster::Preflight::Run,
-    };
-    cluster::up(runner.clone(), settings, preflight, times).await
 }
 
 /// `E2E_TARGET=kind` without `E2E_REQUIRE`, and prerequisites are missing: the suite reports
@@ -207,33 +173,5 @@ mod tests {
             decide_kind(false, true, &missing()),
             KindDecision::Fail { .. }
         ));
-    }
-
-    #[test]
-    fn auto_falls_back_to_local_and_says_what_is_missing() {
-        let (target, why) = resolve_target(TargetChoice::Auto, &["kind", "istioctl"]);
-        assert_eq!(target, TargetChoice::Local);
-        let why = why.unwrap();
-        assert!(why.contains("kind, istioctl not found"), "{why}");
-        assert!(why.contains("LOCAL"), "{why}");
-    }
-
-    #[test]
-    fn auto_picks_kind_when_everything_is_there() {
-        assert_eq!(
-            resolve_target(TargetChoice::Auto, &[]).0,
-            TargetChoice::Kind
-        );
-    }
-
-    #[test]
-    fn an_explicit_target_is_kept() {
-        for choice in [
-            TargetChoice::Local,
-            TargetChoice::Kind,
-            TargetChoice::Existing,
-        ] {
-            assert_eq!(resolve_target(choice, &["kind"]), (choice, None));
-        }
     }
 }

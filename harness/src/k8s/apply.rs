@@ -17,7 +17,7 @@ use crate::manifest::{Document, Resource};
 /// The one field manager every apply uses, so a re-apply owns the same fields.
 pub(crate) const FIELD_MANAGER: &str = "istio-fft-e2e";
 /// The repository part of the placeholder image in app.yaml that is rewritten to the built tag.
-use crate::config::names::IMAGE_REPOSITORY;
+use crate::config::names::{IMAGE_REPOSITORY, is_service_image};
 
 /// The documents to apply, as JSON: Namespaces first (the injector only acts on pods created
 /// after their namespace is labelled), then the file's order; every container whose image is
@@ -39,7 +39,7 @@ pub(crate) fn prepare(documents: &[Document], image: &str) -> Result<Vec<Value>>
                 let is_ours = container
                     .get("image")
                     .and_then(Value::as_str)
-                    .is_some_and(|current| image_repository(current) == IMAGE_REPOSITORY);
+                    .is_some_and(is_service_image);
                 if is_ours {
                     container["image"] = Value::String(image.to_string());
                     // The kubelet's default termination message is empty; the log tail makes
@@ -66,13 +66,6 @@ pub(crate) fn prepare(documents: &[Document], image: &str) -> Result<Vec<Value>>
         );
     }
     Ok(prepared)
-}
-
-/// `registry.example/team/fft-service:tag@sha256:…` → `fft-service`.
-fn image_repository(image: &str) -> &str {
-    let without_digest = image.split('@').next().unwrap_or(image);
-    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
-    last.split(':').next().unwrap_or(last)
 }
 
 /// One applied object, remembered so that teardown deletes only what the suite created.
@@ -275,16 +268,6 @@ pub async fn delete_created(client: &kube::Client, applied: &[Applied]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn image_repository_ignores_registry_tag_and_digest() {
-        assert_eq!(image_repository("fft-service:0.1.0"), "fft-service");
-        assert_eq!(
-            image_repository("ghcr.io/team/fft-service:abc@sha256:01"),
-            "fft-service"
-        );
-        assert_eq!(image_repository("localhost:5000/other:1"), "other");
-    }
 
     #[test]
     fn app_manifest_is_prepared_namespace_first_with_the_built_image() {

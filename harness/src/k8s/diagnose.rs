@@ -292,7 +292,10 @@ pub(crate) async fn collect(runner: &Runner, target: &DiagnoseTarget, dir: &Path
         }
     }
     if runner.is_dry_run() {
-        runner.step("istioctl proxy-config all <gateway pod> -n istio-system -o json > gateway-config-dump.json");
+        runner.step(format!(
+            "istioctl proxy-config all <gateway pod> -n {ISTIO_NAMESPACE} -o json > \
+             gateway-config-dump.json"
+        ));
     }
 }
 

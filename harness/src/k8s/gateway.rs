@@ -17,11 +17,12 @@ use kube::api::ListParams;
 
 use crate::config::names::{
     GATEWAY_SELECTOR, GATEWAY_TARGET_PORT, INGRESS_GATEWAY, ISTIO_NAMESPACE, SERVED_BY_HEADER,
+    UPSTREAM_SERVICE_TIME,
 };
 use crate::exec::probe::{self, ProbeRequest};
 use crate::exec::wait::{Attempt, Retry};
 use crate::manifest::install::InstallOverlay;
-use crate::tools::kind::KindConfig;
+use crate::manifest::kind_config::KindConfig;
 
 /// A path the VirtualService routes to the app (`exact: /metrics`).
 pub(crate) const ROUTED_PATH: &str = crate::config::names::METRICS_PATH;
@@ -210,7 +211,7 @@ pub async fn wait_for_route(ingress: SocketAddr, timeout: Duration) -> Result<()
             match classify_answer(
                 response.status,
                 response.header(SERVED_BY_HEADER),
-                response.header("x-envoy-upstream-service-time").is_some(),
+                response.header(UPSTREAM_SERVICE_TIME).is_some(),
             ) {
                 Attempt::Done(()) => Ok(()),
                 Attempt::NotYet(state) => Err(anyhow::anyhow!(state)),

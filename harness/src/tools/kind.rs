@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::paths;
 use crate::exec::cmd::Runner;
-pub(crate) use crate::manifest::kind_config::KindConfig;
+use crate::manifest::kind_config::KindConfig;
 use crate::tools::preflight::{Tool, Tools};
 
 /// Every cluster the suite creates starts with this.

@@ -62,7 +62,7 @@ pub trait Backend: Send + Sync {
 }
 
 /// The real thing: testcontainers image build, kube-rs client.
-pub struct LiveBackend;
+pub(crate) struct LiveBackend;
 
 impl Backend for LiveBackend {
     fn build_image<'a>(&'a self, runner: &'a Runner) -> BoxFuture<'a, Result<String>> {

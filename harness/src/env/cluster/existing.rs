@@ -275,6 +275,46 @@ async fn delete_created(
     Ok(())
 }
 
+/// `harness down --target existing`: deletes exactly what the suite recorded as created in the
+/// current context, then forgets the record.
+pub(crate) async fn down(
+    runner: &Runner,
+    settings: &Settings,
+    backend: &dyn Backend,
+) -> Result<()> {
+    let context = settings
+        .existing_context
+        .clone()
+        .context("no current kube context")?;
+    let file = applied_record(&settings.state, &context);
+    let Ok(text) = std::fs::read(&file) else {
+        println!(
+            "nothing recorded as applied by the suite in context {context}: nothing to delete"
+        );
+        return Ok(());
+    };
+    let applied: Vec<Applied> =
+        serde_json::from_slice(&text).with_context(|| format!("reading {}", file.display()))?;
+    let kube = KubeTarget {
+        kubeconfig: None,
+        context,
+    };
+    let api = if runner.is_dry_run() {
+        None
+    } else {
+        Some(super::connect(runner, backend, None, &kube).await?)
+    };
+    delete_created(
+        runner,
+        settings,
+        api.as_deref(),
+        Some(&kube),
+        applied,
+        false,
+    )
+    .await
+}
+
 /// `kubectl delete` arguments for one applied object (`Deployment.v1.apps/name -n ns`).
 pub(crate) fn kubectl_delete_args(object: &Applied) -> Vec<String> {
     let resource = match object.api_version.rsplit_once('/') {

@@ -17,6 +17,7 @@ use crate::exec::cleanup::{self, CleanupTicket};
 use crate::exec::cmd::Runner;
 use crate::k8s::diagnose::DiagnoseTarget;
 use crate::k8s::gateway;
+use crate::manifest::kind_config::KindConfig;
 use crate::tools::istioctl::{self, KubeTarget};
 use crate::tools::kind::{self, ClusterHandle, OwnerMarker};
 use crate::tools::preflight::Tool;
@@ -289,7 +290,7 @@ async fn create_or_reuse(
         partial.cluster = Some(handle.clone());
         return Ok(handle);
     }
-    let config = kind::KindConfig::load(&settings.kind_config)?;
+    let config = KindConfig::load(&settings.kind_config)?;
     kind::ensure_host_ports_free(runner, &settings.tools, &config).await?;
     if marked && !runner.is_dry_run() {
         // Before `kind create`, so a run killed during the create is still reaped later.
@@ -385,7 +386,7 @@ async fn gateway_address(
     api: &dyn ClusterApi,
     cluster: &ClusterHandle,
 ) -> Result<SocketAddr> {
-    let config = kind::KindConfig::load(&settings.kind_config)?;
+    let config = KindConfig::load(&settings.kind_config)?;
     let overlay = &settings.istio_overlay;
     let node_port = gateway::gateway_node_port(overlay)?;
     let address = gateway::loopback_endpoint(&config, node_port)?;
@@ -424,6 +425,26 @@ async fn gateway_address(
         &node,
         published.as_deref().map_err(String::as_str),
     )
+}
+
+/// `harness down --target kind`: deletes the `harness up` cluster (never an `E2E_CLUSTER` one)
+/// and verifies it is gone.
+pub(crate) async fn down(runner: &Runner, settings: &Settings) -> Result<()> {
+    let (name, owned) = match &settings.cluster {
+        ClusterChoice::Reuse(name) => (name.clone(), false),
+        ClusterChoice::Named(name) => (name.clone(), true),
+        ClusterChoice::Generated => (kind::CLI_CLUSTER_NAME.to_string(), true),
+    };
+    let handle = ClusterHandle {
+        kubeconfig: settings.state.kubeconfig(&name),
+        name: name.clone(),
+        owned,
+    };
+    delete_or_keep(runner, settings, handle, false).await?;
+    if owned && !runner.is_dry_run() {
+        println!("kind cluster {name} is gone");
+    }
+    Ok(())
 }
 
 /// Deletes the cluster if it is the suite's to delete and `keep` does not say otherwise; a kept

@@ -26,10 +26,12 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use serde_json::Value;
 
-pub use api::{Backend, ClusterApi, DryRunBackend, LiveBackend, PLANNED_IMAGE};
+pub(crate) use api::LiveBackend;
+pub use api::{Backend, ClusterApi, DryRunBackend, PLANNED_IMAGE};
 pub(crate) use existing::ExistingEnvironment;
 pub use kind::KindEnvironment;
-pub use settings::{AppInfo, ClusterChoice, Mode, Settings, Timeouts, app_info, current_context};
+pub(crate) use settings::{AppInfo, app_info};
+pub use settings::{ClusterChoice, Mode, Settings, Timeouts};
 
 use crate::env::timings::Timings;
 use crate::env::{Environment, KubeCheck, KubeCheckOutcome};
@@ -38,7 +40,7 @@ use crate::k8s::apply::{self, Applied};
 use crate::k8s::client;
 use crate::k8s::diagnose::{self, DiagnoseTarget};
 use crate::k8s::gateway;
-use crate::k8s::pods::{self as checks, MeshMerging};
+use crate::k8s::pods::{self, MeshMerging};
 use crate::k8s::rollout::AppPods;
 use crate::manifest;
 use crate::tools::istioctl::KubeTarget;
@@ -269,7 +271,7 @@ impl Running {
     /// kind: the suite installed Istio from the overlay, so the overlay says; existing: unknown.
     fn mesh_merging(&self) -> Result<MeshMerging> {
         match self.settings.mode {
-            Mode::Kind => checks::mesh_merging_from_overlay(&self.settings.istio_overlay),
+            Mode::Kind => pods::mesh_merging_from_overlay(&self.settings.istio_overlay),
             Mode::Existing => Ok(MeshMerging::Unknown),
         }
     }
@@ -307,21 +309,21 @@ impl Running {
                 let mut places = BTreeMap::new();
                 for pod in &pods {
                     *places
-                        .entry(format!("{:?}", checks::sidecar_injected(pod)?))
+                        .entry(format!("{:?}", pods::sidecar_injected(pod)?))
                         .or_insert(0) += 1;
                 }
                 format!("{} pods injected: {places:?}", pods.len())
             }
             KubeCheck::ScrapeAnnotations => {
-                checks::template_scrape_annotations(&deployment)?;
-                let verdict = checks::scrape_verdict(&deployment, &pods, self.mesh_merging()?)?;
+                pods::template_scrape_annotations(&deployment)?;
+                let verdict = pods::scrape_verdict(&deployment, &pods, self.mesh_merging()?)?;
                 format!(
                     "template keeps the article's annotations; all {} pods {:?} ({:?})",
                     verdict.pods, verdict.state, verdict.expectation
                 )
             }
             KubeCheck::MergedMetricsServeAppMetrics => {
-                let verdict = checks::scrape_verdict(&deployment, &pods, self.mesh_merging()?)?;
+                let verdict = pods::scrape_verdict(&deployment, &pods, self.mesh_merging()?)?;
                 if let Some(reason) = verdict.unmerged_reason() {
                     return Ok(KubeCheckOutcome::NotApplicable { reason });
                 }
@@ -331,29 +333,29 @@ impl Running {
                         &client,
                         &self.app.namespace,
                         name,
-                        checks::MERGED_METRICS_PORT,
-                        checks::MERGED_METRICS_PATH,
+                        pods::MERGED_METRICS_PORT,
+                        pods::MERGED_METRICS_PATH,
                     )
                     .await?;
-                    checks::contains_app_metrics(&text).with_context(|| {
+                    pods::contains_app_metrics(&text).with_context(|| {
                         format!(
                             "pod {name} :{}{}",
-                            checks::MERGED_METRICS_PORT,
-                            checks::MERGED_METRICS_PATH
+                            pods::MERGED_METRICS_PORT,
+                            pods::MERGED_METRICS_PATH
                         )
                     })?;
                 }
                 format!(
                     "{} pods serve {:?} on :{}{}",
                     pods.len(),
-                    checks::APP_METRIC_FAMILIES,
-                    checks::MERGED_METRICS_PORT,
-                    checks::MERGED_METRICS_PATH
+                    pods::APP_METRIC_FAMILIES,
+                    pods::MERGED_METRICS_PORT,
+                    pods::MERGED_METRICS_PATH
                 )
             }
             KubeCheck::PodsRunBuiltImage => {
                 for pod in &pods {
-                    checks::pod_runs_image(pod, &self.app.container, &self.image)?;
+                    pods::pod_runs_image(pod, &self.app.container, &self.image)?;
                 }
                 format!("{} pods run {}", pods.len(), self.image)
             }

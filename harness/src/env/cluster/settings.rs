@@ -8,9 +8,10 @@ use anyhow::{Context, Result, bail};
 use kube::config::Kubeconfig;
 
 use crate::config::knobs::{Keep, Knobs};
-use crate::config::names::IMAGE_REPOSITORY;
+use crate::config::names::{IMAGE_REPOSITORY, is_service_image};
 use crate::config::paths;
 use crate::config::versions::Versions;
+use crate::manifest::kind_config::KindConfig;
 use crate::manifest::{self, Resource};
 use crate::tools::istioctl;
 use crate::tools::kind::{self, StateDir};
@@ -107,9 +108,9 @@ impl Settings {
             tools,
             versions,
             istio_version,
-            kind_config: kind::KindConfig::default_path(),
+            kind_config: KindConfig::default_path(),
             istio_overlay: istioctl::install_overlay(),
-            app_manifest: paths::manifests_dir().join("app.yaml"),
+            app_manifest: paths::app_manifest(),
             timeouts: Timeouts::default(),
             existing_context,
             offline: knobs.offline,
@@ -119,7 +120,7 @@ impl Settings {
 
 /// The kubeconfig's current context, named explicitly from then on so that switching contexts
 /// during a run cannot redirect it.
-pub fn current_context() -> Result<String> {
+pub(crate) fn current_context() -> Result<String> {
     let kubeconfig = Kubeconfig::read().context(
         "E2E_TARGET=existing reads the current kube context: no kubeconfig found (KUBECONFIG or ~/.kube/config)",
     )?;
@@ -131,7 +132,7 @@ pub fn current_context() -> Result<String> {
 
 /// The app as the manifests describe it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AppInfo {
+pub(crate) struct AppInfo {
     pub namespace: String,
     pub deployment: String,
     /// The container that runs our image.
@@ -139,7 +140,7 @@ pub struct AppInfo {
 }
 
 /// Finds the Deployment that runs `fft-service` in the manifests.
-pub fn app_info(documents: &[manifest::Document]) -> Result<AppInfo> {
+pub(crate) fn app_info(documents: &[manifest::Document]) -> Result<AppInfo> {
     for document in documents {
         let Resource::Deployment(deployment) = &document.resource else {
             continue;
@@ -149,11 +150,9 @@ pub fn app_info(documents: &[manifest::Document]) -> Result<AppInfo> {
             .as_ref()
             .and_then(|s| s.template.spec.as_ref())
             .and_then(|s| {
-                s.containers.iter().find(|c| {
-                    c.image
-                        .as_deref()
-                        .is_some_and(|i| i.contains(IMAGE_REPOSITORY))
-                })
+                s.containers
+                    .iter()
+                    .find(|c| c.image.as_deref().is_some_and(is_service_image))
             });
         if let Some(container) = container {
             return Ok(AppInfo {
@@ -175,7 +174,7 @@ mod tests {
 
     #[test]
     fn app_info_comes_from_the_manifests() {
-        let documents = manifest::load_file(&paths::manifests_dir().join("app.yaml")).unwrap();
+        let documents = manifest::load_file(&paths::app_manifest()).unwrap();
         assert_eq!(
             app_info(&documents).unwrap(),
             AppInfo {

@@ -6,6 +6,7 @@
 //! headers on (so routed answers carry `x-envoy-upstream-service-time`). Routes come only from
 //! the plan; there is no catch-all, so an unmatched request gets Envoy's own empty 404.
 
+use crate::config::names::{GATEWAY_SERVER_NAME, INGRESS_GATEWAY};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -88,7 +89,7 @@ pub(crate) fn bootstrap(plan: &GatewayPlan, runtime: &RuntimeAddresses) -> Resul
             "virtual_hosts": virtual_hosts,
             "validate_clusters": false,
         },
-        "server_name": "istio-envoy",
+        "server_name": GATEWAY_SERVER_NAME,
         "server_header_transformation": "OVERWRITE",
         "normalize_path": true,
         "merge_slashes": false,
@@ -115,7 +116,7 @@ pub(crate) fn bootstrap(plan: &GatewayPlan, runtime: &RuntimeAddresses) -> Resul
     Ok(json!({
         "node": {
             "id": format!("router~{}~local-ingressgateway~{}", runtime.listener.ip(), plan.gateway.replace('/', ".")),
-            "cluster": "istio-ingressgateway",
+            "cluster": INGRESS_GATEWAY,
         },
         "admin": {"address": socket_address(runtime.admin)},
         "static_resources": {

@@ -55,7 +55,7 @@ pub(crate) struct LocalOptions {
 impl Default for LocalOptions {
     fn default() -> Self {
         LocalOptions {
-            manifest: paths::manifests_dir().join("app.yaml"),
+            manifest: paths::app_manifest(),
             port: None,
             offline: false,
             artifacts: None,

@@ -51,10 +51,9 @@ pub(crate) async fn service_binary(runner: &Runner) -> Result<PathBuf> {
         .run(&build)
         .await
         .context("building the fft-service binary for the local replicas")?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| paths::project_root().join("target"));
-    let binary = target_dir.join("debug").join(SERVICE_PACKAGE);
+    let binary = paths::cargo_target_dir()
+        .join("debug")
+        .join(SERVICE_PACKAGE);
     if !binary.is_file() {
         bail!(
             "cargo built fft-service but {} does not exist",

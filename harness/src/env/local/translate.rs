@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
+use crate::config::names::{IMAGE_REPOSITORY, is_service_image};
 use crate::manifest::istio::{HttpMatchRequest, HttpRoute, StringMatch};
 use crate::manifest::{Document, Gateway, Resource, VirtualService};
 
@@ -23,8 +24,6 @@ pub(crate) const CLUSTER_DOMAIN: &str = "cluster.local";
 /// The labels of Istio's default ingress gateway, which the local gateway stands in for.
 pub(crate) const INGRESS_GATEWAY_LABELS: [(&str, &str); 2] =
     [("istio", "ingressgateway"), ("app", "istio-ingressgateway")];
-/// The image the local target can run as replicas (its own service, built from the workspace).
-use crate::config::names::IMAGE_REPOSITORY as SERVICE_IMAGE;
 
 /// What the local gateway serves.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,10 +58,13 @@ pub(crate) struct Upstream {
     pub replicas: u32,
 }
 
-/// Istio's default retry policy for every HTTP route.
+/// Istio's default retry policy for every HTTP route (`DefaultPolicy`,
+/// pilot/pkg/networking/core/route/retry/retry.go): two retries, on another host, of connection
+/// failures and of a 503.
 pub(crate) fn default_retry_policy() -> Value {
     json!({
         "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+        "retriable_status_codes": [503],
         "num_retries": 2,
         "retry_host_predicate": [{
             "name": "envoy.retry_host_predicates.previous_hosts",
@@ -582,15 +584,10 @@ fn resolve_destination(
         .unwrap_or_default();
     let app = containers
         .iter()
-        .find(|c| {
-            c.image.as_deref().is_some_and(|image| {
-                let repo = image.rsplit('/').next().unwrap_or(image);
-                repo == SERVICE_IMAGE || repo.starts_with(&format!("{SERVICE_IMAGE}:"))
-            })
-        })
+        .find(|c| c.image.as_deref().is_some_and(is_service_image))
         .ok_or_else(|| {
             anyhow::anyhow!(
-                "{deployment_what} runs no `{SERVICE_IMAGE}` image; the local target can only \
+                "{deployment_what} runs no `{IMAGE_REPOSITORY}` image; the local target can only \
                  run the workspace's own service"
             )
         })?;

@@ -36,7 +36,12 @@ const STATIC_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub(crate) async fn build_static_binary(
     runner: &crate::exec::cmd::Runner,
 ) -> anyhow::Result<PathBuf> {
-    let target = build_target(runner, OsStr::new("docker")).await?;
+    // The docker that the preflight would find (`.tools/bin` first, then PATH).
+    let docker = crate::tools::preflight::ToolSearch::from_env()
+        .find("docker")
+        .map(|p| p.into_os_string())
+        .unwrap_or_else(|| "docker".into());
+    let target = build_target(runner, &docker).await?;
     let triple = &target.triple;
     let root = project_root();
     // Inside `cargo test`, CARGO names the cargo that is running: use the same toolchain.
@@ -58,8 +63,7 @@ pub(crate) async fn build_static_binary(
         .run(&build)
         .await
         .with_context(|| format!("build the static fft-service binary for {triple}{hint}"))?;
-    let binary = root
-        .join("target")
+    let binary = crate::config::paths::cargo_target_dir()
         .join(triple)
         .join("release")
         .join(SERVICE_PACKAGE);
@@ -203,7 +207,7 @@ fn parse_host_triple(rustc_version: &str) -> Result<String> {
 }
 
 /// Where the binary goes inside the build context (the Dockerfile's `COPY` source).
-const BINARY_IN_CONTEXT: &str = "fft-service";
+const BINARY_IN_CONTEXT: &str = SERVICE_PACKAGE;
 
 /// An image built from this workspace.
 #[derive(Clone, Debug, PartialEq, Eq)]
