@@ -89,10 +89,7 @@ fn up(args: &UpArgs) -> Result<()> {
     match target {
         TargetChoice::Local => {
             let options = LocalOptions {
-                manifest: args
-                    .manifest
-                    .clone()
-                    .unwrap_or_else(paths::app_manifest),
+                manifest: args.manifest.clone().unwrap_or_else(paths::app_manifest),
                 port: args.port,
                 offline: knobs.offline,
                 artifacts: Some(knobs.artifacts.clone()),

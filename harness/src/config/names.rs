@@ -17,7 +17,11 @@ pub(crate) const ISTIO_NAMESPACE: &str = "istio-system";
 pub(crate) const ISTIOD: &str = "istiod";
 /// The ingress gateway's Deployment and Service.
 pub(crate) const INGRESS_GATEWAY: &str = "istio-ingressgateway";
-/// The label the Gateway selects the ingress gateway by.
+/// The labels of Istio's default ingress gateway pods (the chart's `istio` and `app`).
+pub(crate) const INGRESS_GATEWAY_LABELS: [(&str, &str); 2] =
+    [("istio", "ingressgateway"), ("app", INGRESS_GATEWAY)];
+/// The label the Gateway selects the ingress gateway by, as a label selector (the first of
+/// [`INGRESS_GATEWAY_LABELS`]).
 pub(crate) const GATEWAY_SELECTOR: &str = "istio=ingressgateway";
 /// The port the gateway's Envoy listens on for `http2` (its Service's targetPort).
 pub const GATEWAY_TARGET_PORT: u16 = 8080;
@@ -43,6 +47,12 @@ pub(crate) fn is_service_image(image: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gateway_selector_is_the_first_gateway_label() {
+        let (key, value) = INGRESS_GATEWAY_LABELS[0];
+        assert_eq!(GATEWAY_SELECTOR, format!("{key}={value}"));
+    }
 
     #[test]
     fn the_service_image_is_recognised_by_its_repository() {

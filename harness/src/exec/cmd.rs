@@ -77,6 +77,11 @@ impl Cmd {
         self
     }
 
+    /// How long the command may take.
+    pub(crate) fn time_limit(&self) -> Duration {
+        self.timeout
+    }
+
     pub(crate) fn program(&self) -> String {
         self.program.to_string_lossy().into_owned()
     }

@@ -69,10 +69,10 @@ impl IngressGateway {
 }
 
 fn default_labels() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app".to_string(), DEFAULT_GATEWAY_NAME.to_string()),
-        ("istio".to_string(), "ingressgateway".to_string()),
-    ])
+    crate::config::names::INGRESS_GATEWAY_LABELS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn default_ports() -> Vec<IngressPort> {

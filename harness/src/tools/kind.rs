@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::config::paths;
-use crate::exec::cmd::Runner;
+use crate::exec::cmd::{Cmd, Runner};
 use crate::manifest::kind_config::KindConfig;
 use crate::tools::preflight::{Tool, Tools};
 
@@ -31,6 +31,8 @@ const CREATE_WAIT: &str = "120s";
 const CREATE_TIMEOUT: Duration = Duration::from_secs(600);
 const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
 const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// Exporting a node's logs copies its journal and every container log.
+const EXPORT_LOGS_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A cluster the phases work on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -411,6 +413,36 @@ pub(crate) async fn write_kubeconfig(
 
 /// `kind delete cluster`, then `kind get clusters` to prove it is gone (kind exits 0 even for
 /// a cluster that does not exist, so its exit status proves nothing).
+/// `docker port NODE PORT/tcp`: where the node container publishes `port` on the host.
+pub(crate) fn published_port_cmd(tools: &Tools, node_container: &str, port: u16) -> Cmd {
+    tools
+        .cmd(Tool::Docker)
+        .arg("port")
+        .arg(node_container)
+        .arg(format!("{port}/tcp"))
+        .timeout(Duration::from_secs(20))
+}
+
+/// `kind delete cluster --name N --kubeconfig F`, bounded: for the orderly teardown and for the
+/// blocking cleanup an interruption runs.
+pub(crate) fn delete_cmd(tools: &Tools, handle: &ClusterHandle) -> Cmd {
+    tools
+        .cmd(Tool::Kind)
+        .args(["delete", "cluster", "--name", &handle.name, "--kubeconfig"])
+        .arg(&handle.kubeconfig)
+        .timeout(DELETE_TIMEOUT)
+}
+
+/// `kind export logs DIR --name N`: node journal, kubelet and container logs, bounded.
+pub(crate) fn export_logs_cmd(tools: &Tools, cluster: &str, dir: &Path) -> Cmd {
+    tools
+        .cmd(Tool::Kind)
+        .args(["export", "logs"])
+        .arg(dir)
+        .args(["--name", cluster])
+        .timeout(EXPORT_LOGS_TIMEOUT)
+}
+
 pub(crate) async fn delete_verified(
     runner: &Runner,
     tools: &Tools,
@@ -422,11 +454,7 @@ pub(crate) async fn delete_verified(
             handle.name
         );
     }
-    let cmd = tools
-        .cmd(Tool::Kind)
-        .args(["delete", "cluster", "--name", &handle.name, "--kubeconfig"])
-        .arg(&handle.kubeconfig)
-        .timeout(DELETE_TIMEOUT);
+    let cmd = delete_cmd(tools, handle);
     runner
         .run(&cmd)
         .await
@@ -538,12 +566,7 @@ pub(crate) async fn export_logs(
     cluster: &str,
     dir: &Path,
 ) -> Result<()> {
-    let cmd = tools
-        .cmd(Tool::Kind)
-        .args(["export", "logs"])
-        .arg(dir)
-        .args(["--name", cluster])
-        .timeout(Duration::from_secs(180));
+    let cmd = export_logs_cmd(tools, cluster, dir);
     runner
         .run(&cmd)
         .await

@@ -20,7 +20,6 @@ use crate::k8s::gateway;
 use crate::manifest::kind_config::KindConfig;
 use crate::tools::istioctl::{self, KubeTarget};
 use crate::tools::kind::{self, ClusterHandle, OwnerMarker};
-use crate::tools::preflight::Tool;
 
 /// A kind cluster with Istio and the app, ready for the scenarios.
 pub struct KindEnvironment {
@@ -309,7 +308,7 @@ async fn create_or_reuse(
 /// logs and delete it, each bounded.
 fn register_abort_cleanup(settings: &Settings, handle: &ClusterHandle) -> CleanupTicket {
     let keep = settings.keep.keeps(true);
-    let kind = settings.tools.cmd(Tool::Kind);
+    let tools = settings.tools.clone();
     let state = settings.state.clone();
     let artifacts = settings.artifacts.clone();
     let handle = handle.clone();
@@ -325,19 +324,13 @@ fn register_abort_cleanup(settings: &Settings, handle: &ClusterHandle) -> Cleanu
             return;
         }
         // The cluster's own logs first: once it is deleted nothing explains the run.
-        let export = kind
-            .clone()
-            .args(["export", "logs"])
-            .arg(artifacts.join("kind-logs"))
-            .args(["--name", &handle.name]);
+        let export = kind::export_logs_cmd(&tools, &handle.name, &artifacts.join("kind-logs"));
+        // Shorter than an orderly export: an interrupted run's time is short.
         if let Err(err) = cleanup::run_blocking(&export, Duration::from_secs(90)) {
             eprintln!("warning: diagnostics: {err:#}");
         }
-        let delete = kind
-            .clone()
-            .args(["delete", "cluster", "--name", &handle.name, "--kubeconfig"])
-            .arg(&handle.kubeconfig);
-        match cleanup::run_blocking(&delete, Duration::from_secs(180)) {
+        let delete = kind::delete_cmd(&tools, &handle);
+        match cleanup::run_blocking(&delete, delete.time_limit()) {
             Ok(_) => state.forget(&handle.name),
             Err(err) => eprintln!(
                 "warning: {err:#}\n  delete it yourself: kind delete cluster --name {}",
@@ -396,15 +389,7 @@ async fn gateway_address(
          and that node {node} publishes it there",
         config.path.display()
     ));
-    let docker_port = |port: u16| {
-        settings
-            .tools
-            .cmd(Tool::Docker)
-            .arg("port")
-            .arg(&node)
-            .arg(format!("{port}/tcp"))
-            .timeout(Duration::from_secs(20))
-    };
+    let docker_port = |port: u16| kind::published_port_cmd(&settings.tools, &node, port);
     if runner.is_dry_run() {
         runner.run(&docker_port(node_port)).await?;
         return Ok(address);

@@ -6,7 +6,6 @@
 //! Every process is a child of the harness and dies with it, even on SIGKILL.
 
 pub(crate) mod bootstrap;
-pub(crate) mod envoy_binary;
 pub(crate) mod process;
 pub(crate) mod replicas;
 pub(crate) mod translate;
@@ -28,7 +27,7 @@ use crate::exec::probe::{self, ProbeRequest};
 use crate::exec::wait::{GiveUp, Retry};
 use crate::manifest;
 
-use envoy_binary::EnvoyBinary;
+use crate::tools::envoy::{self, EnvoyBinary};
 use process::{ProcessSpec, STOP_GRACE, Supervisor};
 use replicas::Replica;
 use translate::GatewayPlan;
@@ -112,7 +111,7 @@ impl LocalEnvironment {
         let envoy = times
             .time(
                 "find envoy",
-                envoy_binary::find_or_install(runner, options.offline),
+                envoy::find_or_install(runner, options.offline),
             )
             .await?;
         let service = times

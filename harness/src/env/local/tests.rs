@@ -383,7 +383,7 @@ fn a_non_loopback_listener_is_refused() {
 async fn envoy_validates_the_bootstrap() {
     let knobs = crate::config::knobs::Knobs::from_env().unwrap();
     let runner = crate::exec::cmd::Runner::new();
-    let envoy = super::envoy_binary::find_or_install(&runner, knobs.offline)
+    let envoy = crate::tools::envoy::find_or_install(&runner, knobs.offline)
         .await
         .expect("Envoy is needed for this test (see the error for how to get it)");
     let dir = tempfile::tempdir().unwrap();

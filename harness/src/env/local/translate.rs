@@ -15,15 +15,12 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
-use crate::config::names::{IMAGE_REPOSITORY, is_service_image};
+use crate::config::names::{IMAGE_REPOSITORY, INGRESS_GATEWAY_LABELS, is_service_image};
 use crate::manifest::istio::{HttpMatchRequest, HttpRoute, StringMatch};
 use crate::manifest::{Document, Gateway, Resource, VirtualService};
 
 /// The cluster domain Istio appends to short names.
 pub(crate) const CLUSTER_DOMAIN: &str = "cluster.local";
-/// The labels of Istio's default ingress gateway, which the local gateway stands in for.
-pub(crate) const INGRESS_GATEWAY_LABELS: [(&str, &str); 2] =
-    [("istio", "ingressgateway"), ("app", "istio-ingressgateway")];
 
 /// What the local gateway serves.
 #[derive(Clone, Debug, PartialEq)]
