@@ -91,7 +91,7 @@ impl Drop for CleanupGuard {
     }
 }
 
-/// SIGINT and SIGTERM, watched from the moment [`TerminationSignals::listen`] returns: a signal
+/// SIGINT, SIGTERM and SIGHUP, watched from the moment [`TerminationSignals::listen`] returns: a signal
 /// that arrives before anyone waits is kept, not met with the default action (which would end the
 /// process without its cleanup).
 pub(crate) struct TerminationSignals {
@@ -101,7 +101,7 @@ pub(crate) struct TerminationSignals {
 }
 
 impl TerminationSignals {
-    /// Starts watching both signals. Must be called inside a tokio runtime.
+    /// Starts watching the three signals. Must be called inside a tokio runtime.
     pub(crate) fn listen() -> Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(TerminationSignals {

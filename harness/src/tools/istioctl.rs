@@ -1,6 +1,7 @@
-//! Installing Istio with istioctl and the project's overlay, then waiting until istiod (whose
-//! readiness includes the sidecar injector) and the ingress gateway are available: the
-//! injection webhook acts only on pods created after it answers.
+//! Installing Istio with istioctl and the project's overlay (`istioctl install` waits for the
+//! components' readiness itself; the harness then waits for istiod and the gateway in
+//! `k8s::rollout::wait_control_plane`, because the injection webhook acts only on pods created
+//! after it answers).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
