@@ -4,7 +4,7 @@
 //! scenarios by name (`cargo test --test e2e -- routing`); with nothing selected nothing is
 //! brought up.
 //!
-//! A run can be cut short by SIGINT, SIGTERM or its own deadline (`E2E_DEADLINE`): diagnostics
+//! A run can be cut short by SIGINT, SIGTERM, SIGHUP or its own deadline (`E2E_DEADLINE`): diagnostics
 //! are collected first (bounded), then the environment is torn down, so a cancelled or timed-out
 //! CI job still uploads what explains it and leaves nothing behind.
 
@@ -50,8 +50,7 @@ impl Interruption {
     /// The exit code: 128 + the signal's number, or 1 for the deadline.
     pub(crate) fn exit_code(self) -> i32 {
         match self {
-            Interruption::Signal("SIGTERM") => 143,
-            Interruption::Signal(_) => 130,
+            Interruption::Signal(name) => crate::exec::cleanup::signal_exit_code(name),
             Interruption::Deadline(_) => 1,
         }
     }
@@ -77,7 +76,7 @@ impl fmt::Display for Interruption {
     }
 }
 
-/// The next SIGINT or SIGTERM, or the deadline, whichever comes first.
+/// The next SIGINT, SIGTERM or SIGHUP, or the deadline, whichever comes first.
 async fn next_interruption(
     signals: Option<&mut crate::exec::cleanup::TerminationSignals>,
     deadline: Duration,
@@ -107,8 +106,7 @@ pub(crate) async fn cut_short(
 ) -> i32 {
     eprintln!("\n{why}: collecting diagnostics, then tearing down");
     let Some(environment) = environment else {
-        let label = why.label();
-        let _ = tokio::task::spawn_blocking(move || crate::exec::cleanup::run_pending(label)).await;
+        run_pending(why).await;
         return why.exit_code();
     };
     match tokio::time::timeout(RUNNING_SCENARIO_WAIT, environment.write()).await {
@@ -137,7 +135,7 @@ pub(crate) async fn cut_short(
                         "warning: teardown took longer than {:?}",
                         crate::exec::cleanup::TEARDOWN_TIMEOUT
                     );
-                    crate::exec::cleanup::run_pending(why.label());
+                    run_pending(why).await;
                 }
             }
         }
@@ -146,12 +144,16 @@ pub(crate) async fn cut_short(
                 "warning: the running scenario did not finish within {RUNNING_SCENARIO_WAIT:?}; \
                  running the registered cleanups (local child processes die with this process)"
             );
-            let label = why.label();
-            let _ =
-                tokio::task::spawn_blocking(move || crate::exec::cleanup::run_pending(label)).await;
+            run_pending(why).await;
         }
     }
     why.exit_code()
+}
+
+/// The registered cleanups (blocking commands), off the runtime's worker threads.
+async fn run_pending(why: Interruption) {
+    let label = why.label();
+    let _ = tokio::task::spawn_blocking(move || crate::exec::cleanup::run_pending(label)).await;
 }
 
 /// `cargo test --test e2e`: the whole run, from the command line's filters to the exit code.
@@ -217,16 +219,8 @@ fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Re
                 })
                 .ok();
             let why = next_interruption(signals.as_mut(), deadline).await;
-            // A command still running (a `kind create`) must not race the cleanup.
-            crate::exec::cmd::kill_running_children();
             let cleanup = cut_short(why, environment.get(), &artifacts, keep);
-            let code = match signals.as_mut() {
-                Some(signals) => tokio::select! {
-                    code = cleanup => code,
-                    never = crate::exec::cleanup::exit_on_second_signal(signals) => never,
-                },
-                None => cleanup.await,
-            };
+            let code = crate::exec::cleanup::clean_up_once(signals.as_mut(), cleanup).await;
             let (passed, failed, not_applicable) = tally(&verdicts);
             let unrun = selected.saturating_sub(passed + failed + not_applicable);
             println!(
@@ -301,23 +295,13 @@ fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Re
         !conclusion.has_failed(),
     );
 
-    let verdicts = verdicts.lock().expect("verdicts").clone();
-    let (mut passed, mut failed, mut not_applicable) = (0, 0, 0);
+    let (passed, failed, not_applicable) = tally(&verdicts);
     println!("\nscenario results:");
-    for (name, verdict) in &verdicts {
+    for (name, verdict) in verdicts.lock().expect("verdicts").iter() {
         match verdict {
-            Verdict::Passed(detail) => {
-                passed += 1;
-                println!("PASS {name}: {detail}");
-            }
-            Verdict::Failed(why) => {
-                failed += 1;
-                println!("FAIL {name}: {why}");
-            }
-            Verdict::NotApplicable(reason) => {
-                not_applicable += 1;
-                println!("N/A  {name}: not applicable: {reason}");
-            }
+            Verdict::Passed(detail) => println!("PASS {name}: {detail}"),
+            Verdict::Failed(why) => println!("FAIL {name}: {why}"),
+            Verdict::NotApplicable(reason) => println!("N/A  {name}: not applicable: {reason}"),
         }
     }
     let run_failed = failed > 0 || conclusion.has_failed();
@@ -415,6 +399,7 @@ mod tests {
         for (why, code) in [
             (Interruption::Signal("SIGTERM"), 143),
             (Interruption::Signal("SIGINT"), 130),
+            (Interruption::Signal("SIGHUP"), 129),
             (Interruption::Deadline(Duration::from_secs(1800)), 1),
         ] {
             let calls = Arc::new(Mutex::new(Vec::new()));

@@ -10,8 +10,7 @@ use crate::config::knobs::Knobs;
 use crate::config::names::{INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIOD};
 use crate::env::Environment;
 use crate::env::cluster::{
-    Backend, ClusterChoice, DryRunBackend, ExistingEnvironment, KindEnvironment, LiveBackend, Mode,
-    Settings, app_info,
+    Backend, ClusterChoice, ExistingEnvironment, KindEnvironment, Mode, Settings, app_info,
 };
 use crate::env::timings::Timings;
 use crate::exec::cleanup;
@@ -78,59 +77,54 @@ pub(crate) async fn cli(command: CliCommand, mode: Mode, dry_run: bool) -> Resul
 
 /// Brings the environment up and leaves it running; prints how to reach it.
 pub(crate) async fn cli_up(runner: Runner, settings: Settings) -> Result<()> {
-    let backend: &dyn Backend = if runner.is_dry_run() {
-        &DryRunBackend
-    } else {
-        &LiveBackend
-    };
+    let backend = crate::env::cluster::backend_for(&runner);
     cli_up_with(runner, settings, backend).await
 }
 
 pub async fn cli_up_with(runner: Runner, settings: Settings, backend: &dyn Backend) -> Result<()> {
     let mut times = Timings::default();
-    let result = match settings.mode {
+    let result = up_and_leave_running(&runner, settings, backend, &mut times).await;
+    eprintln!("phases: {}", times.summary());
+    result
+}
+
+async fn up_and_leave_running(
+    runner: &Runner,
+    settings: Settings,
+    backend: &dyn Backend,
+    times: &mut Timings,
+) -> Result<()> {
+    match settings.mode {
         Mode::Kind => {
-            let env = KindEnvironment::up_with(runner.clone(), settings, backend, &mut times).await;
-            match env {
-                Ok(env) => {
-                    println!("up: {}", env.describe());
-                    println!("ingress: http://{}", env.ingress());
-                    runner.step(
-                        "print the article's INGRESS_HOST (gateway pod status.hostIP) and \
-                         INGRESS_PORT (http2 nodePort)",
-                    );
-                    match env.api().article_endpoint().await {
-                        Ok((host, port)) => println!("{}", gateway::export_lines(&host, port)),
-                        Err(_) if runner.is_dry_run() => {}
-                        Err(err) => eprintln!("warning: the article's endpoint: {err:#}"),
-                    }
-                    let handle = env.keep_running();
-                    if runner.is_dry_run() {
-                        println!("{}", handle.planned_reach_hint());
-                    } else {
-                        println!("{}", handle.reach_hint());
-                    }
-                    Ok(())
-                }
-                Err(err) => Err(err),
+            let env = KindEnvironment::up_with(runner.clone(), settings, backend, times).await?;
+            println!("up: {}", env.describe());
+            println!("ingress: http://{}", env.ingress());
+            runner.step(
+                "print the article's INGRESS_HOST (gateway pod status.hostIP) and INGRESS_PORT \
+                 (http2 nodePort)",
+            );
+            match env.api().article_endpoint().await {
+                Ok((host, port)) => println!("{}", gateway::export_lines(&host, port)),
+                Err(_) if runner.is_dry_run() => {}
+                Err(err) => eprintln!("warning: the article's endpoint: {err:#}"),
+            }
+            let handle = env.keep_running();
+            if runner.is_dry_run() {
+                println!("{}", handle.planned_reach_hint());
+            } else {
+                println!("{}", handle.reach_hint());
             }
         }
         Mode::Existing => {
-            match ExistingEnvironment::up_with(runner.clone(), settings, backend, &mut times).await
-            {
-                Ok(env) => {
-                    println!("up: {}", env.describe());
-                    println!("ingress: http://{}", env.ingress());
-                    println!("(the port-forward ends with this command; the app stays applied)");
-                    env.keep_running();
-                    Ok(())
-                }
-                Err(err) => Err(err),
-            }
+            let env =
+                ExistingEnvironment::up_with(runner.clone(), settings, backend, times).await?;
+            println!("up: {}", env.describe());
+            println!("ingress: http://{}", env.ingress());
+            println!("(the port-forward ends with this command; the app stays applied)");
+            env.keep_running();
         }
-    };
-    eprintln!("phases: {}", times.summary());
-    result
+    }
+    Ok(())
 }
 
 /// Deletes what `up` created: the `harness up` cluster (never `E2E_CLUSTER`), or for the
@@ -139,11 +133,7 @@ pub async fn cli_down(runner: Runner, settings: Settings) -> Result<()> {
     match settings.mode {
         Mode::Kind => crate::env::cluster::kind::down(&runner, &settings).await,
         Mode::Existing => {
-            let backend: &dyn Backend = if runner.is_dry_run() {
-                &DryRunBackend
-            } else {
-                &LiveBackend
-            };
+            let backend = crate::env::cluster::backend_for(&runner);
             crate::env::cluster::existing::down(&runner, &settings, backend).await
         }
     }

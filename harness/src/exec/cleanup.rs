@@ -152,6 +152,23 @@ pub(crate) async fn exit_on_second_signal(signals: &mut TerminationSignals) -> !
     std::process::exit(signal_exit_code(name));
 }
 
+/// What every interruption does once it has happened: stop the commands still running (a `kind
+/// create` must not race the cleanup's `kind delete`), then run `cleanup`, unless a second
+/// signal arrives first, which exits at once.
+pub(crate) async fn clean_up_once<T>(
+    signals: Option<&mut TerminationSignals>,
+    cleanup: impl std::future::Future<Output = T>,
+) -> T {
+    crate::exec::cmd::kill_running_children();
+    match signals {
+        Some(signals) => tokio::select! {
+            done = cleanup => done,
+            never = exit_on_second_signal(signals) => never,
+        },
+        None => cleanup.await,
+    }
+}
+
 /// Spawns a task that, on SIGINT, SIGTERM or SIGHUP, stops the commands still running, runs the
 /// registered cleanups and exits with 128 + the signal number; a second signal exits at once.
 /// Call once, inside the runtime, before creating anything.
@@ -160,12 +177,9 @@ pub(crate) fn spawn_signal_cleanup() -> Result<tokio::task::JoinHandle<()>> {
     Ok(tokio::spawn(async move {
         let name = signals.recv().await;
         eprintln!("{name} received: cleaning up before exiting");
-        crate::exec::cmd::kill_running_children();
-        let cleanup = tokio::task::spawn_blocking(move || run_pending(name));
-        tokio::select! {
-            _ = cleanup => {}
-            never = exit_on_second_signal(&mut signals) => never,
-        }
+        // Lazy: the commands still running are stopped before the cleanups start.
+        let cleanup = async move { tokio::task::spawn_blocking(move || run_pending(name)).await };
+        let _ = clean_up_once(Some(&mut signals), cleanup).await;
         std::process::exit(signal_exit_code(name));
     }))
 }

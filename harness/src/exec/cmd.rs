@@ -218,8 +218,17 @@ pub fn kill_running_children() -> usize {
     count
 }
 
-/// Removes `pid` from [`RUNNING`] when the command ends, however it ends.
+/// A command's entry in [`RUNNING`], from its start until it ends, however it ends.
 struct Tracked(Option<u32>);
+
+impl Tracked {
+    fn register(pid: Option<u32>) -> Self {
+        if let Some(pid) = pid {
+            RUNNING.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+        }
+        Tracked(pid)
+    }
+}
 
 impl Drop for Tracked {
     fn drop(&mut self) {
@@ -258,10 +267,7 @@ async fn execute(cmd: &Cmd) -> Result<CmdOutput> {
             anyhow::Error::new(err).context("could not start the command")
         }
     })?;
-    let _tracked = Tracked(child.id());
-    if let Some(pid) = child.id() {
-        RUNNING.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
-    }
+    let _tracked = Tracked::register(child.id());
     let output = match tokio::time::timeout(cmd.timeout, child.wait_with_output()).await {
         Ok(result) => result.context("waiting for the command")?,
         // Dropping the future kills the child (kill_on_drop).

@@ -99,31 +99,15 @@ impl ExistingEnvironment {
             return Ok(());
         }
         self.torn_down = true;
-        let result = tokio::time::timeout(
-            cleanup::TEARDOWN_TIMEOUT,
-            delete_created(
-                &self.running.runner,
-                &self.running.settings,
-                Some(self.running.api.as_ref()),
-                Some(&self.running.kube),
-                std::mem::take(&mut self.applied),
-                keep,
-            ),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(anyhow::anyhow!(
-                "teardown did not finish within {:?}",
-                cleanup::TEARDOWN_TIMEOUT
-            ))
-        });
-        // A failed delete leaves the interruption cleanup registered: the exit guard tries again.
-        if result.is_ok()
-            && let Some(ticket) = self.abort_cleanup.take()
-        {
-            cleanup::unregister(ticket);
-        }
-        result
+        let undo = delete_created(
+            &self.running.runner,
+            &self.running.settings,
+            Some(self.running.api.as_ref()),
+            Some(&self.running.kube),
+            std::mem::take(&mut self.applied),
+            keep,
+        );
+        super::bounded_teardown(undo, &mut self.abort_cleanup).await
     }
 }
 

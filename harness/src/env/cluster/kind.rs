@@ -108,29 +108,13 @@ impl KindEnvironment {
             return Ok(());
         }
         self.torn_down = true;
-        let result = tokio::time::timeout(
-            cleanup::TEARDOWN_TIMEOUT,
-            delete_or_keep(
-                &self.running.runner,
-                &self.running.settings,
-                self.cluster.clone(),
-                keep,
-            ),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(anyhow::anyhow!(
-                "teardown did not finish within {:?}",
-                cleanup::TEARDOWN_TIMEOUT
-            ))
-        });
-        // A failed delete leaves the interruption cleanup registered: the exit guard tries again.
-        if result.is_ok()
-            && let Some(ticket) = self.abort_cleanup.take()
-        {
-            cleanup::unregister(ticket);
-        }
-        result
+        let undo = delete_or_keep(
+            &self.running.runner,
+            &self.running.settings,
+            self.cluster.clone(),
+            keep,
+        );
+        super::bounded_teardown(undo, &mut self.abort_cleanup).await
     }
 
     fn diagnose(&self) -> DiagnoseTarget {

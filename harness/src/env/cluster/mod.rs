@@ -35,6 +35,7 @@ pub use settings::{ClusterChoice, Mode, Settings, Timeouts};
 
 use crate::env::timings::Timings;
 use crate::env::{Environment, KubeCheck, KubeCheckOutcome};
+use crate::exec::cleanup;
 use crate::exec::cmd::Runner;
 use crate::k8s::apply::{self, Applied};
 use crate::k8s::client;
@@ -54,19 +55,24 @@ pub(crate) enum Preflight {
     Done,
 }
 
-/// Brings up the cluster target `settings.mode` names, with the live backend (or the dry-run one
-/// for a dry runner), recording its phases in `times`.
+/// The backend a runner works with: the dry-run one plans, the live one acts.
+pub(crate) fn backend_for(runner: &Runner) -> &'static dyn Backend {
+    if runner.is_dry_run() {
+        &DryRunBackend
+    } else {
+        &LiveBackend
+    }
+}
+
+/// Brings up the cluster target `settings.mode` names, with the backend for `runner`, recording
+/// its phases in `times`.
 pub(crate) async fn up(
     runner: Runner,
     settings: Settings,
     preflight: Preflight,
     times: &mut Timings,
 ) -> Result<Box<dyn Environment>> {
-    let backend: &dyn Backend = if runner.is_dry_run() {
-        &DryRunBackend
-    } else {
-        &LiveBackend
-    };
+    let backend = backend_for(&runner);
     Ok(match settings.mode {
         Mode::Kind => Box::new(
             KindEnvironment::up_checked(runner, settings, backend, preflight, times).await?,
@@ -245,18 +251,41 @@ pub(crate) async fn after_failed_start(
     settings: &Settings,
     reached: Option<DiagnoseTarget>,
     undo: impl std::future::Future<Output = Result<()>>,
-    abort_cleanup: Option<crate::exec::cleanup::CleanupTicket>,
+    abort_cleanup: Option<cleanup::CleanupTicket>,
 ) {
     if !runner.is_dry_run() && reached.is_some() {
         collect(runner, reached, &settings.artifacts).await;
     }
     let result = undo.await;
     if let Some(ticket) = abort_cleanup {
-        crate::exec::cleanup::unregister(ticket);
+        cleanup::unregister(ticket);
     }
     if let Err(cleanup) = result {
         eprintln!("warning: cleaning up after the failed start: {cleanup:#}");
     }
+}
+
+/// The orderly teardown of a cluster target: `undo` (delete, or keep per `keep`), bounded by
+/// [`cleanup::TEARDOWN_TIMEOUT`]. The interruption cleanup is unregistered only once `undo`
+/// succeeded: after a failed delete the exit guard tries again.
+pub(crate) async fn bounded_teardown(
+    undo: impl std::future::Future<Output = Result<()>>,
+    abort_cleanup: &mut Option<cleanup::CleanupTicket>,
+) -> Result<()> {
+    let result = tokio::time::timeout(cleanup::TEARDOWN_TIMEOUT, undo)
+        .await
+        .unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "teardown did not finish within {:?}",
+                cleanup::TEARDOWN_TIMEOUT
+            ))
+        });
+    if result.is_ok()
+        && let Some(ticket) = abort_cleanup.take()
+    {
+        cleanup::unregister(ticket);
+    }
+    result
 }
 
 /// Collects diagnostics, unless nothing can be reached.
