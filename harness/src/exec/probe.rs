@@ -124,6 +124,10 @@ pub(crate) fn check_server_header(response: &ProbeResponse) -> Result<()> {
     }
 }
 
+/// How many good answers in a row make a gateway's answer stable: configuration reaches Envoy
+/// asynchronously, and one good answer may precede a listener or route being replaced.
+pub(crate) const STABLE_ANSWERS: u32 = 3;
+
 /// Waits until the gateway's listener answers as the gateway (`server: istio-envoy`), several
 /// times in a row. Any status will do: with a static configuration the routes are complete once
 /// the listener answers, and which paths are routed depends on the VirtualService (a gateway
@@ -133,7 +137,7 @@ pub(crate) async fn wait_until_gateway_answers(
     timeout: Duration,
 ) -> Result<()> {
     crate::exec::wait::Retry::within(timeout)
-        .successes_in_a_row(3)
+        .successes_in_a_row(STABLE_ANSWERS)
         .run(
             &format!("the gateway at {ingress} to answer as istio-envoy"),
             || async {

@@ -26,8 +26,7 @@ use crate::manifest::kind_config::KindConfig;
 
 /// A path the VirtualService routes to the app (`exact: /metrics`).
 pub(crate) const ROUTED_PATH: &str = crate::config::names::METRICS_PATH;
-/// Config reaches Envoy asynchronously: one good answer is not yet a stable route.
-const SUCCESSES_IN_A_ROW: u32 = 3;
+use crate::exec::probe::STABLE_ANSWERS as SUCCESSES_IN_A_ROW;
 
 /// The http2 nodePort pinned in the IstioOperator overlay.
 pub(crate) fn gateway_node_port(overlay_file: &Path) -> Result<u16> {
