@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -280,6 +280,14 @@ async fn observe(State(app): State<AppState>, request: Request, next: Next) -> R
     response
         .headers_mut()
         .insert(SERVED_BY_HEADER, app.inner.served_by.clone());
+    if !app.inner.lifecycle.is_ready() {
+        // Draining: hyper closes the connection after this answer, so a client (the sidecar or
+        // the gateway) opens its next one elsewhere instead of reusing one this replica is about
+        // to close — a request written onto a connection as it closes would be reset.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
 
     let status = response.status().as_u16();
     let elapsed = started.elapsed();

@@ -28,11 +28,11 @@
 //! # Running
 //!
 //! ```text
-//! fft-service [--listen 0.0.0.0:8080] [--max-samples 1048576] [--shutdown-grace 10s]
-//!             [--fft-workers 1] [--fft-queue 4] [--io-threads 1] [--replica-name <host name>]
+//! fft-service [--listen 0.0.0.0:8080] [--max-samples 1048576] [--drain-delay 5s]
+//!             [--shutdown-grace 10s] [--fft-workers 1] [--fft-queue 4] [--io-threads 1] [--replica-name <host name>]
 //! ```
 //!
-//! Each flag can also come from the environment: `LISTEN_ADDR`, `MAX_SAMPLES`, `SHUTDOWN_GRACE`,
+//! Each flag can also come from the environment: `LISTEN_ADDR`, `MAX_SAMPLES`, `DRAIN_DELAY`, `SHUTDOWN_GRACE`,
 //! `FFT_WORKERS`, `FFT_QUEUE`, `IO_THREADS`, `REPLICA_NAME`; logs are filtered by `RUST_LOG`
 //! (default `info`) and go to stderr, one line per request (method, route, path, status,
 //! latency). Once listening, the binary prints exactly one line to stdout,
@@ -43,9 +43,13 @@
 //! holds no buffers, so the queue bounds latency, not memory). One FFT of the largest size holds
 //! about 50 MiB, or about 165 MiB for a large prime size, whose plan needs Bluestein's algorithm.
 //!
-//! On SIGTERM or SIGINT, `/readyz` answers 503 at once; the server keeps answering until no
-//! request is in flight, then closes and exits 0. If requests are still running when
-//! `--shutdown-grace` expires, it logs so and exits 1.
+//! On SIGTERM or SIGINT, `/readyz` answers 503 at once, and for `--drain-delay` (default 5 s)
+//! the server keeps accepting and answering, each answer with `Connection: close`: Kubernetes
+//! removes the pod from the endpoints when it sends SIGTERM, but the proxies in front learn of it
+//! a little later, and a server that stopped accepting at once would refuse what they still send.
+//! A second signal cuts the delay short. Then the server stops accepting, lets the requests in
+//! flight finish, closes idle connections and exits 0; if requests are still running when
+//! `--shutdown-grace` (counted from the end of the delay) expires, it logs so and exits 1.
 //!
 //! # Metrics
 //!
@@ -70,29 +74,48 @@ pub mod signal;
 pub mod spectrum;
 
 use std::future::Future;
+use std::time::Duration;
 
 pub use config::ServiceConfig;
 pub use http::{AppState, FftResponse, SERVED_BY_HEADER, router};
 
-/// Serves `state` on `listener` until `shutdown_signal` resolves, then drains: readiness fails
-/// at once, the server keeps answering until no request is in flight, then stops accepting and
-/// returns once every connection is closed. Bounding the drain is the caller's job.
-pub async fn serve(
+/// Serves `state` on `listener` until a termination signal, then shuts down in two steps (see
+/// [`lifecycle`]): for `drain_delay` readiness fails while the server keeps accepting and
+/// answering (a further signal cuts the delay short), then it stops accepting and returns once the
+/// requests in flight have finished and every connection is closed. Bounding that last step is
+/// the caller's job.
+///
+/// `next_signal` returns a future that resolves on the next termination signal.
+pub async fn serve<S, F>(
     listener: tokio::net::TcpListener,
     state: AppState,
-    shutdown_signal: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let draining = state.clone();
+    drain_delay: Duration,
+    mut next_signal: S,
+) -> std::io::Result<()>
+where
+    S: FnMut() -> F + Send + 'static,
+    F: Future<Output = ()> + Send,
+{
+    let lifecycle = state.clone();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
-            shutdown_signal.await;
-            draining.lifecycle().begin_shutdown();
+            let lifecycle = lifecycle.lifecycle();
+            next_signal().await;
+            lifecycle.begin_shutdown();
             tracing::info!(
-                in_flight = draining.lifecycle().in_flight(),
-                "shutdown begun: readiness fails; finishing in-flight requests"
+                drain_delay = ?drain_delay,
+                in_flight = lifecycle.in_flight(),
+                "shutdown begun: readiness fails; still accepting for the drain delay"
             );
-            draining.lifecycle().wait_until_idle().await;
-            tracing::info!("no request in flight; closing connections");
+            tokio::select! {
+                () = tokio::time::sleep(drain_delay) => {}
+                () = next_signal() => tracing::info!("second signal: drain delay cut short"),
+            }
+            lifecycle.begin_draining();
+            tracing::info!(
+                in_flight = lifecycle.in_flight(),
+                "no longer accepting; finishing in-flight requests"
+            );
         })
         .await
 }

@@ -3,11 +3,13 @@
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use fft_service::config::MAX_MAX_SAMPLES;
+use fft_service::lifecycle::Phase;
 use fft_service::{AppState, ServiceConfig, serve};
 use tracing_subscriber::EnvFilter;
 
@@ -28,8 +30,16 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..=MAX_MAX_SAMPLES as u64))]
     max_samples: u64,
 
-    /// How long in-flight requests may take to finish after SIGTERM/SIGINT before the process
-    /// exits anyway (with status 1), e.g. `10s`, `500ms`.
+    /// After SIGTERM/SIGINT, how long readiness fails while the server still accepts and answers
+    /// (each answer with `Connection: close`), so that proxies learn of the endpoint removal
+    /// before it stops accepting; `0s` stops at once. A second signal cuts it short. The default
+    /// covers the endpoint propagation of a small cluster (the manifests' grace period covers
+    /// it plus --shutdown-grace).
+    #[arg(long, env = "DRAIN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    drain_delay: Duration,
+
+    /// How long in-flight requests may take to finish once the server stops accepting (after
+    /// the drain delay) before the process exits anyway (with status 1), e.g. `10s`, `500ms`.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
 
@@ -91,20 +101,30 @@ fn run(args: Args) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let outcome = runtime.block_on(serve_until_signal(args.listen, config, args.shutdown_grace));
+    let shutdown = Shutdown {
+        drain_delay: args.drain_delay,
+        grace: args.shutdown_grace,
+    };
+    let outcome = runtime.block_on(serve_until_signal(args.listen, config, shutdown));
     // Dropping the runtime would wait for FFTs still running on blocking threads; after the
     // grace has expired nothing more is waited for.
     runtime.shutdown_background();
     outcome
 }
 
+/// The two steps of a shutdown (see `fft_service::lifecycle`).
+struct Shutdown {
+    drain_delay: Duration,
+    grace: Duration,
+}
+
 async fn serve_until_signal(
     listen: SocketAddr,
     config: ServiceConfig,
-    grace: Duration,
+    shutdown: Shutdown,
 ) -> Result<ExitCode> {
     let state = AppState::new(config.clone()).context("checking --replica-name")?;
-    let shutdown_signal = termination_signal()?;
+    let next_signal = termination_signals()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -120,17 +140,24 @@ async fn serve_until_signal(
         max_samples = config.max_samples,
         fft_workers = config.fft_workers,
         fft_queue = config.fft_queue,
+        drain_delay = ?shutdown.drain_delay,
         "listening"
     );
 
-    let mut server = tokio::spawn(serve(listener, state.clone(), shutdown_signal));
+    let mut server = tokio::spawn(serve(
+        listener,
+        state.clone(),
+        shutdown.drain_delay,
+        next_signal,
+    ));
     tokio::select! {
         finished = &mut server => {
             finished.context("the server task failed")?.context("serving HTTP")?;
             return Ok(ExitCode::SUCCESS);
         }
-        () = state.lifecycle().shutdown_started() => {}
+        () = state.lifecycle().reached(Phase::Draining) => {}
     }
+    let grace = shutdown.grace;
     match tokio::time::timeout(grace, &mut server).await {
         Ok(finished) => {
             finished
@@ -175,18 +202,26 @@ fn return_large_allocations_to_the_kernel() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn return_large_allocations_to_the_kernel() {}
 
-/// Resolves on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C). The handlers are installed
-/// here, before the caller announces that it listens: a signal sent right after the
-/// `listening on` line must start a graceful shutdown, not kill the process.
-fn termination_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+/// Returns a function whose every call resolves on the next SIGTERM (what Kubernetes sends) or
+/// SIGINT (Ctrl-C). The handlers are installed here, before the caller announces that it
+/// listens: a signal sent right after the `listening on` line must start a graceful shutdown, not
+/// kill the process.
+fn termination_signals() -> Result<impl FnMut() -> BoxedSignal + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
-            _ = interrupt.recv() => tracing::info!("SIGINT received"),
-        }
+    let terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let handlers = Arc::new(tokio::sync::Mutex::new((terminate, interrupt)));
+    Ok(move || {
+        let handlers = Arc::clone(&handlers);
+        Box::pin(async move {
+            let mut handlers = handlers.lock().await;
+            let (terminate, interrupt) = &mut *handlers;
+            tokio::select! {
+                _ = terminate.recv() => tracing::info!("SIGTERM received"),
+                _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            }
+        }) as BoxedSignal
     })
 }
+
+type BoxedSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;

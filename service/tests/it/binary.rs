@@ -98,6 +98,7 @@ fn bad_flags_are_refused_before_listening() {
     for bad in [
         &["--max-samples", "0"][..],
         &["--shutdown-grace", "soon"],
+        &["--drain-delay", "a while"],
         &["--fft-workers", "0"],
         &["--listen", "not-an-address"],
     ] {
@@ -116,7 +117,7 @@ fn bad_flags_are_refused_before_listening() {
 /// running and the queued FFTs complete, and the process exits 0.
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
-    let (mut server, client, slow) = busy_server("60s").await;
+    let (mut server, client, slow) = busy_server("60s", "1s").await;
 
     server.signal(libc::SIGTERM);
     let readyz = server.url("/readyz");
@@ -153,7 +154,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 
 #[tokio::test]
 async fn an_idle_server_exits_zero_on_sigint() {
-    let mut server = Server::start(binary(), &[], &[]);
+    let mut server = Server::start(binary(), &["--drain-delay", "0s"], &[]);
     let response = loopback_client()
         .get(server.url("/healthz"))
         .send()
@@ -175,7 +176,7 @@ async fn an_idle_server_exits_zero_on_sigint() {
 async fn shutdown_is_forced_after_the_grace() {
     // Three queued requests are seconds of work in a debug build, a third of a second in a
     // release one, against a grace of 1 ms.
-    let (mut server, _client, _slow) = busy_server("1ms").await;
+    let (mut server, _client, _slow) = busy_server("1ms", "0s").await;
     server.signal(libc::SIGTERM);
     let status = server.wait_for_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(1), "stderr:\n{}", server.stderr());
@@ -186,12 +187,93 @@ async fn shutdown_is_forced_after_the_grace() {
     );
 }
 
+/// The lame-duck step: after SIGTERM, for the drain delay, readiness fails but new connections
+/// are still accepted and answered, each answer closing its connection; then the server stops
+/// accepting and exits 0.
+#[tokio::test]
+async fn the_drain_delay_keeps_accepting_with_connection_close_then_stops() {
+    let mut server = Server::start(binary(), &["--drain-delay", "2s"], &[]);
+    let signalled = std::time::Instant::now();
+    server.signal(libc::SIGTERM);
+    let client = loopback_client();
+    let readyz = server.url("/readyz");
+    wait_until("/readyz answers 503", || {
+        let request = client.get(&readyz).send();
+        async move { matches!(request.await, Ok(r) if r.status() == 503) }
+    })
+    .await;
+    // A fresh client: a new connection, which a server that stopped accepting would refuse.
+    let answer = loopback_client()
+        .post(server.url("/fft?numSamples=1024&freq=1"))
+        .send()
+        .await
+        .expect("a new connection during the drain delay is accepted");
+    let during = signalled.elapsed();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["connection"], "close");
+    assert!(
+        during < Duration::from_secs(2),
+        "answered only after {during:?}"
+    );
+
+    let addr = server.addr;
+    wait_until("new connections are refused", || async move {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "stopped accepting after {:?}, before the 2 s delay",
+        signalled.elapsed()
+    );
+    let status = server.wait_for_exit(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "exit status {status}; stderr:
+{}",
+        server.stderr()
+    );
+    let logs = server.stderr();
+    assert!(
+        logs.contains("still accepting for the drain delay"),
+        "{logs}"
+    );
+    assert!(logs.contains("no longer accepting"), "{logs}");
+}
+
+/// A second signal ends the drain delay at once (a person pressing Ctrl-C twice).
+#[tokio::test]
+async fn a_second_signal_cuts_the_drain_delay_short() {
+    let mut server = Server::start(binary(), &["--drain-delay", "10m"], &[]);
+    server.signal(libc::SIGINT);
+    let client = loopback_client();
+    let readyz = server.url("/readyz");
+    wait_until("/readyz answers 503", || {
+        let request = client.get(&readyz).send();
+        async move { matches!(request.await, Ok(r) if r.status() == 503) }
+    })
+    .await;
+    server.signal(libc::SIGINT);
+    let status = server.wait_for_exit(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "exit status {status}; stderr:
+{}",
+        server.stderr()
+    );
+    assert!(
+        server.stderr().contains("drain delay cut short"),
+        "{}",
+        server.stderr()
+    );
+}
+
 /// The `listening on` line promises that signals are handled: a SIGTERM sent at once must
 /// shut down gracefully rather than kill the process.
 #[test]
 fn a_signal_right_after_the_listening_line_is_graceful() {
     for _ in 0..5 {
-        let mut server = Server::start(binary(), &[], &[]);
+        let mut server = Server::start(binary(), &["--drain-delay", "0s"], &[]);
         server.signal(libc::SIGTERM);
         let status = server.wait_for_exit(Duration::from_secs(10));
         assert!(
@@ -202,11 +284,12 @@ fn a_signal_right_after_the_listening_line_is_graceful() {
     }
 }
 
-/// A server with `--shutdown-grace grace`, busy with three slow FFTs (2^21 samples: seconds in a
+/// A server with `--shutdown-grace grace` and `--drain-delay drain_delay`, busy with three slow FFTs (2^21 samples: seconds in a
 /// debug build; three queue up behind each other so a release build is busy long enough too),
 /// returned once the first one is running.
 async fn busy_server(
     grace: &str,
+    drain_delay: &str,
 ) -> (
     Server,
     reqwest::Client,
@@ -214,7 +297,14 @@ async fn busy_server(
 ) {
     let server = Server::start(
         binary(),
-        &["--max-samples", "2097152", "--shutdown-grace", grace],
+        &[
+            "--max-samples",
+            "2097152",
+            "--shutdown-grace",
+            grace,
+            "--drain-delay",
+            drain_delay,
+        ],
         &[],
     );
     let client = loopback_client();
