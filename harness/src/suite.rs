@@ -382,6 +382,12 @@ mod tests {
         fn kube_check(&self, _: KubeCheck) -> BoxFuture<'_, anyhow::Result<KubeCheckOutcome>> {
             Box::pin(async { anyhow::bail!("not asked") })
         }
+        fn disrupt(
+            &self,
+            _: crate::env::Disruption,
+        ) -> BoxFuture<'_, anyhow::Result<crate::env::DisruptionReport>> {
+            Box::pin(async { anyhow::bail!("not asked") })
+        }
         fn collect_diagnostics<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, ()> {
             Box::pin(async move {
                 std::fs::write(dir.join("envoy-config-dump.json"), "{}").unwrap();

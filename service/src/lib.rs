@@ -47,7 +47,7 @@
 //! the server keeps accepting and answering, each answer with `Connection: close`: Kubernetes
 //! removes the pod from the endpoints when it sends SIGTERM, but the proxies in front learn of it
 //! a little later, and a server that stopped accepting at once would refuse what they still send.
-//! A second signal cuts the delay short. Then the server stops accepting, lets the requests in
+//! SIGINT (Ctrl-C) skips the delay, and a second signal cuts it short. Then the server stops accepting, lets the requests in
 //! flight finish, closes idle connections and exits 0; if requests are still running when
 //! `--shutdown-grace` (counted from the end of the delay) expires, it logs so and exits 1.
 //!
@@ -79,13 +79,24 @@ use std::time::Duration;
 pub use config::ServiceConfig;
 pub use http::{AppState, FftResponse, SERVED_BY_HEADER, router};
 
+/// The signals that stop the service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGTERM: what Kubernetes sends; the drain delay applies.
+    Terminate,
+    /// SIGINT: Ctrl-C; no drain delay.
+    Interrupt,
+}
+
 /// Serves `state` on `listener` until a termination signal, then shuts down in two steps (see
 /// [`lifecycle`]): for `drain_delay` readiness fails while the server keeps accepting and
 /// answering (a further signal cuts the delay short), then it stops accepting and returns once the
 /// requests in flight have finished and every connection is closed. Bounding that last step is
 /// the caller's job.
 ///
-/// `next_signal` returns a future that resolves on the next termination signal.
+/// `next_signal` returns a future that resolves on the next termination signal. SIGINT (a person's
+/// Ctrl-C; Kubernetes never sends it) skips the drain delay: nothing routes to a process run by
+/// hand.
 pub async fn serve<S, F>(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -94,22 +105,27 @@ pub async fn serve<S, F>(
 ) -> std::io::Result<()>
 where
     S: FnMut() -> F + Send + 'static,
-    F: Future<Output = ()> + Send,
+    F: Future<Output = StopSignal> + Send,
 {
     let lifecycle = state.clone();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             let lifecycle = lifecycle.lifecycle();
-            next_signal().await;
+            let first = next_signal().await;
             lifecycle.begin_shutdown();
+            let delay = match first {
+                StopSignal::Terminate => drain_delay,
+                StopSignal::Interrupt => Duration::ZERO,
+            };
             tracing::info!(
-                drain_delay = ?drain_delay,
+                signal = ?first,
+                drain_delay = ?delay,
                 in_flight = lifecycle.in_flight(),
                 "shutdown begun: readiness fails; still accepting for the drain delay"
             );
             tokio::select! {
-                () = tokio::time::sleep(drain_delay) => {}
-                () = next_signal() => tracing::info!("second signal: drain delay cut short"),
+                () = tokio::time::sleep(delay) => {}
+                _ = next_signal() => tracing::info!("second signal: drain delay cut short"),
             }
             lifecycle.begin_draining();
             tracing::info!(

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use fft_service::config::MAX_MAX_SAMPLES;
 use fft_service::lifecycle::Phase;
-use fft_service::{AppState, ServiceConfig, serve};
+use fft_service::{AppState, ServiceConfig, StopSignal, serve};
 use tracing_subscriber::EnvFilter;
 
 /// CPU-bound FFT microservice (the Istio tutorial's demo app).
@@ -32,7 +32,8 @@ struct Args {
 
     /// After SIGTERM/SIGINT, how long readiness fails while the server still accepts and answers
     /// (each answer with `Connection: close`), so that proxies learn of the endpoint removal
-    /// before it stops accepting; `0s` stops at once. A second signal cuts it short. The default
+    /// before it stops accepting; `0s` stops at once. SIGINT skips it; a second signal cuts it
+    /// short. The default
     /// covers the endpoint propagation of a small cluster (the manifests' grace period covers
     /// it plus --shutdown-grace).
     #[arg(long, env = "DRAIN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -217,11 +218,11 @@ fn termination_signals() -> Result<impl FnMut() -> BoxedSignal + Send + 'static>
             let mut handlers = handlers.lock().await;
             let (terminate, interrupt) = &mut *handlers;
             tokio::select! {
-                _ = terminate.recv() => tracing::info!("SIGTERM received"),
-                _ = interrupt.recv() => tracing::info!("SIGINT received"),
+                _ = terminate.recv() => StopSignal::Terminate,
+                _ = interrupt.recv() => StopSignal::Interrupt,
             }
         }) as BoxedSignal
     })
 }
 
-type BoxedSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+type BoxedSignal = std::pin::Pin<Box<dyn Future<Output = StopSignal> + Send>>;

@@ -6,6 +6,8 @@
 //! with an empty body and no app header. A 404 is never enough on its own: the app answers 404
 //! too, so each outcome also says *who* answered. The same table runs against every target.
 
+pub(crate) mod resilience;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -13,7 +15,7 @@ use std::net::SocketAddr;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::env::{Environment, KubeCheck, KubeCheckOutcome};
+use crate::env::{Disruption, Environment, KubeCheck, KubeCheckOutcome};
 use crate::exec::probe::{self, ProbeRequest, ProbeResponse};
 use crate::exec::prometheus_text;
 
@@ -78,6 +80,8 @@ pub(crate) enum Check {
         requests: usize,
     },
     Kubernetes(KubeCheck),
+    /// A bounded load through the gateway while the replicas are disrupted.
+    Resilience(Disruption),
 }
 
 /// A check with the name it is listed under (`group::name`, so cargo's filters select groups).
@@ -356,6 +360,21 @@ pub(crate) fn suite() -> Vec<NamedCheck> {
         name: check.name().to_string(),
         check: Check::Kubernetes(*check),
     }));
+    // Last: they replace replicas, which the checks above count and scrape.
+    checks.extend(
+        [
+            (
+                "resilience::rolling_restart_zero_errors",
+                Disruption::RollingRestart,
+            ),
+            ("resilience::replica_killed", Disruption::Kill),
+            ("resilience::drain_on_sigterm", Disruption::Terminate),
+        ]
+        .map(|(name, disruption)| NamedCheck {
+            name: name.to_string(),
+            check: Check::Resilience(disruption),
+        }),
+    );
     checks
 }
 
@@ -369,6 +388,7 @@ pub(crate) async fn run_check(env: &dyn Environment, check: &Check) -> Result<Ch
         }
         Check::LoadSpread { requests } => load_spread(env, *requests).await,
         Check::CounterGrowth { requests } => counter_growth(env, *requests).await,
+        Check::Resilience(disruption) => resilience::run(env, *disruption).await,
         Check::Kubernetes(check) => Ok(match env.kube_check(*check).await? {
             KubeCheckOutcome::Passed { detail } => CheckOutcome::Passed(detail),
             KubeCheckOutcome::NotApplicable { reason } => CheckOutcome::NotApplicable(reason),

@@ -91,8 +91,7 @@ fn up(args: &UpArgs) -> Result<()> {
             let options = LocalOptions {
                 manifest: args.manifest.clone().unwrap_or_else(paths::app_manifest),
                 port: args.port,
-                offline: knobs.offline,
-                artifacts: Some(knobs.artifacts.clone()),
+                ..LocalOptions::from_knobs(&knobs)
             };
             crate::exec::runtime()?.block_on(local::run_foreground(&options))
         }

@@ -95,7 +95,21 @@ pub struct Knobs {
     /// `E2E_DEADLINE`: the whole run's bound; past it the run collects diagnostics, tears down
     /// and fails by itself, before a CI job's own timeout kills it without either.
     pub deadline: std::time::Duration,
+    /// `E2E_LOCAL_DRAIN_DELAY`: the local replicas' `--drain-delay`; `0s` shows what the delay
+    /// prevents (the rolling restart then loses requests).
+    pub local_drain_delay: std::time::Duration,
+    /// `E2E_LOCAL_PROPAGATION_LAG`: on the local target, how long after a replica's SIGTERM
+    /// Envoy still routes to it, as proxies learn of an endpoint removal late.
+    pub local_propagation_lag: std::time::Duration,
 }
+
+/// The local replicas' drain delay: twice the lag, so the lame duck outlasts it.
+pub(crate) const DEFAULT_LOCAL_DRAIN_DELAY: std::time::Duration =
+    std::time::Duration::from_millis(1000);
+/// Long enough that requests reach a replica after its SIGTERM (Kubernetes' endpoint propagation
+/// takes about a second on a small cluster), short enough for a fast suite.
+pub(crate) const DEFAULT_LOCAL_PROPAGATION_LAG: std::time::Duration =
+    std::time::Duration::from_millis(500);
 
 /// Below the nightly job's 40 minutes, with room for diagnostics and teardown after it.
 pub(crate) const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
@@ -134,20 +148,48 @@ impl Knobs {
                 .unwrap_or_else(paths::default_artifacts_dir),
             offline: flag("E2E_OFFLINE", non_empty("E2E_OFFLINE"))?,
             image: non_empty("E2E_IMAGE"),
-            deadline: match non_empty("E2E_DEADLINE") {
-                Some(value) => humantime::parse_duration(value.trim())
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "E2E_DEADLINE: `{}` is not a duration: use e.g. 30m, 1h or 90s",
-                            value.trim()
-                        )
-                    })?,
+            deadline: match duration("E2E_DEADLINE", non_empty("E2E_DEADLINE"), DEADLINE_EXAMPLES)?
+            {
+                Some(zero) if zero.is_zero() => {
+                    bail!("E2E_DEADLINE: `0s` is no deadline: use e.g. {DEADLINE_EXAMPLES}")
+                }
+                Some(deadline) => deadline,
                 None => DEFAULT_DEADLINE,
             },
+            local_drain_delay: duration(
+                "E2E_LOCAL_DRAIN_DELAY",
+                non_empty("E2E_LOCAL_DRAIN_DELAY"),
+                "1s, 500ms or 0s",
+            )?
+            .unwrap_or(DEFAULT_LOCAL_DRAIN_DELAY),
+            local_propagation_lag: duration(
+                "E2E_LOCAL_PROPAGATION_LAG",
+                non_empty("E2E_LOCAL_PROPAGATION_LAG"),
+                "500ms, 1s or 0s",
+            )?
+            .unwrap_or(DEFAULT_LOCAL_PROPAGATION_LAG),
         })
     }
+}
+
+const DEADLINE_EXAMPLES: &str = "30m, 1h or 90s";
+
+/// A human duration (`30m`, `500ms`), or an error that names the variable and shows `examples`.
+fn duration(
+    name: &str,
+    value: Option<String>,
+    examples: &str,
+) -> Result<Option<std::time::Duration>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let parsed = humantime::parse_duration(value.trim()).map_err(|_| {
+        anyhow::anyhow!(
+            "{name}: `{}` is not a duration: use e.g. {examples}",
+            value.trim()
+        )
+    })?;
+    Ok(Some(parsed))
 }
 
 fn flag(name: &str, value: Option<String>) -> Result<bool> {
@@ -181,6 +223,28 @@ mod tests {
         assert_eq!(k.cluster, None);
         assert!(k.artifacts.ends_with("target/e2e-artifacts"));
         assert_eq!(k.deadline, DEFAULT_DEADLINE);
+        assert!(k.local_drain_delay > k.local_propagation_lag);
+    }
+
+    #[test]
+    fn the_local_resilience_model_takes_durations_including_zero() {
+        let k = knobs(&[
+            ("E2E_LOCAL_DRAIN_DELAY", "0s"),
+            ("E2E_LOCAL_PROPAGATION_LAG", "750ms"),
+        ])
+        .unwrap();
+        assert_eq!(k.local_drain_delay, std::time::Duration::ZERO);
+        assert_eq!(
+            k.local_propagation_lag,
+            std::time::Duration::from_millis(750)
+        );
+        let err = knobs(&[("E2E_LOCAL_PROPAGATION_LAG", "half a second")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("E2E_LOCAL_PROPAGATION_LAG") && err.contains("e.g. 500ms"),
+            "{err}"
+        );
     }
 
     #[test]

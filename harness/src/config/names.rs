@@ -29,6 +29,9 @@ pub const GATEWAY_TARGET_PORT: u16 = 8080;
 pub(crate) const GATEWAY_SERVER_NAME: &str = "istio-envoy";
 /// Added by Envoy's router to every answer that came from an upstream.
 pub(crate) const UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
+/// The header the resilience load numbers its requests with, so that the local gateway's access
+/// log can say why one failed (Envoy replaces an edge client's `x-request-id`).
+pub(crate) const LOAD_REQUEST_ID_HEADER: &str = "x-e2e-request";
 /// The service's Cargo package and binary.
 pub(crate) const SERVICE_PACKAGE: &str = "fft-service";
 

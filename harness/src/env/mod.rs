@@ -61,6 +61,55 @@ pub enum KubeCheckOutcome {
     NotApplicable { reason: String },
 }
 
+/// What the resilience scenarios do to the app's replicas, as Kubernetes would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disruption {
+    /// Every replica replaced, one at a time, each new one ready before an old one stops: a
+    /// rollout restart (`kubectl.kubernetes.io/restartedAt` on the pod template).
+    RollingRestart,
+    /// One replica killed outright: SIGKILL; on Kubernetes its pod deleted with grace period 0.
+    Kill,
+    /// One replica asked to stop: SIGTERM; on Kubernetes its pod deleted with its grace period.
+    Terminate,
+}
+
+/// How a stopped replica's process ended, as far as the environment could see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExitSeen {
+    Code(i32),
+    Signal(i32),
+    /// Why the exit could not be seen (a pod deleted before its status showed it).
+    NotObserved(String),
+}
+
+impl std::fmt::Display for ExitSeen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitSeen::Code(code) => write!(f, "exited {code}"),
+            ExitSeen::Signal(signal) => write!(f, "killed by signal {signal}"),
+            ExitSeen::NotObserved(why) => write!(f, "exit not observed ({why})"),
+        }
+    }
+}
+
+/// A replica a disruption stopped.
+#[derive(Clone, Debug)]
+pub struct StoppedReplica {
+    /// The name it answers with in `x-served-by`.
+    pub name: String,
+    /// When it was signalled (or its pod's deletion was requested).
+    pub at: std::time::Instant,
+    pub exit: ExitSeen,
+}
+
+/// What a disruption did; returned once the environment is whole again (every replica ready).
+#[derive(Clone, Debug)]
+pub struct DisruptionReport {
+    pub stopped: Vec<StoppedReplica>,
+    /// The replicas that took their places.
+    pub started: Vec<String>,
+}
+
 /// A running environment the scenarios can be pointed at.
 pub trait Environment: Send + Sync {
     /// One line for the output: what this is (`local: Envoy 1.40.0 + 3 replicas`).
@@ -72,6 +121,27 @@ pub trait Environment: Send + Sync {
     /// Each replica's own `/metrics` text (not through the gateway), keyed by the name the
     /// replica reports in `x-served-by`.
     fn replica_metrics(&self) -> BoxFuture<'_, Result<BTreeMap<String, String>>>;
+
+    /// Disrupts the app's replicas as Kubernetes would (see [`Disruption`]) and returns once
+    /// every replica is ready again and every stopped one is gone.
+    fn disrupt(&self, disruption: Disruption) -> BoxFuture<'_, Result<DisruptionReport>>;
+
+    /// What the gateway recorded about these requests of the resilience load (keyed by their
+    /// `x-e2e-request` id): Envoy's response flags, the upstream host and the reason, where the
+    /// target keeps the gateway's access log. An error says why it cannot; it explains, it
+    /// never fails a scenario.
+    fn gateway_records(
+        &self,
+        request_ids: &[String],
+    ) -> BoxFuture<'_, Result<BTreeMap<String, String>>> {
+        let _ = request_ids;
+        Box::pin(async {
+            anyhow::bail!(
+                "the gateway's access log is off (Istio's default): failures are described by \
+                 their answers"
+            )
+        })
+    }
 
     /// Runs one Kubernetes check.
     fn kube_check(&self, check: KubeCheck) -> BoxFuture<'_, Result<KubeCheckOutcome>>;

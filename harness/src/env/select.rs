@@ -78,11 +78,7 @@ pub(crate) async fn bring_up(
 ) -> Result<Box<dyn Environment>> {
     match choose(knobs.target, knobs, runner, times).await? {
         Chosen::Local => {
-            let options = LocalOptions {
-                offline: knobs.offline,
-                artifacts: Some(knobs.artifacts.clone()),
-                ..LocalOptions::default()
-            };
+            let options = LocalOptions::from_knobs(knobs);
             Ok(Box::new(
                 LocalEnvironment::start(&options, runner, times).await?,
             ))

@@ -43,6 +43,8 @@ impl ProbeResponse {
 pub struct ProbeRequest {
     pub method: String,
     pub target: String,
+    /// Headers besides `host`, which is always the address sent to.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -51,8 +53,14 @@ impl ProbeRequest {
         ProbeRequest {
             method: method.to_string(),
             target: target.to_string(),
+            headers: Vec::new(),
             body: Vec::new(),
         }
+    }
+
+    pub(crate) fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_string(), value.into()));
+        self
     }
 }
 
@@ -85,7 +93,11 @@ async fn send_unbounded(addr: SocketAddr, request: &ProbeRequest) -> Result<Prob
         .await
         .with_context(|| format!("{what}: HTTP handshake"))?;
     let driver = tokio::spawn(connection);
-    let http_request = hyper::Request::builder()
+    let mut builder = hyper::Request::builder();
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let http_request = builder
         .method(request.method.as_str())
         .uri(request.target.as_str())
         .header(

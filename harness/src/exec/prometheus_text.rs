@@ -42,6 +42,14 @@ impl Exposition {
         families
     }
 
+    /// The value of the sample named `name` with no labels (a plain gauge).
+    pub(crate) fn unlabelled(&self, name: &str) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| s.name == name && s.labels.is_empty())
+            .map(|s| s.value)
+    }
+
     /// Sum of the samples of every counter family whose labels include all of `labels`.
     pub(crate) fn counter_sum(&self, labels: &[(&str, &str)]) -> f64 {
         let counters = self.counters();

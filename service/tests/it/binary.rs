@@ -154,7 +154,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 
 #[tokio::test]
 async fn an_idle_server_exits_zero_on_sigint() {
-    let mut server = Server::start(binary(), &["--drain-delay", "0s"], &[]);
+    let mut server = Server::start(binary(), &[], &[]);
     let response = loopback_client()
         .get(server.url("/healthz"))
         .send()
@@ -241,11 +241,11 @@ async fn the_drain_delay_keeps_accepting_with_connection_close_then_stops() {
     assert!(logs.contains("no longer accepting"), "{logs}");
 }
 
-/// A second signal ends the drain delay at once (a person pressing Ctrl-C twice).
+/// A second signal ends the drain delay at once.
 #[tokio::test]
 async fn a_second_signal_cuts_the_drain_delay_short() {
     let mut server = Server::start(binary(), &["--drain-delay", "10m"], &[]);
-    server.signal(libc::SIGINT);
+    server.signal(libc::SIGTERM);
     let client = loopback_client();
     let readyz = server.url("/readyz");
     wait_until("/readyz answers 503", || {

@@ -13,9 +13,10 @@ use kube::Api;
 use serde_json::Value;
 
 use crate::config::names::{ISTIO_NAMESPACE, ISTIOD};
-use crate::env::BoxFuture;
+use crate::env::{BoxFuture, Disruption, DisruptionReport};
 use crate::exec::cmd::Runner;
 use crate::k8s::apply::{self, Applied};
+use crate::k8s::disrupt::{self, DisruptTarget};
 use crate::k8s::gateway;
 use crate::k8s::rollout::{self, AppPods};
 
@@ -40,6 +41,12 @@ pub trait ClusterApi: Send + Sync {
     /// A loopback address forwarded to the gateway pod (for clusters without a port mapping).
     fn forward_gateway(&self) -> BoxFuture<'_, Result<SocketAddr>>;
     fn delete_created(&self, applied: Vec<Applied>) -> BoxFuture<'_, Result<()>>;
+    /// Disrupts the app's pods and waits until its Deployment is whole again.
+    fn disrupt(
+        &self,
+        target: DisruptTarget,
+        disruption: Disruption,
+    ) -> BoxFuture<'_, Result<DisruptionReport>>;
     /// The article's `status.hostIP` + `http2` nodePort.
     fn article_endpoint(&self) -> BoxFuture<'_, Result<(String, u16)>>;
     /// The live gateway Service's `http2` nodePort.
@@ -161,6 +168,14 @@ impl ClusterApi for LiveApi {
         Box::pin(async move { apply::delete_created(&self.client, &applied).await })
     }
 
+    fn disrupt(
+        &self,
+        target: DisruptTarget,
+        disruption: Disruption,
+    ) -> BoxFuture<'_, Result<DisruptionReport>> {
+        Box::pin(async move { disrupt::disrupt(&self.client, &target, disruption).await })
+    }
+
     fn article_endpoint(&self) -> BoxFuture<'_, Result<(String, u16)>> {
         Box::pin(gateway::live_article_endpoint(&self.client))
     }
@@ -221,6 +236,14 @@ impl ClusterApi for DryRunApi {
     }
     fn delete_created(&self, _: Vec<Applied>) -> BoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
+    }
+    fn disrupt(&self, _: DisruptTarget, _: Disruption) -> BoxFuture<'_, Result<DisruptionReport>> {
+        Box::pin(async {
+            Ok(DisruptionReport {
+                stopped: Vec::new(),
+                started: Vec::new(),
+            })
+        })
     }
     fn article_endpoint(&self) -> BoxFuture<'_, Result<(String, u16)>> {
         Box::pin(async { bail!("a dry run has no cluster to ask") })

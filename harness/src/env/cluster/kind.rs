@@ -12,7 +12,9 @@ use anyhow::{Context, Result, bail};
 use super::{Backend, ClusterApi, ClusterChoice, Preflight, Running, Settings};
 use crate::config::names::{INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIOD};
 use crate::env::timings::Timings;
-use crate::env::{BoxFuture, Environment, KubeCheck, KubeCheckOutcome};
+use crate::env::{
+    BoxFuture, Disruption, DisruptionReport, Environment, KubeCheck, KubeCheckOutcome,
+};
 use crate::exec::cleanup::{self, CleanupTicket};
 use crate::exec::cmd::Runner;
 use crate::k8s::diagnose::DiagnoseTarget;
@@ -484,6 +486,10 @@ impl Environment for KindEnvironment {
 
     fn kube_check(&self, check: KubeCheck) -> BoxFuture<'_, Result<KubeCheckOutcome>> {
         Box::pin(self.running.kube_check(check))
+    }
+
+    fn disrupt(&self, disruption: Disruption) -> BoxFuture<'_, Result<DisruptionReport>> {
+        Box::pin(self.running.disrupt(disruption))
     }
 
     fn collect_diagnostics<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, ()> {

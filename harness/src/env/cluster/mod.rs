@@ -34,12 +34,13 @@ pub(crate) use settings::{AppInfo, app_info};
 pub use settings::{ClusterChoice, Mode, Settings, Timeouts};
 
 use crate::env::timings::Timings;
-use crate::env::{Environment, KubeCheck, KubeCheckOutcome};
+use crate::env::{Disruption, DisruptionReport, Environment, KubeCheck, KubeCheckOutcome};
 use crate::exec::cleanup;
 use crate::exec::cmd::Runner;
 use crate::k8s::apply::{self, Applied};
 use crate::k8s::client;
 use crate::k8s::diagnose::{self, DiagnoseTarget};
+use crate::k8s::disrupt::DisruptTarget;
 use crate::k8s::gateway;
 use crate::k8s::pods::{self, MeshMerging};
 use crate::k8s::rollout::AppPods;
@@ -390,6 +391,41 @@ impl Running {
             }
         };
         Ok(KubeCheckOutcome::Passed { detail })
+    }
+
+    /// A disruption of the app's pods, announced as a step (so a dry run lists it) and bounded
+    /// by the rollout timeout.
+    pub(crate) async fn disrupt(&self, disruption: Disruption) -> Result<DisruptionReport> {
+        let app = &self.app;
+        self.runner.step(match disruption {
+            Disruption::RollingRestart => format!(
+                "rollout restart: set {} on Deployment {}/{}'s pod template, wait until every \
+                 replica is new and ready and the old pods are gone",
+                crate::k8s::disrupt::RESTARTED_AT,
+                app.namespace,
+                app.deployment
+            ),
+            Disruption::Kill => format!(
+                "delete the first pod of Deployment {}/{} with gracePeriodSeconds=0, wait until \
+                 it is gone and its replacement ready",
+                app.namespace, app.deployment
+            ),
+            Disruption::Terminate => format!(
+                "delete the first pod of Deployment {}/{} with its grace period, wait until it \
+                 is gone and its replacement ready",
+                app.namespace, app.deployment
+            ),
+        });
+        let target = DisruptTarget {
+            namespace: app.namespace.clone(),
+            deployment: app.deployment.clone(),
+            app: AppPods {
+                container: app.container.clone(),
+                image_preloaded: self.settings.mode == Mode::Kind,
+            },
+            timeout: self.settings.timeouts.rollout,
+        };
+        self.api.disrupt(target, disruption).await
     }
 
     /// Each pod's own `/metrics`, keyed by pod name (`REPLICA_NAME` is the pod name, so the key

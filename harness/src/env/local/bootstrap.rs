@@ -6,13 +6,15 @@
 //! headers on (so routed answers carry `x-envoy-upstream-service-time`). Routes come only from
 //! the plan; there is no catch-all, so an unmatched request gets Envoy's own empty 404.
 
-use crate::config::names::{GATEWAY_SERVER_NAME, INGRESS_GATEWAY};
+use crate::config::names::{GATEWAY_SERVER_NAME, INGRESS_GATEWAY, LOAD_REQUEST_ID_HEADER};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
+use super::endpoints;
 use super::translate::GatewayPlan;
 
 /// Istio's default upstream connect timeout.
@@ -20,15 +22,35 @@ const CONNECT_TIMEOUT: &str = "10s";
 /// Istio lifts Envoy's circuit-breaker defaults to "unlimited" unless a DestinationRule sets them.
 const UNLIMITED: u32 = u32::MAX;
 
-/// Where the gateway listens and where each upstream's replicas are.
+/// Where the gateway listens and where it learns each upstream's replicas.
 #[derive(Clone, Debug)]
 pub(crate) struct RuntimeAddresses {
     pub listener: SocketAddr,
     pub admin: SocketAddr,
-    /// Cluster name → replica addresses.
-    pub endpoints: BTreeMap<String, Vec<SocketAddr>>,
-    /// Envoy's access log file (one line per request helps explain a failure).
-    pub access_log: std::path::PathBuf,
+    /// The folder of the endpoint files, which Envoy watches.
+    pub endpoints_dir: PathBuf,
+    /// Cluster name → its endpoint file (see [`super::endpoints`]).
+    pub endpoint_files: BTreeMap<String, PathBuf>,
+    /// Envoy's access log file: one JSON line per request, with the response flags that say why
+    /// a request failed and the load's request id ([`LOAD_REQUEST_ID_HEADER`]).
+    pub access_log: PathBuf,
+}
+
+/// The fields of each access log line.
+fn access_log_format() -> Value {
+    json!({
+        "start_time": "%START_TIME(%s.%3f)%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "response_code": "%RESPONSE_CODE%",
+        "response_flags": "%RESPONSE_FLAGS%",
+        "response_code_details": "%RESPONSE_CODE_DETAILS%",
+        "upstream_host": "%UPSTREAM_HOST%",
+        "upstream_failure": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+        "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+        "duration_ms": "%DURATION%",
+        "request_id": format!("%REQ({})%", LOAD_REQUEST_ID_HEADER.to_uppercase()),
+    })
 }
 
 fn socket_address(addr: SocketAddr) -> Value {
@@ -56,16 +78,18 @@ pub(crate) fn bootstrap(plan: &GatewayPlan, runtime: &RuntimeAddresses) -> Resul
         .collect();
     let mut clusters = Vec::new();
     for upstream in &plan.upstreams {
-        let Some(endpoints) = runtime.endpoints.get(&upstream.cluster) else {
-            bail!("no replica addresses for {}", upstream.cluster);
+        let Some(file) = runtime.endpoint_files.get(&upstream.cluster) else {
+            bail!("no endpoint file for {}", upstream.cluster);
         };
-        let lb_endpoints: Vec<Value> = endpoints
-            .iter()
-            .map(|addr| json!({"endpoint": {"address": socket_address(*addr)}}))
-            .collect();
         clusters.push(json!({
             "name": upstream.cluster,
-            "type": "STATIC",
+            // Istio's clusters for Kubernetes Services are EDS clusters too.
+            "type": "EDS",
+            "eds_cluster_config": endpoints::eds_cluster_config(
+                &upstream.cluster,
+                file,
+                &runtime.endpoints_dir,
+            ),
             "connect_timeout": CONNECT_TIMEOUT,
             // Istio's default load balancer when no DestinationRule says otherwise.
             "lb_policy": "LEAST_REQUEST",
@@ -75,10 +99,6 @@ pub(crate) fn bootstrap(plan: &GatewayPlan, runtime: &RuntimeAddresses) -> Resul
                 "max_requests": UNLIMITED,
                 "max_retries": UNLIMITED,
             }]},
-            "load_assignment": {
-                "cluster_name": upstream.cluster,
-                "endpoints": [{"lb_endpoints": lb_endpoints}],
-            },
         }));
     }
     let connection_manager = json!({
@@ -102,6 +122,7 @@ pub(crate) fn bootstrap(plan: &GatewayPlan, runtime: &RuntimeAddresses) -> Resul
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
                 "path": runtime.access_log.to_string_lossy(),
+                "log_format": {"json_format": access_log_format()},
             }
         }],
         "http_filters": [{

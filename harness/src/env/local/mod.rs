@@ -6,6 +6,8 @@
 //! Every process is a child of the harness and dies with it, even on SIGKILL.
 
 pub(crate) mod bootstrap;
+pub(crate) mod endpoints;
+pub(crate) mod fleet;
 pub(crate) mod process;
 pub(crate) mod replicas;
 pub(crate) mod translate;
@@ -19,17 +21,22 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+use crate::config::knobs::{self, Knobs};
 use crate::config::paths;
 use crate::env::timings::Timings;
-use crate::env::{BoxFuture, Environment, KubeCheck, KubeCheckOutcome};
+use crate::env::{
+    BoxFuture, Disruption, DisruptionReport, Environment, KubeCheck, KubeCheckOutcome,
+};
 use crate::exec::cmd::Runner;
 use crate::exec::probe::{self, ProbeRequest};
 use crate::exec::wait::{GiveUp, Retry};
 use crate::manifest;
 
 use crate::tools::envoy::{self, EnvoyBinary};
+use endpoints::EndpointFiles;
+use fleet::Fleet;
 use process::{ProcessSpec, STOP_GRACE, Supervisor};
-use replicas::Replica;
+use replicas::{Replica, ReplicaOptions};
 use translate::GatewayPlan;
 
 /// How long Envoy may take to start and bind its listener.
@@ -37,6 +44,8 @@ const ENVOY_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the routes may take to answer after Envoy is up.
 const ROUTES_READY_TIMEOUT: Duration = Duration::from_secs(20);
 const ENVOY_LOG: &str = "envoy";
+/// Envoy's access log in the run folder: one JSON line per request.
+const ACCESS_LOG: &str = "envoy-access.log";
 
 /// How to bring the local target up.
 #[derive(Clone, Debug)]
@@ -49,6 +58,10 @@ pub(crate) struct LocalOptions {
     pub offline: bool,
     /// Where the run's files go when the bring-up fails (`E2E_ARTIFACTS`).
     pub artifacts: Option<PathBuf>,
+    /// The replicas' `--drain-delay` (`E2E_LOCAL_DRAIN_DELAY`).
+    pub drain_delay: Duration,
+    /// How long after a replica's stop Envoy still routes to it (`E2E_LOCAL_PROPAGATION_LAG`).
+    pub propagation_lag: Duration,
 }
 
 impl Default for LocalOptions {
@@ -58,9 +71,28 @@ impl Default for LocalOptions {
             port: None,
             offline: false,
             artifacts: None,
+            drain_delay: knobs::DEFAULT_LOCAL_DRAIN_DELAY,
+            propagation_lag: knobs::DEFAULT_LOCAL_PROPAGATION_LAG,
         }
     }
 }
+
+impl LocalOptions {
+    /// The project's manifest on a free port, as the knobs say.
+    pub(crate) fn from_knobs(knobs: &Knobs) -> Self {
+        LocalOptions {
+            offline: knobs.offline,
+            artifacts: Some(knobs.artifacts.clone()),
+            drain_delay: knobs.local_drain_delay,
+            propagation_lag: knobs.local_propagation_lag,
+            ..LocalOptions::default()
+        }
+    }
+}
+
+/// The replicas' `--shutdown-grace`: the service's default, said here because the fleet bounds
+/// its wait for a stopped replica's exit with it.
+const REPLICA_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Envoy and the replicas, running.
 pub(crate) struct LocalEnvironment {
@@ -69,7 +101,7 @@ pub(crate) struct LocalEnvironment {
     plan: GatewayPlan,
     ingress: SocketAddr,
     admin: SocketAddr,
-    replicas: Vec<Replica>,
+    fleet: tokio::sync::Mutex<Fleet>,
     run_dir: PathBuf,
     torn_down: bool,
 }
@@ -133,7 +165,7 @@ impl LocalEnvironment {
             times,
         )
         .await;
-        let (all_replicas, ingress, admin) = match started {
+        let (fleet, ingress, admin) = match started {
             Ok(started) => started,
             Err(err) => {
                 if let Some(artifacts) = &options.artifacts {
@@ -148,7 +180,7 @@ impl LocalEnvironment {
             plan,
             ingress,
             admin,
-            replicas: all_replicas,
+            fleet: tokio::sync::Mutex::new(fleet),
             run_dir,
             torn_down: false,
         })
@@ -168,36 +200,37 @@ async fn start_processes(
     options: &LocalOptions,
     run_dir: &Path,
     times: &mut Timings,
-) -> Result<(Vec<Replica>, SocketAddr, SocketAddr)> {
-    let mut all_replicas = Vec::new();
-    let mut endpoints = BTreeMap::new();
-    let replicas_started = async {
-        for upstream in &plan.upstreams {
-            let started = replicas::start(supervisor, service, upstream)
-                .await
-                .with_context(|| {
-                    format!(
-                        "starting {} replicas of Deployment {}/{} (logs in {})",
-                        upstream.replicas,
-                        upstream.namespace,
-                        upstream.deployment,
-                        run_dir.display()
-                    )
-                })?;
-            endpoints.insert(
-                upstream.cluster.clone(),
-                started.iter().map(|r| r.addr).collect::<Vec<_>>(),
-            );
-            all_replicas.extend(started);
-        }
-        anyhow::Ok(())
+) -> Result<(Fleet, SocketAddr, SocketAddr)> {
+    let replica_options = ReplicaOptions {
+        binary: service.to_path_buf(),
+        drain_delay: options.drain_delay,
+        shutdown_grace: REPLICA_SHUTDOWN_GRACE,
     };
-    times.time("replicas ready", replicas_started).await?;
+    let fleet = times
+        .time(
+            "replicas ready",
+            Fleet::start(
+                supervisor,
+                replica_options,
+                options.propagation_lag,
+                &plan.upstreams,
+                &run_dir.join("eds"),
+            ),
+        )
+        .await
+        .with_context(|| format!("(replica logs in {})", run_dir.display()))?;
 
     let (ingress, admin) = times
         .time(
             "envoy start",
-            start_envoy(supervisor, envoy, plan, endpoints, options.port, run_dir),
+            start_envoy(
+                supervisor,
+                envoy,
+                plan,
+                fleet.endpoints(),
+                options.port,
+                run_dir,
+            ),
         )
         .await?;
     times
@@ -212,7 +245,7 @@ async fn start_processes(
                 run_dir.join("envoy.log").display()
             )
         })?;
-    Ok((all_replicas, ingress, admin))
+    Ok((fleet, ingress, admin))
 }
 
 /// Copies a run's bootstrap and logs to `to` (a failure is a warning: it must not hide the
@@ -243,16 +276,24 @@ async fn start_envoy(
     supervisor: &Supervisor,
     envoy: &EnvoyBinary,
     plan: &GatewayPlan,
-    endpoints: BTreeMap<String, Vec<SocketAddr>>,
+    endpoints: &EndpointFiles,
     port: Option<u16>,
     run_dir: &Path,
 ) -> Result<(SocketAddr, SocketAddr)> {
     let loopback = std::net::Ipv4Addr::LOCALHOST.into();
+    let mut endpoint_files = BTreeMap::new();
+    for upstream in &plan.upstreams {
+        let file = endpoints
+            .file(&upstream.cluster)
+            .with_context(|| format!("no endpoint file for {}", upstream.cluster))?;
+        endpoint_files.insert(upstream.cluster.clone(), file.to_path_buf());
+    }
     let runtime = bootstrap::RuntimeAddresses {
         listener: SocketAddr::new(loopback, port.unwrap_or(0)),
         admin: SocketAddr::new(loopback, 0),
-        endpoints,
-        access_log: run_dir.join("envoy-access.log"),
+        endpoints_dir: endpoints.dir().to_path_buf(),
+        endpoint_files,
+        access_log: run_dir.join(ACCESS_LOG),
     };
     let config = bootstrap::bootstrap(plan, &runtime)?;
     let config_path = run_dir.join("envoy-bootstrap.json");
@@ -316,6 +357,49 @@ pub(crate) fn envoy_command(envoy: &Path, config: &Path) -> ProcessSpec {
         .arg("--disable-hot-restart")
         .arg("--log-level")
         .arg("info")
+        // The access log explains failed requests of a scenario that just ran: flushed within a
+        // tenth of a second instead of Envoy's default ten.
+        .arg("--file-flush-interval-msec")
+        .arg("100")
+}
+
+/// How long the access log may take to show a request (its flush interval, with margin).
+const ACCESS_LOG_FLUSH: Duration = Duration::from_secs(3);
+
+/// The access log lines of `ids` (keyed by id), in a few words each.
+fn access_log_records(text: &str, ids: &[String]) -> BTreeMap<String, String> {
+    let mut records = BTreeMap::new();
+    for line in text.lines() {
+        let Ok(entry) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let Some(id) = entry["request_id"].as_str() else {
+            continue;
+        };
+        if !ids.iter().any(|wanted| wanted == id) {
+            continue;
+        }
+        let field = |name: &str| match &entry[name] {
+            Value::String(text) => text.clone(),
+            Value::Null => "-".to_string(),
+            other => other.to_string(),
+        };
+        records.insert(
+            id.to_string(),
+            format!(
+                "{} flags={} upstream={} attempts={} details={} {}",
+                field("response_code"),
+                field("response_flags"),
+                field("upstream_host"),
+                field("attempts"),
+                field("response_code_details"),
+                field("upstream_failure"),
+            )
+            .trim_end()
+            .to_string(),
+        );
+    }
+    records
 }
 
 fn listener_port(body: &[u8]) -> Result<u16> {
@@ -367,14 +451,52 @@ impl Environment for LocalEnvironment {
 
     fn replica_metrics(&self) -> BoxFuture<'_, Result<BTreeMap<String, String>>> {
         Box::pin(async move {
+            let replicas: Vec<Replica> = self.fleet.lock().await.replicas().cloned().collect();
             let mut all = BTreeMap::new();
-            for replica in &self.replicas {
+            for replica in &replicas {
                 let text = fetch_text(replica.addr, crate::config::names::METRICS_PATH)
                     .await
                     .with_context(|| format!("scraping {}", replica.name))?;
                 all.insert(replica.name.clone(), text);
             }
             Ok(all)
+        })
+    }
+
+    fn disrupt(&self, disruption: Disruption) -> BoxFuture<'_, Result<DisruptionReport>> {
+        Box::pin(async move {
+            self.fleet
+                .lock()
+                .await
+                .disrupt(&self.supervisor, self.admin, disruption)
+                .await
+        })
+    }
+
+    fn gateway_records(
+        &self,
+        request_ids: &[String],
+    ) -> BoxFuture<'_, Result<BTreeMap<String, String>>> {
+        let ids = request_ids.to_vec();
+        Box::pin(async move {
+            let log = self.run_dir.join(ACCESS_LOG);
+            let read =
+                || access_log_records(&std::fs::read_to_string(&log).unwrap_or_default(), &ids);
+            let all_found = Retry::within(ACCESS_LOG_FLUSH)
+                .run(
+                    &format!("{} requests in {}", ids.len(), log.display()),
+                    || async {
+                        let records = read();
+                        if records.len() == ids.len() {
+                            Ok(records)
+                        } else {
+                            Err(anyhow::anyhow!("{} of {} there", records.len(), ids.len()))
+                        }
+                    },
+                )
+                .await;
+            // Whatever is there explains something even when a line is missing.
+            Ok(all_found.unwrap_or_else(|_| read()))
         })
     }
 
@@ -429,7 +551,9 @@ impl Environment for LocalEnvironment {
             }
             let killed = self.supervisor.stop_all(STOP_GRACE);
             if !killed.is_empty() {
-                eprintln!("warning: {killed:?} ignored SIGTERM for {STOP_GRACE:?} and were killed");
+                eprintln!(
+                    "warning: {killed:?} did not stop within {STOP_GRACE:?} of SIGINT and were killed"
+                );
             }
             self.torn_down = true;
             if !keep {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 
-/// How long a child has to exit after SIGTERM before it gets SIGKILL.
+/// How long a child has to exit after the stop signal before it gets SIGKILL.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How often a stop checks whether the children are gone.
 const EXIT_POLL: Duration = Duration::from_millis(10);
@@ -121,6 +121,15 @@ impl Supervisor {
             .stderr(err)
             .process_group(0);
         crate::exec::cmd::die_with_parent(&mut command);
+        // SAFETY: signal(2) is async-signal-safe and the closure allocates nothing. A harness
+        // started in the background of a script inherits SIGINT ignored, and so would its
+        // children; the stop relies on SIGINT.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         let (reply, answer) = mpsc::channel();
         self.requests
             .as_ref()
@@ -154,6 +163,36 @@ impl Supervisor {
         tracked.exit
     }
 
+    /// Sends `signal` to the named child's process group, unless it has exited.
+    pub(crate) fn signal(&self, name: &str, signal: libc::c_int) -> Result<()> {
+        let mut children = self.children.lock().expect("children lock");
+        let tracked = children
+            .iter_mut()
+            .find(|t| t.info.name == name)
+            .ok_or_else(|| anyhow!("no child named {name}"))?;
+        if tracked.exit.is_none() {
+            tracked.exit = tracked.child.try_wait().ok().flatten();
+        }
+        if let Some(status) = tracked.exit {
+            return Err(anyhow!("{name} has already exited ({status})"));
+        }
+        // SAFETY: kill(2) with a negative pid signals the child's own process group.
+        unsafe { libc::kill(-(tracked.info.pid as libc::pid_t), signal) };
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the named child to exit.
+    pub(crate) async fn wait_exit(&self, name: &str, timeout: Duration) -> Result<ExitStatus> {
+        let status = crate::exec::wait::Retry::within(timeout)
+            .backoff(Duration::from_millis(5), Duration::from_millis(50))
+            .run(&format!("{name} to exit"), || async {
+                self.exit_status(name)
+                    .ok_or_else(|| anyhow!("{name} is still running"))
+            })
+            .await?;
+        Ok(status)
+    }
+
     /// A handle that can stop every child from another thread (a signal handler's task).
     pub(crate) fn stopper(&self) -> Stopper {
         Stopper {
@@ -161,7 +200,7 @@ impl Supervisor {
         }
     }
 
-    /// Stops every child: SIGTERM to each process group, up to `grace` to exit, then SIGKILL.
+    /// Stops every child: SIGINT to each process group, up to `grace` to exit, then SIGKILL.
     /// Idempotent. Returns the names of children that needed SIGKILL.
     pub(crate) fn stop_all(&self, grace: Duration) -> Vec<String> {
         self.stopper().stop_all(grace)
@@ -197,7 +236,10 @@ impl Stopper {
                 tracked.exit = tracked.child.try_wait().ok().flatten();
             }
             if tracked.exit.is_none() {
-                signal_group(tracked, libc::SIGTERM);
+                // SIGINT, the interactive stop: Envoy stops on it as on SIGTERM, and the service
+                // skips the lame-duck delay it keeps for Kubernetes' SIGTERM, since nothing is
+                // routing to it any more.
+                signal_group(tracked, libc::SIGINT);
             }
         }
         let deadline = Instant::now() + grace;
@@ -250,7 +292,7 @@ mod tests {
         assert!(alive(info.pid));
         assert!(supervisor.exit_status("sleeper").is_none());
         let killed = supervisor.stop_all(Duration::from_secs(5));
-        assert!(killed.is_empty(), "sleep ignores no SIGTERM: {killed:?}");
+        assert!(killed.is_empty(), "sleep ignores no SIGINT: {killed:?}");
         assert!(supervisor.exit_status("sleeper").is_some());
         assert!(!alive(info.pid));
     }
@@ -263,10 +305,10 @@ mod tests {
             .spawn(
                 &ProcessSpec::new("stubborn", "sh")
                     .arg("-c")
-                    .arg("trap '' TERM; echo ready; while :; do sleep 1; done"),
+                    .arg("trap '' INT TERM; echo ready; while :; do sleep 1; done"),
             )
             .unwrap();
-        // The trap must be installed before the stop, or SIGTERM would end it at once.
+        // The trap must be installed before the stop, or SIGINT would end it at once.
         crate::env::local::replicas::wait_for_log_line(&info.log, "ready", Duration::from_secs(5))
             .await
             .unwrap();

@@ -68,20 +68,40 @@ pub(crate) fn replica_name(deployment: &str, index: u32) -> String {
     format!("{deployment}-local-{index}")
 }
 
-/// Starts the upstream's replicas and waits until each is bound and ready.
+/// How every local replica runs.
+#[derive(Clone, Debug)]
+pub(crate) struct ReplicaOptions {
+    pub binary: PathBuf,
+    /// The service's `--drain-delay`: how long a replica keeps serving after SIGTERM.
+    pub drain_delay: Duration,
+    /// The service's `--shutdown-grace`: how long it may then take to finish.
+    pub shutdown_grace: Duration,
+}
+
+/// The names of an upstream's first replicas.
+pub(crate) fn initial_names(upstream: &Upstream) -> Vec<String> {
+    (0..upstream.replicas)
+        .map(|index| replica_name(&upstream.deployment, index))
+        .collect()
+}
+
+/// Starts one replica per name and waits until each is bound and ready.
 pub(crate) async fn start(
     supervisor: &Supervisor,
-    binary: &Path,
-    upstream: &Upstream,
+    options: &ReplicaOptions,
+    names: &[String],
 ) -> Result<Vec<Replica>> {
     let mut started = Vec::new();
-    for index in 0..upstream.replicas {
-        let name = replica_name(&upstream.deployment, index);
-        let spec = ProcessSpec::new(&name, binary)
+    for name in names {
+        let spec = ProcessSpec::new(name, &options.binary)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--replica-name")
-            .arg(&name)
+            .arg(name)
+            .arg("--drain-delay")
+            .arg(humantime::format_duration(options.drain_delay).to_string())
+            .arg("--shutdown-grace")
+            .arg(humantime::format_duration(options.shutdown_grace).to_string())
             .env("RUST_LOG", "info");
         let info = supervisor.spawn(&spec)?;
         started.push(info);

@@ -9,6 +9,7 @@ use rstest::rstest;
 use serde_json::{Value, json};
 
 use super::bootstrap::{RuntimeAddresses, bootstrap};
+use super::endpoints::EndpointFiles;
 use super::translate::{GatewayPlan, default_retry_policy, intersect_hosts, plan};
 use crate::manifest::load_str;
 
@@ -86,6 +87,21 @@ fn route(envoy_match: Value) -> Value {
         },
         "decorator": {"operation": "wtyfft-svc.wty-istio.svc.cluster.local:8000/*"},
     })
+}
+
+/// Istio ≥ 1.27's `DefaultPolicy` (pilot/pkg/networking/core/route/retry/retry.go, the
+/// `cachedDefaultPolicy` of release-1.31): no retriable status code, so an app's 503 reaches the
+/// client.
+#[test]
+fn the_default_retry_policy_is_istios_and_retries_no_status() {
+    let policy = default_retry_policy();
+    assert_eq!(
+        policy["retry_on"],
+        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+    );
+    assert_eq!(policy["num_retries"], 2);
+    assert_eq!(policy["host_selection_retry_max_attempts"], "5");
+    assert!(policy.get("retriable_status_codes").is_none(), "{policy}");
 }
 
 #[rstest]
@@ -319,10 +335,19 @@ fn project_bootstrap(run_dir: &Path) -> Value {
     let replicas: Vec<SocketAddr> = (0..3)
         .map(|i| SocketAddr::from(([127, 0, 0, 1], 30000 + i)))
         .collect();
+    let files = EndpointFiles::create(
+        &run_dir.join("eds"),
+        BTreeMap::from([(CLUSTER.to_string(), replicas)]),
+    )
+    .unwrap();
     let runtime = RuntimeAddresses {
         listener: "127.0.0.1:0".parse().unwrap(),
         admin: "127.0.0.1:0".parse().unwrap(),
-        endpoints: BTreeMap::from([(CLUSTER.to_string(), replicas)]),
+        endpoints_dir: files.dir().to_path_buf(),
+        endpoint_files: BTreeMap::from([(
+            CLUSTER.to_string(),
+            files.file(CLUSTER).unwrap().to_path_buf(),
+        )]),
         access_log: run_dir.join("access.log"),
     };
     bootstrap(&plan, &runtime).unwrap()
@@ -354,13 +379,20 @@ fn the_connection_manager_is_istios() {
         "127.0.0.1"
     );
     let cluster = &config["static_resources"]["clusters"][0];
-    assert_eq!(cluster["type"], "STATIC");
+    assert_eq!(cluster["type"], "EDS");
+    let source = &cluster["eds_cluster_config"]["eds_config"]["path_config_source"];
+    let eds: Value =
+        serde_json::from_slice(&std::fs::read(source["path"].as_str().unwrap()).unwrap()).unwrap();
     assert_eq!(
-        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        eds["resources"][0]["endpoints"][0]["lb_endpoints"]
             .as_array()
             .unwrap()
             .len(),
         3
+    );
+    assert_eq!(
+        source["watched_directory"]["path"].as_str().unwrap(),
+        dir.path().join("eds").to_string_lossy()
     );
 }
 
@@ -371,7 +403,8 @@ fn a_non_loopback_listener_is_refused() {
     let runtime = RuntimeAddresses {
         listener: "0.0.0.0:8080".parse().unwrap(),
         admin: "127.0.0.1:0".parse().unwrap(),
-        endpoints: BTreeMap::new(),
+        endpoints_dir: "/nonexistent".into(),
+        endpoint_files: BTreeMap::new(),
         access_log: "/dev/null".into(),
     };
     let err = bootstrap(&plan(&docs).unwrap(), &runtime).unwrap_err();
@@ -408,5 +441,22 @@ async fn envoy_validates_the_bootstrap() {
     assert!(
         output.stdout.contains("OK") || output.stderr.contains("OK"),
         "{output:?}"
+    );
+}
+
+#[test]
+fn access_log_lines_explain_the_requests_asked_for() {
+    let log = concat!(
+        r#"{"request_id":"7","response_code":503,"response_flags":"UC","upstream_host":"127.0.0.1:4001","attempts":1,"response_code_details":"upstream_reset_before_response_started{connection_termination}","upstream_failure":null}"#,
+        "\n",
+        r#"{"request_id":"8","response_code":200,"response_flags":"-","upstream_host":"127.0.0.1:4002","attempts":1,"response_code_details":"via_upstream","upstream_failure":null}"#,
+        "\nnot json\n",
+    );
+    let records = super::access_log_records(log, &["7".to_string()]);
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records["7"],
+        "503 flags=UC upstream=127.0.0.1:4001 attempts=1 \
+         details=upstream_reset_before_response_started{connection_termination} -"
     );
 }

@@ -57,11 +57,12 @@ pub(crate) struct Upstream {
 
 /// Istio's default retry policy for every HTTP route (`DefaultPolicy`,
 /// pilot/pkg/networking/core/route/retry/retry.go): two retries, on another host, of connection
-/// failures and of a 503.
+/// failures. `retriable-status-codes` is listed with no status code: since Istio 1.27 an upstream's
+/// 503 is not retried (the `EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY` default of 1.24 became the
+/// only behaviour), and neither is a request reset after it was sent (`reset` is not listed).
 pub(crate) fn default_retry_policy() -> Value {
     json!({
         "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-        "retriable_status_codes": [503],
         "num_retries": 2,
         "retry_host_predicate": [{
             "name": "envoy.retry_host_predicates.previous_hosts",

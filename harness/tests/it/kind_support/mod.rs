@@ -12,13 +12,14 @@ use anyhow::{Result, bail};
 use harness::config::knobs::Keep;
 use harness::config::paths;
 use harness::config::versions::Versions;
-use harness::env::BoxFuture;
 use harness::env::cluster::{
     Backend, ClusterApi, ClusterChoice, KindEnvironment, Mode, Settings, Timeouts,
 };
 use harness::env::timings::Timings;
+use harness::env::{BoxFuture, Disruption, DisruptionReport};
 use harness::exec::cmd::Runner;
 use harness::k8s::apply::Applied;
+use harness::k8s::disrupt::DisruptTarget;
 use harness::k8s::rollout::AppPods;
 use harness::tools::kind::StateDir;
 use harness::tools::preflight::{ToolSearch, Tools};
@@ -280,6 +281,15 @@ impl ClusterApi for FakeBackend {
     }
     fn delete_created(&self, _: Vec<Applied>) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move { self.call("delete-created") })
+    }
+    fn disrupt(&self, _: DisruptTarget, _: Disruption) -> BoxFuture<'_, Result<DisruptionReport>> {
+        Box::pin(async move {
+            self.call("disrupt")?;
+            Ok(DisruptionReport {
+                stopped: Vec::new(),
+                started: Vec::new(),
+            })
+        })
     }
     fn article_endpoint(&self) -> BoxFuture<'_, Result<(String, u16)>> {
         Box::pin(async move {

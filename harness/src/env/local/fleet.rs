@@ -1,0 +1,220 @@
+//! The replicas behind the local gateway as Kubernetes manages a Deployment's pods, for the
+//! resilience scenarios: a replacement is added to the endpoints once its `/readyz` passes; a
+//! replica that stops is signalled and removed from the endpoints *at the same moment*, and Envoy
+//! learns of the removal only after the propagation lag, as proxies learn of an endpoint change
+//! a little after the kubelet has sent SIGTERM.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::endpoints::{self, EndpointFiles};
+use super::process::Supervisor;
+use super::replicas::{self, Replica, ReplicaOptions};
+use super::translate::Upstream;
+use crate::env::{Disruption, DisruptionReport, ExitSeen, StoppedReplica};
+
+/// Margin on top of a replica's drain delay and shutdown grace before its exit is overdue.
+const EXIT_MARGIN: Duration = Duration::from_secs(5);
+
+/// The replicas of every upstream and the endpoint files Envoy reads them from.
+pub(crate) struct Fleet {
+    options: ReplicaOptions,
+    /// From a replica's SIGTERM (or SIGKILL) until Envoy stops routing to it.
+    propagation_lag: Duration,
+    upstreams: Vec<Upstream>,
+    /// Cluster name → its replicas, in the order they were started.
+    members: BTreeMap<String, Vec<Replica>>,
+    endpoints: EndpointFiles,
+    /// The next replica's number; replicas are never renamed, as pods are not.
+    next_index: u32,
+}
+
+impl Fleet {
+    /// Starts every upstream's replicas and writes their endpoint files under `endpoints_dir`.
+    pub(crate) async fn start(
+        supervisor: &Supervisor,
+        options: ReplicaOptions,
+        propagation_lag: Duration,
+        upstreams: &[Upstream],
+        endpoints_dir: &std::path::Path,
+    ) -> Result<Self> {
+        let mut members = BTreeMap::new();
+        let mut next_index = 0;
+        for upstream in upstreams {
+            let names = replicas::initial_names(upstream);
+            next_index = next_index.max(upstream.replicas);
+            let started = replicas::start(supervisor, &options, &names)
+                .await
+                .with_context(|| {
+                    format!(
+                        "starting {} replicas of Deployment {}/{}",
+                        upstream.replicas, upstream.namespace, upstream.deployment
+                    )
+                })?;
+            members.insert(upstream.cluster.clone(), started);
+        }
+        let addresses = members
+            .iter()
+            .map(|(cluster, replicas)| (cluster.clone(), addresses_of(replicas)))
+            .collect();
+        let endpoints = EndpointFiles::create(endpoints_dir, addresses)?;
+        Ok(Fleet {
+            options,
+            propagation_lag,
+            upstreams: upstreams.to_vec(),
+            members,
+            endpoints,
+            next_index,
+        })
+    }
+
+    pub(crate) fn endpoints(&self) -> &EndpointFiles {
+        &self.endpoints
+    }
+
+    /// Every replica now serving, of every upstream.
+    pub(crate) fn replicas(&self) -> impl Iterator<Item = &Replica> {
+        self.members.values().flatten()
+    }
+
+    /// Disrupts the first upstream's replicas (the Deployment the routes send to) and returns
+    /// once Envoy routes to a full set of ready replicas and every stopped one has exited.
+    pub(crate) async fn disrupt(
+        &mut self,
+        supervisor: &Supervisor,
+        admin: SocketAddr,
+        disruption: Disruption,
+    ) -> Result<DisruptionReport> {
+        let upstream = self
+            .upstreams
+            .first()
+            .cloned()
+            .context("the manifests route to no Deployment")?;
+        let current: Vec<String> = self.members[&upstream.cluster]
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        let victims = match disruption {
+            Disruption::RollingRestart => current,
+            Disruption::Kill | Disruption::Terminate => current.into_iter().take(1).collect(),
+        };
+        let signal = match disruption {
+            Disruption::Kill => libc::SIGKILL,
+            Disruption::RollingRestart | Disruption::Terminate => libc::SIGTERM,
+        };
+        let mut signalled = Vec::new();
+        let mut started = Vec::new();
+        for victim in victims {
+            let surge = disruption == Disruption::RollingRestart;
+            let replacement = self
+                .replace(supervisor, admin, &upstream.cluster, &victim, signal, surge)
+                .await?;
+            signalled.push((victim, replacement.1));
+            started.push(replacement.0);
+        }
+        let overdue = self.options.drain_delay + self.options.shutdown_grace + EXIT_MARGIN;
+        let mut stopped = Vec::new();
+        for (name, at) in signalled {
+            let status = supervisor
+                .wait_exit(&name, overdue.saturating_sub(at.elapsed()))
+                .await
+                .with_context(|| format!("{name} did not exit after its stop"))?;
+            let exit = match (status.code(), status.signal()) {
+                (Some(code), _) => ExitSeen::Code(code),
+                (None, Some(signal)) => ExitSeen::Signal(signal),
+                (None, None) => ExitSeen::NotObserved(format!("status {status}")),
+            };
+            stopped.push(StoppedReplica { name, at, exit });
+        }
+        Ok(DisruptionReport { stopped, started })
+    }
+
+    /// Kubernetes' order for one replica. A rollout surges: the replacement starts and joins
+    /// the endpoints once ready, then the old one stops. A deleted pod stops first and its
+    /// ReplicaSet replaces it. Either way the old one gets `signal` and leaves the endpoints at
+    /// the same moment, which Envoy learns after the lag. Returns the replacement's name and
+    /// when the old one was signalled.
+    async fn replace(
+        &mut self,
+        supervisor: &Supervisor,
+        admin: SocketAddr,
+        cluster: &str,
+        victim: &str,
+        signal: libc::c_int,
+        surge: bool,
+    ) -> Result<(String, Instant)> {
+        let name = replicas::replica_name(&deployment_of(victim), self.next_index);
+        self.next_index += 1;
+        if surge {
+            self.add(supervisor, admin, cluster, &name).await?;
+        }
+        let at = Instant::now();
+        supervisor.signal(victim, signal)?;
+        let members = self.members_mut(cluster)?;
+        members.retain(|r| r.name != victim);
+        let without_old = addresses_of(members);
+        // The modelled propagation of the endpoint removal: not a wait for a condition, the
+        // delay itself is what the scenarios exercise.
+        tokio::time::sleep(self.propagation_lag).await;
+        self.endpoints.write(cluster, without_old.clone())?;
+        endpoints::wait_applied(admin, cluster, &without_old).await?;
+        if !surge {
+            self.add(supervisor, admin, cluster, &name).await?;
+        }
+        Ok((name, at))
+    }
+
+    /// Starts a replica and adds it to the endpoints once it is ready.
+    async fn add(
+        &mut self,
+        supervisor: &Supervisor,
+        admin: SocketAddr,
+        cluster: &str,
+        name: &str,
+    ) -> Result<()> {
+        let new = replicas::start(supervisor, &self.options, &[name.to_string()])
+            .await?
+            .remove(0);
+        let members = self.members_mut(cluster)?;
+        members.push(new);
+        let with_new = addresses_of(members);
+        self.endpoints.write(cluster, with_new.clone())?;
+        endpoints::wait_applied(admin, cluster, &with_new).await
+    }
+
+    fn members_mut(&mut self, cluster: &str) -> Result<&mut Vec<Replica>> {
+        self.members
+            .get_mut(cluster)
+            .with_context(|| format!("no replicas for {cluster}"))
+    }
+}
+
+fn addresses_of(replicas: &[Replica]) -> Vec<SocketAddr> {
+    replicas.iter().map(|r| r.addr).collect()
+}
+
+/// `fft-deploy` from `fft-deploy-local-3`.
+fn deployment_of(replica: &str) -> String {
+    match replica.rsplit_once("-local-") {
+        Some((deployment, _)) => deployment.to_string(),
+        None => replica.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replacements_keep_the_deployment_name() {
+        assert_eq!(deployment_of("wtyfft-deploy-local-0"), "wtyfft-deploy");
+        assert_eq!(
+            replicas::replica_name(&deployment_of("a-local-b-local-7"), 9),
+            "a-local-b-local-9"
+        );
+    }
+}
