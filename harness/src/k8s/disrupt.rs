@@ -19,7 +19,7 @@ use crate::k8s::rollout::{AppPods, wait_rollout};
 
 /// The pod-template annotation whose change makes a rollout (`kubectl rollout restart`,
 /// kubectl `pkg/polymorphichelpers/objectrestarter.go`).
-pub(crate) const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
 /// How often a stopping pod is looked at.
 const POD_POLL: Duration = Duration::from_millis(250);
@@ -34,7 +34,7 @@ pub struct DisruptTarget {
 }
 
 /// Disrupts the Deployment's pods and waits until it is whole again.
-pub(crate) async fn disrupt(
+pub async fn disrupt(
     client: &kube::Client,
     target: &DisruptTarget,
     disruption: Disruption,

@@ -1,8 +1,11 @@
 //! The replicas behind the local gateway as Kubernetes manages a Deployment's pods, for the
-//! resilience scenarios: a replacement is added to the endpoints once its `/readyz` passes; a
-//! replica that stops is signalled and removed from the endpoints *at the same moment*, and Envoy
-//! learns of the removal only after the propagation lag, as proxies learn of an endpoint change
-//! a little after the kubelet has sent SIGTERM.
+//! resilience scenarios. Each replica is a pod of two processes: the app and its sidecar (see
+//! [`super::sidecar`]); the endpoints name the sidecars. A replacement is added to the endpoints
+//! once its `/readyz` passes; a replica that stops is signalled and removed from the endpoints
+//! *at the same moment*, and Envoy learns of the removal only after the propagation lag, as
+//! proxies learn of an endpoint change a little after the kubelet has sent SIGTERM. Its sidecar
+//! stops after the app has exited, as a native sidecar does; a killed replica loses both at
+//! once, as a pod whose containers are all killed.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,6 +18,7 @@ use super::endpoints::{self, EndpointFiles};
 use super::process::Supervisor;
 use super::replicas::{self, Replica, ReplicaOptions};
 use super::translate::Upstream;
+use super::{proxy, sidecar};
 use crate::env::{Disruption, DisruptionReport, ExitSeen, StoppedReplica};
 
 /// Margin on top of a replica's drain delay and shutdown grace before its exit is overdue.
@@ -27,7 +31,7 @@ pub(crate) struct Fleet {
     propagation_lag: Duration,
     upstreams: Vec<Upstream>,
     /// Cluster name → its replicas, in the order they were started.
-    members: BTreeMap<String, Vec<Replica>>,
+    members: BTreeMap<String, Vec<Pod>>,
     endpoints: EndpointFiles,
     /// The next replica's number; replicas are never renamed, as pods are not.
     next_index: u32,
@@ -47,7 +51,7 @@ impl Fleet {
         for upstream in upstreams {
             let names = replicas::initial_names(upstream);
             next_index = next_index.max(upstream.replicas);
-            let started = replicas::start(supervisor, &options, &names)
+            let started = start_pods(supervisor, &options, &names)
                 .await
                 .with_context(|| {
                     format!(
@@ -78,7 +82,7 @@ impl Fleet {
 
     /// Every replica now serving, of every upstream.
     pub(crate) fn replicas(&self) -> impl Iterator<Item = &Replica> {
-        self.members.values().flatten()
+        self.members.values().flatten().map(|pod| &pod.app)
     }
 
     /// Disrupts the first upstream's replicas (the Deployment the routes send to) and returns
@@ -96,7 +100,7 @@ impl Fleet {
             .context("the manifests route to no Deployment")?;
         let current: Vec<String> = self.members[&upstream.cluster]
             .iter()
-            .map(|r| r.name.clone())
+            .map(|pod| pod.app.name.clone())
             .collect();
         let victims = match disruption {
             Disruption::RollingRestart => current,
@@ -123,6 +127,14 @@ impl Fleet {
                 .wait_exit(&name, overdue.saturating_sub(at.elapsed()))
                 .await
                 .with_context(|| format!("{name} did not exit after its stop"))?;
+            // The app has exited: its sidecar goes next (after a SIGKILL it is gone already).
+            let sidecar = sidecar::process_name(&name);
+            if supervisor.signal(&sidecar, libc::SIGTERM).is_ok() {
+                supervisor
+                    .wait_exit(&sidecar, EXIT_MARGIN)
+                    .await
+                    .with_context(|| format!("{sidecar} did not exit after SIGTERM"))?;
+            }
             let exit = match (status.code(), status.signal()) {
                 (Some(code), _) => ExitSeen::Code(code),
                 (None, Some(signal)) => ExitSeen::Signal(signal),
@@ -154,8 +166,12 @@ impl Fleet {
         }
         let at = Instant::now();
         supervisor.signal(victim, signal)?;
+        if signal == libc::SIGKILL {
+            // The whole pod dies: nothing answers on its address any more.
+            supervisor.signal(&sidecar::process_name(victim), libc::SIGKILL)?;
+        }
         let members = self.members_mut(cluster)?;
-        members.retain(|r| r.name != victim);
+        members.retain(|pod| pod.app.name != victim);
         let without_old = addresses_of(members);
         // The modelled propagation of the endpoint removal: not a wait for a condition, the
         // delay itself is what the scenarios exercise.
@@ -176,7 +192,7 @@ impl Fleet {
         cluster: &str,
         name: &str,
     ) -> Result<()> {
-        let new = replicas::start(supervisor, &self.options, &[name.to_string()])
+        let new = start_pods(supervisor, &self.options, &[name.to_string()])
             .await?
             .remove(0);
         let members = self.members_mut(cluster)?;
@@ -186,15 +202,53 @@ impl Fleet {
         endpoints::wait_applied(admin, cluster, &with_new).await
     }
 
-    fn members_mut(&mut self, cluster: &str) -> Result<&mut Vec<Replica>> {
+    fn members_mut(&mut self, cluster: &str) -> Result<&mut Vec<Pod>> {
         self.members
             .get_mut(cluster)
             .with_context(|| format!("no replicas for {cluster}"))
     }
 }
 
-fn addresses_of(replicas: &[Replica]) -> Vec<SocketAddr> {
-    replicas.iter().map(|r| r.addr).collect()
+/// A replica and its sidecar.
+struct Pod {
+    app: Replica,
+    /// Where the sidecar listens: the address the endpoints give for this replica.
+    sidecar: SocketAddr,
+}
+
+/// Starts one app per name and then their sidecars, and waits until all are ready.
+async fn start_pods(
+    supervisor: &Supervisor,
+    options: &ReplicaOptions,
+    names: &[String],
+) -> Result<Vec<Pod>> {
+    let apps = replicas::start(supervisor, options, names).await?;
+    let mut spawned = Vec::new();
+    for app in &apps {
+        let config = sidecar::bootstrap(&app.name, app.addr);
+        let name = sidecar::process_name(&app.name);
+        spawned.push(proxy::spawn(
+            supervisor,
+            &options.envoy,
+            &name,
+            &config,
+            &options.run_dir,
+        )?);
+    }
+    let mut pods = Vec::new();
+    for (app, sidecar) in apps.into_iter().zip(spawned) {
+        let (listener, _admin) = sidecar.ready(supervisor).await?;
+        pods.push(Pod {
+            app,
+            sidecar: listener,
+        });
+    }
+    Ok(pods)
+}
+
+/// The endpoints of these pods: their sidecars.
+fn addresses_of(pods: &[Pod]) -> Vec<SocketAddr> {
+    pods.iter().map(|pod| pod.sidecar).collect()
 }
 
 /// `fft-deploy` from `fft-deploy-local-3`.

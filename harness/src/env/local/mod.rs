@@ -9,7 +9,9 @@ pub(crate) mod bootstrap;
 pub(crate) mod endpoints;
 pub(crate) mod fleet;
 pub(crate) mod process;
+pub(crate) mod proxy;
 pub(crate) mod replicas;
+pub(crate) mod sidecar;
 pub(crate) mod translate;
 
 use std::collections::BTreeMap;
@@ -29,21 +31,20 @@ use crate::env::{
 };
 use crate::exec::cmd::Runner;
 use crate::exec::probe::{self, ProbeRequest};
-use crate::exec::wait::{GiveUp, Retry};
+use crate::exec::wait::Retry;
 use crate::manifest;
 
 use crate::tools::envoy::{self, EnvoyBinary};
 use endpoints::EndpointFiles;
 use fleet::Fleet;
-use process::{ProcessSpec, STOP_GRACE, Supervisor};
+use process::{STOP_GRACE, Supervisor};
 use replicas::{Replica, ReplicaOptions};
 use translate::GatewayPlan;
 
-/// How long Envoy may take to start and bind its listener.
-const ENVOY_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the routes may take to answer after Envoy is up.
 const ROUTES_READY_TIMEOUT: Duration = Duration::from_secs(20);
-const ENVOY_LOG: &str = "envoy";
+/// The gateway's process name: its log is `envoy.log`, its bootstrap `envoy-bootstrap.json`.
+const GATEWAY_PROCESS: &str = "envoy";
 /// Envoy's access log in the run folder: one JSON line per request.
 const ACCESS_LOG: &str = "envoy-access.log";
 
@@ -205,6 +206,8 @@ async fn start_processes(
         binary: service.to_path_buf(),
         drain_delay: options.drain_delay,
         shutdown_grace: REPLICA_SHUTDOWN_GRACE,
+        envoy: envoy.path.clone(),
+        run_dir: run_dir.to_path_buf(),
     };
     let fleet = times
         .time(
@@ -270,8 +273,8 @@ fn save_run_files(run_dir: &Path, to: &Path) {
     eprintln!("local target files and logs saved in {}", to.display());
 }
 
-/// Writes the bootstrap, starts Envoy and returns the listener's and the admin's addresses once
-/// Envoy reports itself live.
+/// Writes the gateway's bootstrap, starts its Envoy and returns the listener's and the admin's
+/// addresses once Envoy reports itself live.
 async fn start_envoy(
     supervisor: &Supervisor,
     envoy: &EnvoyBinary,
@@ -296,71 +299,8 @@ async fn start_envoy(
         access_log: run_dir.join(ACCESS_LOG),
     };
     let config = bootstrap::bootstrap(plan, &runtime)?;
-    let config_path = run_dir.join("envoy-bootstrap.json");
-    std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)
-        .with_context(|| format!("writing {}", config_path.display()))?;
-    let admin_file = run_dir.join("envoy-admin-address");
-    let _ = std::fs::remove_file(&admin_file);
-    let spec = envoy_command(&envoy.path, &config_path)
-        .arg("--admin-address-path")
-        .arg(&admin_file);
-    let info = supervisor.spawn(&spec)?;
-
-    let exited = || {
-        supervisor.exit_status(ENVOY_LOG).map(|status| {
-            anyhow::anyhow!(
-                "Envoy exited with {status}; its log ({}):\n{}",
-                info.log.display(),
-                replicas::log_tail(&info.log)
-            )
-        })
-    };
-    let admin: SocketAddr = Retry::within(ENVOY_READY_TIMEOUT)
-        .run("Envoy to write its admin address", || async {
-            if let Some(err) = exited() {
-                return Err(GiveUp(err).into());
-            }
-            let text = std::fs::read_to_string(&admin_file).unwrap_or_default();
-            text.trim()
-                .parse::<SocketAddr>()
-                .map_err(|_| anyhow::anyhow!("no address in {} yet", admin_file.display()))
-        })
-        .await?;
-    Retry::within(ENVOY_READY_TIMEOUT)
-        .run("Envoy's admin /ready to answer LIVE", || async {
-            if let Some(err) = exited() {
-                return Err(GiveUp(err).into());
-            }
-            let response = probe::send(admin, &ProbeRequest::new("GET", "/ready")).await?;
-            match (response.status, response.body_text().trim()) {
-                (200, "LIVE") => Ok(()),
-                (status, body) => Err(anyhow::anyhow!("status {status}, {body:?}")),
-            }
-        })
-        .await?;
-    let listeners = probe::send(admin, &ProbeRequest::new("GET", "/listeners?format=json"))
-        .await
-        .context("asking Envoy's admin for its listeners")?;
-    let port = listener_port(&listeners.body)
-        .with_context(|| format!("reading the listener port from {}", listeners.body_text()))?;
-    Ok((SocketAddr::new(loopback, port), admin))
-}
-
-/// Envoy as the local gateway runs it: one worker (the machine is shared) and no hot restart,
-/// whose shared memory would make two runs on one machine collide.
-pub(crate) fn envoy_command(envoy: &Path, config: &Path) -> ProcessSpec {
-    ProcessSpec::new(ENVOY_LOG, envoy)
-        .arg("--config-path")
-        .arg(config)
-        .arg("--concurrency")
-        .arg("1")
-        .arg("--disable-hot-restart")
-        .arg("--log-level")
-        .arg("info")
-        // The access log explains failed requests of a scenario that just ran: flushed within a
-        // tenth of a second instead of Envoy's default ten.
-        .arg("--file-flush-interval-msec")
-        .arg("100")
+    let started = proxy::spawn(supervisor, &envoy.path, GATEWAY_PROCESS, &config, run_dir)?;
+    started.ready(supervisor).await
 }
 
 /// How long the access log may take to show a request (its flush interval, with margin).
@@ -402,18 +342,6 @@ fn access_log_records(text: &str, ids: &[String]) -> BTreeMap<String, String> {
     records
 }
 
-fn listener_port(body: &[u8]) -> Result<u16> {
-    let json: Value = serde_json::from_slice(body)?;
-    let port = json
-        .pointer("/listener_statuses/0/local_address/socket_address/port_value")
-        .and_then(Value::as_u64)
-        .context("no listener_statuses[0].local_address.socket_address.port_value")?;
-    if port == 0 {
-        bail!("the listener is not bound yet");
-    }
-    Ok(port as u16)
-}
-
 async fn fetch_text(addr: SocketAddr, target: &str) -> Result<String> {
     let response = probe::send(addr, &ProbeRequest::new("GET", target)).await?;
     if response.status != 200 {
@@ -436,7 +364,7 @@ impl Environment for LocalEnvironment {
             })
             .collect();
         format!(
-            "local: Envoy {} on {} for Gateway {} (server port {}), {}",
+            "local: Envoy {} on {} for Gateway {} (server port {}), {} (each behind a sidecar Envoy)",
             self.envoy.version,
             self.ingress,
             self.plan.gateway,

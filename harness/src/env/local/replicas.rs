@@ -76,6 +76,10 @@ pub(crate) struct ReplicaOptions {
     pub drain_delay: Duration,
     /// The service's `--shutdown-grace`: how long it may then take to finish.
     pub shutdown_grace: Duration,
+    /// The Envoy that runs each replica's sidecar.
+    pub envoy: PathBuf,
+    /// Where the sidecars' bootstraps and every log go.
+    pub run_dir: PathBuf,
 }
 
 /// The names of an upstream's first replicas.
