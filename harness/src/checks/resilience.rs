@@ -72,6 +72,11 @@ impl Sample {
     fn in_flight_at(&self, at: Instant) -> bool {
         self.started <= at && at < self.finished
     }
+
+    /// Whether any part of the request overlapped `from..=to`.
+    fn overlaps(&self, from: Instant, to: Instant) -> bool {
+        self.started <= to && from < self.finished
+    }
 }
 
 /// A running load: `clients` loops sending `target` until stopped or capped.
@@ -157,7 +162,7 @@ async fn send_one(ingress: SocketAddr, target: &str, id: u64) -> Sample {
             (200, Some(replica)) => Outcome::Ok(replica.to_string()),
             (status, _) => {
                 let body = response.body_text();
-                let first_line = body.lines().next().unwrap_or("").chars().take(100);
+                let first_line = body.lines().next().unwrap_or("").chars().take(160);
                 Outcome::Failed(format!("{status} {}", first_line.collect::<String>()))
             }
         },
@@ -226,7 +231,7 @@ fn summary(samples: &[Sample]) -> String {
         _ => Duration::ZERO,
     };
     format!(
-        "{} requests by {CLIENTS} clients in {:.1} s: {:?}",
+        "{} requests in {:.1} s: {:?}",
         samples.len(),
         span.as_secs_f64(),
         by_outcome(samples)
@@ -323,16 +328,19 @@ async fn replica_killed(env: &dyn Environment) -> Result<CheckOutcome> {
     )))
 }
 
-/// Failures at most the requests in flight at the kill, none among those started after it.
+/// Failures at most the requests in flight during the kill (from the signal until the replica
+/// was known dead), none among those started after it.
 pub(crate) fn judge_kill(samples: &[Sample], report: &DisruptionReport) -> Result<String> {
     let killed = report
         .stopped
         .first()
         .context("the disruption stopped no replica")?;
-    let at = killed.at;
-    let in_flight = samples.iter().filter(|s| s.in_flight_at(at)).count();
+    let in_flight = samples
+        .iter()
+        .filter(|s| s.overlaps(killed.at, killed.gone))
+        .count();
     let failed: Vec<&Sample> = samples.iter().filter(|s| s.failed()).collect();
-    let after: Vec<&&Sample> = failed.iter().filter(|s| s.started > at).collect();
+    let after: Vec<&&Sample> = failed.iter().filter(|s| s.started > killed.gone).collect();
     if !after.is_empty() {
         bail!(
             "{} requests started after {} was killed failed, e.g. {:?}",
@@ -343,13 +351,13 @@ pub(crate) fn judge_kill(samples: &[Sample], report: &DisruptionReport) -> Resul
     }
     if failed.len() > in_flight {
         bail!(
-            "{} requests failed, more than the {in_flight} in flight when {} was killed",
+            "{} requests failed, more than the {in_flight} in flight while {} was killed",
             failed.len(),
             killed.name
         );
     }
     Ok(format!(
-        "{} failed of {in_flight} in flight at the kill of {}",
+        "{} failed of {in_flight} in flight during the kill of {}",
         failed.len(),
         killed.name
     ))
@@ -474,6 +482,7 @@ mod tests {
             stopped: vec![StoppedReplica {
                 name: "r-0".into(),
                 at: t0 + Duration::from_millis(at_ms),
+                gone: t0 + Duration::from_millis(at_ms + 1),
                 exit,
             }],
             started: vec!["r-3".into()],
@@ -507,7 +516,10 @@ mod tests {
         ];
         let detail = judge_kill(&in_flight_failure, &killed).unwrap();
         assert!(detail.contains("1 failed of 1 in flight"), "{detail}");
-        let late_failure = vec![sample(0, 11, 15, Outcome::Failed("503 UC".into()), t0)];
+        // Started between the signal and the death: in flight during the kill.
+        let during = vec![sample(0, 10, 12, Outcome::Failed("503 UC".into()), t0)];
+        assert!(judge_kill(&during, &killed).is_ok());
+        let late_failure = vec![sample(0, 12, 15, Outcome::Failed("503 UC".into()), t0)];
         let err = judge_kill(&late_failure, &killed).unwrap_err();
         assert!(
             err.to_string().contains("started after r-0 was killed"),

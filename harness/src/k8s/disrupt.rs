@@ -104,14 +104,9 @@ pub async fn disrupt(
         }
     }
     let left = || target.timeout.saturating_sub(started.elapsed());
-    let mut stopped = Vec::new();
+    let mut exits = Vec::new();
     for name in &victims {
-        let exit = watch_until_gone(&pods, name, &target.app.container, left()).await?;
-        stopped.push(StoppedReplica {
-            name: name.clone(),
-            at,
-            exit,
-        });
+        exits.push(watch_until_gone(&pods, name, &target.app.container, left()).await?);
     }
     wait_rollout(
         client,
@@ -121,6 +116,17 @@ pub async fn disrupt(
         left(),
     )
     .await?;
+    let gone = Instant::now();
+    let stopped = victims
+        .into_iter()
+        .zip(exits)
+        .map(|(name, exit)| StoppedReplica {
+            name,
+            at,
+            gone,
+            exit,
+        })
+        .collect();
     let after = deployment_pods(client, &deployments.get(&target.deployment).await?).await?;
     let started_pods = after
         .iter()

@@ -174,3 +174,43 @@ async fn dump_plans_every_diagnostic_step() {
     }
     assert_eq!(fake.changes(), Vec::<String>::new());
 }
+
+/// The resilience scenarios' disruptions on kind, as the plan shows them: a rollout restart by
+/// the `restartedAt` annotation, a pod deleted with grace period 0, a pod deleted with its grace.
+#[tokio::test]
+async fn the_resilience_disruptions_are_planned_through_the_api() {
+    use harness::env::Disruption;
+    let fake = Fake::new(&[]);
+    let runner = Runner::dry_run();
+    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    let mut env = KindEnvironment::up_with(
+        runner.clone(),
+        settings,
+        &DryRunBackend,
+        &mut Timings::default(),
+    )
+    .await
+    .expect("a dry run succeeds");
+    for disruption in [
+        Disruption::RollingRestart,
+        Disruption::Kill,
+        Disruption::Terminate,
+    ] {
+        let report = env.disrupt(disruption).await.unwrap();
+        assert!(report.stopped.is_empty(), "a dry run stops nothing");
+    }
+    env.teardown(false).await.unwrap();
+    let plan = plan_of(&fake, &runner);
+    let restart = position(
+        &plan,
+        "rollout restart: set kubectl.kubernetes.io/restartedAt on Deployment wty-istio/wtyfft-deploy",
+    );
+    let kill = position(&plan, "with gracePeriodSeconds=0");
+    let terminate = position(&plan, "with its grace period");
+    let delete = position(&plan, "$ kind delete cluster");
+    assert!(
+        restart < kill && kill < terminate && terminate < delete,
+        "{plan:#?}"
+    );
+    assert_eq!(fake.changes(), Vec::<String>::new(), "{:?}", fake.calls());
+}

@@ -117,12 +117,12 @@ impl Fleet {
             let replacement = self
                 .replace(supervisor, admin, &upstream.cluster, &victim, signal, surge)
                 .await?;
-            signalled.push((victim, replacement.1));
+            signalled.push((victim, replacement.1, replacement.2));
             started.push(replacement.0);
         }
         let overdue = self.options.drain_delay + self.options.shutdown_grace + EXIT_MARGIN;
         let mut stopped = Vec::new();
-        for (name, at) in signalled {
+        for (name, at, killed) in signalled {
             let status = supervisor
                 .wait_exit(&name, overdue.saturating_sub(at.elapsed()))
                 .await
@@ -140,7 +140,12 @@ impl Fleet {
                 (None, Some(signal)) => ExitSeen::Signal(signal),
                 (None, None) => ExitSeen::NotObserved(format!("status {status}")),
             };
-            stopped.push(StoppedReplica { name, at, exit });
+            stopped.push(StoppedReplica {
+                name,
+                at,
+                gone: killed.unwrap_or_else(Instant::now),
+                exit,
+            });
         }
         Ok(DisruptionReport { stopped, started })
     }
@@ -148,8 +153,8 @@ impl Fleet {
     /// Kubernetes' order for one replica. A rollout surges: the replacement starts and joins
     /// the endpoints once ready, then the old one stops. A deleted pod stops first and its
     /// ReplicaSet replaces it. Either way the old one gets `signal` and leaves the endpoints at
-    /// the same moment, which Envoy learns after the lag. Returns the replacement's name and
-    /// when the old one was signalled.
+    /// the same moment, which Envoy learns after the lag. Returns the replacement's name, when
+    /// the old one was signalled and, for a SIGKILL, when it was dead.
     async fn replace(
         &mut self,
         supervisor: &Supervisor,
@@ -158,7 +163,7 @@ impl Fleet {
         victim: &str,
         signal: libc::c_int,
         surge: bool,
-    ) -> Result<(String, Instant)> {
+    ) -> Result<(String, Instant, Option<Instant>)> {
         let name = replicas::replica_name(&deployment_of(victim), self.next_index);
         self.next_index += 1;
         if surge {
@@ -166,9 +171,15 @@ impl Fleet {
         }
         let at = Instant::now();
         supervisor.signal(victim, signal)?;
+        let mut killed = None;
         if signal == libc::SIGKILL {
             // The whole pod dies: nothing answers on its address any more.
-            supervisor.signal(&sidecar::process_name(victim), libc::SIGKILL)?;
+            let sidecar = sidecar::process_name(victim);
+            supervisor.signal(&sidecar, libc::SIGKILL)?;
+            for process in [victim, sidecar.as_str()] {
+                supervisor.wait_exit(process, EXIT_MARGIN).await?;
+            }
+            killed = Some(Instant::now());
         }
         let members = self.members_mut(cluster)?;
         members.retain(|pod| pod.app.name != victim);
@@ -181,7 +192,7 @@ impl Fleet {
         if !surge {
             self.add(supervisor, admin, cluster, &name).await?;
         }
-        Ok((name, at))
+        Ok((name, at, killed))
     }
 
     /// Starts a replica and adds it to the endpoints once it is ready.

@@ -460,3 +460,32 @@ fn access_log_lines_explain_the_requests_asked_for() {
          details=upstream_reset_before_response_started{connection_termination} -"
     );
 }
+
+/// The resilience model can fail: without a drain delay, the propagation lag makes a rolling
+/// restart lose requests (the old replica's sidecar answers 503 once its app stops accepting,
+/// and the gateway does not retry a 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_drain_delay_a_rolling_restart_loses_requests() {
+    use crate::env::{Disruption, Environment};
+    let knobs = crate::config::knobs::Knobs::from_env().unwrap();
+    let options = super::LocalOptions {
+        drain_delay: std::time::Duration::ZERO,
+        ..super::LocalOptions::from_knobs(&knobs)
+    };
+    let mut env = super::LocalEnvironment::start(
+        &options,
+        &crate::exec::cmd::Runner::new(),
+        &mut crate::env::timings::Timings::default(),
+    )
+    .await
+    .expect("the local target starts (Envoy is needed; see the error for how to get it)");
+    let result = crate::checks::resilience::run(&env, Disruption::RollingRestart).await;
+    env.teardown(false).await.unwrap();
+    let err = result.expect_err("a rolling restart without a drain delay lost nothing");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("requests failed during the rolling restart") && text.contains("503"),
+        "{text}"
+    );
+    eprintln!("as expected: {}", &text[..text.len().min(400)]);
+}
