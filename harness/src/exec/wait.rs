@@ -118,6 +118,7 @@ impl Retry {
         let mut best_streak = 0;
         let mut backoff = self.initial_backoff;
         let mut last_error = String::from("no attempt finished before the deadline");
+        let mut saw_error = false;
         loop {
             attempts += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -133,6 +134,7 @@ impl Retry {
                 Ok(Err(err)) => {
                     streak = 0;
                     last_error = format!("{err:#}");
+                    saw_error = true;
                     if is_give_up(&err) {
                         return Err(RetryError {
                             what: what.to_string(),
@@ -147,7 +149,15 @@ impl Retry {
                 }
                 Err(_) => {
                     streak = 0;
-                    last_error = "the attempt itself did not finish before the deadline".into();
+                    const CUT: &str = "the attempt itself did not finish before the deadline";
+                    // What an earlier attempt saw explains the timeout better than the cut.
+                    last_error = if saw_error {
+                        format!(
+                            "{last_error} (then the last attempt did not finish before the deadline)"
+                        )
+                    } else {
+                        CUT.to_string()
+                    };
                 }
             }
             let now = Instant::now();
@@ -286,6 +296,32 @@ mod tests {
             .unwrap_err();
         assert!(err.last_error.contains("did not finish"), "{err}");
         assert!(err.elapsed < Duration::from_millis(500));
+    }
+
+    /// A wait whose last attempt is cut at the deadline still reports what the attempts before
+    /// it saw: that state is what explains the timeout.
+    #[tokio::test]
+    async fn a_cut_last_attempt_keeps_the_state_seen_before() {
+        let calls = Cell::new(0);
+        let err = quick(100)
+            .run("a rollout", || {
+                calls.set(calls.get() + 1);
+                let first = calls.get() == 1;
+                async move {
+                    if first {
+                        Err::<(), _>("2 of 3 replicas available".to_string())
+                    } else {
+                        std::future::pending().await
+                    }
+                }
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            err.last_error.contains("2 of 3 replicas available"),
+            "{err}"
+        );
+        assert!(err.last_error.contains("did not finish"), "{err}");
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use crate::exec::wait::Retry;
 use crate::manifest::{Document, Resource};
 
 /// The one field manager every apply uses, so a re-apply owns the same fields.
-pub(crate) const FIELD_MANAGER: &str = "istio-fft-e2e";
+pub const FIELD_MANAGER: &str = "istio-fft-e2e";
 /// The repository part of the placeholder image in app.yaml that is rewritten to the built tag.
 use crate::config::names::{IMAGE_REPOSITORY, is_service_image};
 

@@ -106,7 +106,15 @@ pub async fn disrupt(
     let left = || target.timeout.saturating_sub(started.elapsed());
     let mut exits = Vec::new();
     for name in &victims {
-        exits.push(watch_until_gone(&pods, name, &target.app.container, left()).await?);
+        let exit = watch_until_gone(&pods, name, &target.app.container, left())
+            .await
+            .with_context(|| {
+                format!(
+                    "{disruption:?} of Deployment {}/{}",
+                    target.namespace, target.deployment
+                )
+            })?;
+        exits.push(exit);
     }
     wait_rollout(
         client,

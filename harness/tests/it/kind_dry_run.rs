@@ -16,6 +16,22 @@ fn plan_of(fake: &Fake, runner: &Runner) -> Vec<String> {
     runner.plan().iter().map(|s| s.replace(&bin, "")).collect()
 }
 
+/// `up` of a generated kind cluster, planned with fake tools.
+async fn dry_run_up() -> (Fake, Runner, KindEnvironment) {
+    let fake = Fake::new(&[]);
+    let runner = Runner::dry_run();
+    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    let env = KindEnvironment::up_with(
+        runner.clone(),
+        settings,
+        &DryRunBackend,
+        &mut Timings::default(),
+    )
+    .await
+    .expect("a dry run succeeds");
+    (fake, runner, env)
+}
+
 fn position(plan: &[String], needle: &str) -> usize {
     plan.iter()
         .position(|step| step.contains(needle))
@@ -24,17 +40,7 @@ fn position(plan: &[String], needle: &str) -> usize {
 
 #[tokio::test]
 async fn the_up_plan_lists_every_step_in_order_and_changes_nothing() {
-    let fake = Fake::new(&[]);
-    let runner = Runner::dry_run();
-    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
-    let mut env = KindEnvironment::up_with(
-        runner.clone(),
-        settings,
-        &DryRunBackend,
-        &mut Timings::default(),
-    )
-    .await
-    .expect("a dry run succeeds");
+    let (fake, runner, mut env) = dry_run_up().await;
     env.teardown(false).await.unwrap();
     let plan = plan_of(&fake, &runner);
     let order = [
@@ -180,17 +186,7 @@ async fn dump_plans_every_diagnostic_step() {
 #[tokio::test]
 async fn the_resilience_disruptions_are_planned_through_the_api() {
     use harness::env::Disruption;
-    let fake = Fake::new(&[]);
-    let runner = Runner::dry_run();
-    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
-    let mut env = KindEnvironment::up_with(
-        runner.clone(),
-        settings,
-        &DryRunBackend,
-        &mut Timings::default(),
-    )
-    .await
-    .expect("a dry run succeeds");
+    let (fake, runner, mut env) = dry_run_up().await;
     for disruption in [
         Disruption::RollingRestart,
         Disruption::Kill,

@@ -10,6 +10,7 @@ mod kind_support;
 mod ingress_no_proxy;
 mod install_tools;
 mod kind_cli;
+mod kind_disrupt;
 mod kind_dry_run;
 mod kind_fake_tools;
 mod kind_namespace_wait;

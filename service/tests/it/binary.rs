@@ -29,6 +29,16 @@ where
     }
 }
 
+/// Waits until `/readyz` answers 503: the server has begun to shut down.
+async fn wait_not_ready(server: &Server, client: &reqwest::Client) {
+    let readyz = server.url("/readyz");
+    wait_until("/readyz answers 503", || {
+        let request = client.get(&readyz).send();
+        async move { matches!(request.await, Ok(r) if r.status() == 503) }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn serves_the_oracle_on_an_ephemeral_port_with_the_given_replica_name() {
     let server = Server::start(binary(), &["--replica-name", "replica-a"], &[]);
@@ -49,11 +59,16 @@ async fn serves_the_oracle_on_an_ephemeral_port_with_the_given_replica_name() {
     assert_eq!(missing.status(), 404);
     assert_eq!(missing.headers()["x-served-by"], "replica-a");
     assert_eq!(missing.text().await.unwrap(), "Not Found");
-    let logs = server.stderr();
-    assert!(
-        logs.contains("route=/fft") && logs.contains("status=200") && logs.contains("latency_ms"),
-        "no request log line: {logs}"
-    );
+    // stderr reaches the test through a reader thread: the line may arrive after the answer.
+    wait_until("a request log line", || {
+        let logs = server.stderr();
+        async move {
+            logs.contains("route=/fft")
+                && logs.contains("status=200")
+                && logs.contains("latency_ms")
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -120,12 +135,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let (mut server, client, slow) = busy_server("60s", "1s").await;
 
     server.signal(libc::SIGTERM);
-    let readyz = server.url("/readyz");
-    wait_until("/readyz answers 503", || {
-        let request = client.get(&readyz).send();
-        async move { matches!(request.await, Ok(r) if r.status() == 503) }
-    })
-    .await;
+    wait_not_ready(&server, &client).await;
     let health = client
         .get(server.url("/healthz"))
         .send()
@@ -196,12 +206,7 @@ async fn the_drain_delay_keeps_accepting_with_connection_close_then_stops() {
     let signalled = std::time::Instant::now();
     server.signal(libc::SIGTERM);
     let client = loopback_client();
-    let readyz = server.url("/readyz");
-    wait_until("/readyz answers 503", || {
-        let request = client.get(&readyz).send();
-        async move { matches!(request.await, Ok(r) if r.status() == 503) }
-    })
-    .await;
+    wait_not_ready(&server, &client).await;
     // A fresh client: a new connection, which a server that stopped accepting would refuse.
     let answer = loopback_client()
         .post(server.url("/fft?numSamples=1024&freq=1"))
@@ -247,12 +252,7 @@ async fn a_second_signal_cuts_the_drain_delay_short() {
     let mut server = Server::start(binary(), &["--drain-delay", "10m"], &[]);
     server.signal(libc::SIGTERM);
     let client = loopback_client();
-    let readyz = server.url("/readyz");
-    wait_until("/readyz answers 503", || {
-        let request = client.get(&readyz).send();
-        async move { matches!(request.await, Ok(r) if r.status() == 503) }
-    })
-    .await;
+    wait_not_ready(&server, &client).await;
     server.signal(libc::SIGINT);
     let status = server.wait_for_exit(Duration::from_secs(10));
     assert!(

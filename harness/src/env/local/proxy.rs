@@ -50,7 +50,7 @@ impl Spawned {
         let exited = || {
             supervisor.exit_status(&info.name).map(|status| {
                 anyhow::anyhow!(
-                    "Envoy {} exited with {status}; its log ({}):\n{}",
+                    "Envoy exited with {status} (process {}); its log ({}):\n{}",
                     info.name,
                     info.log.display(),
                     replicas::log_tail(&info.log)
