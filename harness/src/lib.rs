@@ -11,6 +11,7 @@
 //! - [`env`]: the lifecycle of a target (`local`, `kind`, `existing`) and its selection.
 //! - [`checks`]: the scenarios, as data, and the checks they run.
 //! - [`suite`]: the runner: bring up, run the checks, collect, tear down.
+//! - [`report`]: what a run leaves: `report.json`, `junit.xml`, `latency.svg`, the job summary.
 
 pub mod checks;
 pub mod cli;
@@ -20,5 +21,6 @@ pub mod exec;
 pub mod k8s;
 pub mod lint;
 pub mod manifest;
+pub(crate) mod report;
 pub mod suite;
 pub mod tools;

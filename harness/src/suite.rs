@@ -8,6 +8,7 @@
 //! are collected first (bounded), then the environment is torn down, so a cancelled or timed-out
 //! CI job still uploads what explains it and leaves nothing behind.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::process::ExitCode;
@@ -17,12 +18,13 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use tokio::sync::RwLock;
 
-use crate::checks::{self, CheckOutcome, NamedCheck};
+use crate::checks::{self, CheckOutcome, LatencyBreakdown, NamedCheck};
 use crate::config::knobs::Knobs;
 use crate::env::Environment;
 use crate::env::select;
-use crate::env::timings::Timings;
+use crate::env::timings::{PhaseTiming, Timings};
 use crate::exec::cmd::Runner;
+use crate::report::{RunOutcome, RunReport, ScenarioRecord, Verdict};
 
 type SharedEnvironment = Arc<RwLock<Box<dyn Environment>>>;
 
@@ -32,11 +34,59 @@ const RUNNING_SCENARIO_WAIT: Duration = Duration::from_secs(15);
 /// part); the teardown after it has its own bound.
 const INTERRUPTED_DIAGNOSTICS_BOUND: Duration = Duration::from_secs(150);
 
-#[derive(Clone, Debug)]
-enum Verdict {
-    Passed(String),
-    Failed(String),
-    NotApplicable(String),
+/// The verdicts so far and the latency breakdown, shared by the scenarios, the interruption
+/// watcher and the end of the run.
+#[derive(Debug, Default)]
+struct Results {
+    records: Vec<ScenarioRecord>,
+    latency: Option<LatencyBreakdown>,
+}
+
+type SharedResults = Arc<Mutex<Results>>;
+
+fn lock(results: &SharedResults) -> std::sync::MutexGuard<'_, Results> {
+    results.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The run's report: the verdicts recorded, and every selected scenario without one as not run
+/// (`why_not_run`).
+fn run_report(
+    outcome: RunOutcome,
+    target: String,
+    versions: BTreeMap<String, String>,
+    results: &SharedResults,
+    selected: &[String],
+    why_not_run: &str,
+    phases: Vec<PhaseTiming>,
+) -> RunReport {
+    let results = lock(results);
+    let mut scenarios = results.records.clone();
+    for name in selected {
+        if !scenarios.iter().any(|s| &s.name == name) {
+            scenarios.push(ScenarioRecord {
+                name: name.clone(),
+                verdict: Verdict::NotRun(why_not_run.to_string()),
+                seconds: 0.0,
+            });
+        }
+    }
+    RunReport::new(
+        outcome,
+        target,
+        versions,
+        scenarios,
+        phases,
+        results.latency.clone(),
+    )
+}
+
+/// Writes the reports and says where they are.
+fn write_reports(report: &RunReport, artifacts: &Path) {
+    let written = report.write_all(artifacts, crate::report::step_summary_file().as_deref());
+    if !written.is_empty() {
+        let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+        println!("reports written: {}", names.join(", "));
+    }
 }
 
 /// Why a run ends before its scenarios do.
@@ -166,13 +216,15 @@ pub fn main() -> ExitCode {
     // and after its own requests: no other scenario may send traffic in between.
     args.test_threads = Some(1);
     let checks = checks::suite();
-    let selected = checks
+    let selected_names: Vec<String> = checks
         .iter()
         .filter(|c| {
             let probe = Trial::test(c.name.clone(), || Ok(()));
             !args.is_filtered_out(&probe) && !args.is_ignored(&probe)
         })
-        .count();
+        .map(|c| c.name.clone())
+        .collect();
+    let selected = selected_names.len();
     if args.list || selected == 0 {
         let listed = checks
             .iter()
@@ -183,7 +235,7 @@ pub fn main() -> ExitCode {
         }
         return libtest_mimic::run(&args, listed).exit_code();
     }
-    match run(&args, checks, selected) {
+    match run(&args, checks, &selected_names) {
         Ok(code) => code,
         Err(err) if err.downcast_ref::<crate::env::select::Skipped>().is_some() => {
             println!("SKIPPED: {err:#}");
@@ -198,17 +250,23 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Result<ExitCode> {
+fn run(
+    args: &Arguments,
+    checks: Vec<NamedCheck>,
+    selected_names: &[String],
+) -> anyhow::Result<ExitCode> {
+    let selected = selected_names.len();
     let knobs = Knobs::from_env()?;
     let runtime = crate::exec::runtime()?;
     let runner = Runner::new();
     let mut times = Timings::default();
     let environment: Arc<OnceLock<SharedEnvironment>> = Arc::default();
-    let verdicts: Arc<Mutex<Vec<(String, Verdict)>>> = Arc::default();
+    let results: SharedResults = Arc::default();
     {
         // Watching from before bring-up: an interruption at any point ends the run the same way.
         let environment = Arc::clone(&environment);
-        let verdicts = Arc::clone(&verdicts);
+        let results = Arc::clone(&results);
+        let selected_names = selected_names.to_vec();
         let artifacts = knobs.artifacts.clone();
         let keep = knobs.keep.keeps(true);
         let deadline = knobs.deadline;
@@ -221,7 +279,17 @@ fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Re
             let why = next_interruption(signals.as_mut(), deadline).await;
             let cleanup = cut_short(why, environment.get(), &artifacts, keep);
             let code = crate::exec::cleanup::clean_up_once(signals.as_mut(), cleanup).await;
-            let (passed, failed, not_applicable) = tally(&verdicts);
+            let report = run_report(
+                RunOutcome::CutShort,
+                format!("run cut short: {why}"),
+                BTreeMap::new(),
+                &results,
+                &selected_names,
+                &format!("the run was cut short: {why}"),
+                Vec::new(),
+            );
+            write_reports(&report, &artifacts);
+            let (passed, failed, not_applicable) = tally(&results);
             let unrun = selected.saturating_sub(passed + failed + not_applicable);
             println!(
                 "run cut short ({why}): {unrun} of {selected} scenario(s) had not run; they \
@@ -245,6 +313,39 @@ fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Re
         Err(err) => {
             // What did run is worth its timings too: they say where a failed start spent its time.
             write_timings(&times, &knobs.artifacts, "bring-up failed");
+            let skipped = err.downcast_ref::<crate::env::select::Skipped>().is_some();
+            let (outcome, why) = if skipped {
+                (RunOutcome::Skipped, format!("skipped: {err:#}"))
+            } else {
+                (
+                    RunOutcome::BringUpFailed,
+                    format!("bring-up failed: {err:#}"),
+                )
+            };
+            let mut report = run_report(
+                outcome,
+                why.clone(),
+                BTreeMap::new(),
+                &results,
+                selected_names,
+                &why,
+                times.phases().to_vec(),
+            );
+            if skipped {
+                // Nothing required the target: the scenarios did not apply, they did not fail.
+                for scenario in &mut report.scenarios {
+                    scenario.verdict = Verdict::NotApplicable(why.clone());
+                }
+                report = RunReport::new(
+                    report.outcome,
+                    report.target,
+                    report.versions,
+                    report.scenarios,
+                    report.phases,
+                    report.latency,
+                );
+            }
+            write_reports(&report, &knobs.artifacts);
             return Err(err);
         }
     };
@@ -258,16 +359,26 @@ fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Re
         .into_iter()
         .map(|named| {
             let env = Arc::clone(&env);
-            let verdicts = Arc::clone(&verdicts);
+            let results = Arc::clone(&results);
             let handle = runtime.handle().clone();
             let name = named.name.clone();
             Trial::ignorable_test(named.name, move || {
+                let started = Instant::now();
                 let outcome = handle.block_on(async {
                     let env = env.read().await;
                     checks::run_check(env.as_ref(), &named.check).await
                 });
+                let seconds = started.elapsed().as_secs_f64();
                 let (verdict, result) = match outcome {
                     Ok(CheckOutcome::Passed(detail)) => {
+                        (Verdict::Passed(detail), Ok(Completion::Completed))
+                    }
+                    Ok(CheckOutcome::Measured(latency)) => {
+                        let detail = format!(
+                            "{} requests; round trip p50 {:.3} ms, p99 {:.3} ms (table below)",
+                            latency.requests, latency.round_trip_ms.p50, latency.round_trip_ms.p99
+                        );
+                        lock(&results).latency = Some(latency);
                         (Verdict::Passed(detail), Ok(Completion::Completed))
                     }
                     Ok(CheckOutcome::NotApplicable(reason)) => (
@@ -281,7 +392,11 @@ fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Re
                         (Verdict::Failed(message.clone()), Err(Failed::from(message)))
                     }
                 };
-                verdicts.lock().expect("verdicts").push((name, verdict));
+                lock(&results).records.push(ScenarioRecord {
+                    name,
+                    verdict,
+                    seconds,
+                });
                 result
             })
         })
@@ -295,21 +410,42 @@ fn run(args: &Arguments, checks: Vec<NamedCheck>, selected: usize) -> anyhow::Re
         !conclusion.has_failed(),
     );
 
-    let (passed, failed, not_applicable) = tally(&verdicts);
+    let (passed, failed, not_applicable) = tally(&results);
     println!("\nscenario results:");
-    for (name, verdict) in verdicts.lock().expect("verdicts").iter() {
-        match verdict {
+    for record in &lock(&results).records {
+        let name = &record.name;
+        match &record.verdict {
             Verdict::Passed(detail) => println!("PASS {name}: {detail}"),
             Verdict::Failed(why) => println!("FAIL {name}: {why}"),
             Verdict::NotApplicable(reason) => println!("N/A  {name}: not applicable: {reason}"),
+            Verdict::NotRun(why) => println!("FAIL {name}: not run: {why}"),
         }
     }
+    if let Some(latency) = &lock(&results).latency {
+        println!("\n{}", latency.table());
+    }
     let run_failed = failed > 0 || conclusion.has_failed();
-    runtime.block_on(async {
+    let (target, versions) = runtime.block_on(async {
         let mut env = env.write().await;
         let keep = knobs.keep.keeps(run_failed);
         finish(env.as_mut(), &knobs.artifacts, run_failed, keep, &mut times).await;
+        (env.describe(), env.versions())
     });
+    let outcome = if run_failed {
+        RunOutcome::Failed
+    } else {
+        RunOutcome::Passed
+    };
+    let report = run_report(
+        outcome,
+        target,
+        versions,
+        &results,
+        selected_names,
+        "libtest did not run it",
+        times.phases().to_vec(),
+    );
+    write_reports(&report, &knobs.artifacts);
     println!("{passed} passed, {failed} failed, {not_applicable} not applicable");
     Ok(if run_failed {
         ExitCode::FAILURE
@@ -349,12 +485,12 @@ fn write_timings(times: &Timings, artifacts: &Path, target: &str) {
 }
 
 /// Passed, failed and not-applicable verdicts so far.
-fn tally(verdicts: &Mutex<Vec<(String, Verdict)>>) -> (usize, usize, usize) {
-    let verdicts = verdicts.lock().unwrap_or_else(|p| p.into_inner());
-    let count = |f: fn(&Verdict) -> bool| verdicts.iter().filter(|(_, v)| f(v)).count();
+fn tally(results: &SharedResults) -> (usize, usize, usize) {
+    let results = lock(results);
+    let count = |f: fn(&Verdict) -> bool| results.records.iter().filter(|r| f(&r.verdict)).count();
     (
         count(|v| matches!(v, Verdict::Passed(_))),
-        count(|v| matches!(v, Verdict::Failed(_))),
+        count(|v| matches!(v, Verdict::Failed(_) | Verdict::NotRun(_))),
         count(|v| matches!(v, Verdict::NotApplicable(_))),
     )
 }
@@ -447,6 +583,35 @@ mod tests {
             };
             assert_eq!(*calls.lock().unwrap(), expected);
         }
+    }
+
+    #[test]
+    fn a_selected_scenario_without_a_verdict_is_reported_as_not_run() {
+        let results: SharedResults = Arc::default();
+        lock(&results).records.push(ScenarioRecord {
+            name: "routing::a".into(),
+            verdict: Verdict::Passed("ok".into()),
+            seconds: 0.1,
+        });
+        let selected = ["routing::a".to_string(), "routing::b".to_string()];
+        let report = run_report(
+            RunOutcome::CutShort,
+            "cut".into(),
+            BTreeMap::new(),
+            &results,
+            &selected,
+            "SIGINT received",
+            Vec::new(),
+        );
+        assert_eq!(report.scenarios.len(), 2);
+        assert_eq!(
+            report.scenarios[1].verdict,
+            Verdict::NotRun("SIGINT received".into())
+        );
+        assert_eq!((report.counts.passed, report.counts.not_run), (1, 1));
+        // The tally the terminal prints counts it as failed, as the summary line says.
+        lock(&results).records = report.scenarios.clone();
+        assert_eq!(tally(&results), (1, 1, 0));
     }
 
     #[tokio::test]

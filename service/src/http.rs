@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
@@ -27,6 +28,9 @@ use crate::spectrum::PlanCache;
 /// Header naming the replica that answered; it tells an answer of the app from one of a proxy
 /// in front of it.
 pub const SERVED_BY_HEADER: HeaderName = HeaderName::from_static("x-served-by");
+
+/// The W3C Server Timing header: the app's own time and the FFT's.
+pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// Seconds a client is asked to wait after a 503 for overload.
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -157,10 +161,17 @@ fn error_response(status: StatusCode, message: String) -> Response {
     (status, Json(ErrorBody { error: message })).into_response()
 }
 
+/// The FFT's own time, handed from the handler to the middleware that writes `Server-Timing`.
+#[derive(Clone, Copy, Debug)]
+struct FftTime(std::time::Duration);
+
+/// An FFT answer: the JSON and the FFT's time.
+type FftAnswer = Result<(Extension<FftTime>, Json<FftResponse>), ApiError>;
+
 async fn fft_from_query(
     State(app): State<AppState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<FftResponse>, ApiError> {
+) -> FftAnswer {
     let Query(pairs) =
         query.map_err(|rejection| ApiError::BadRequest(format!("query string: {rejection}")))?;
     let params = FftParams::from_query(&pairs, app.inner.max_samples)?;
@@ -170,7 +181,7 @@ async fn fft_from_query(
 async fn fft_real(
     State(app): State<AppState>,
     segment: Result<Path<String>, PathRejection>,
-) -> Result<Json<FftResponse>, ApiError> {
+) -> FftAnswer {
     let max = app.inner.max_samples;
     let Path(raw) = segment.map_err(|_| ParamError::NotAnInteger {
         param: "numSamples",
@@ -197,7 +208,7 @@ async fn fft_real_missing(State(app): State<AppState>) -> ApiError {
     .into()
 }
 
-async fn run_fft(app: AppState, params: FftParams) -> Result<Json<FftResponse>, ApiError> {
+async fn run_fft(app: AppState, params: FftParams) -> FftAnswer {
     let peak = app
         .inner
         .pool
@@ -205,14 +216,27 @@ async fn run_fft(app: AppState, params: FftParams) -> Result<Json<FftResponse>, 
         .await
         .map_err(ApiError::Pool)?;
     app.inner.metrics.observe_fft(peak.fft_elapsed);
-    Ok(Json(FftResponse {
+    let body = Json(FftResponse {
         num_samples: params.num_samples,
         freq: params.freq,
         peak_bin: peak.bin,
         peak_magnitude: peak.magnitude,
         elapsed_micros: u64::try_from(peak.fft_elapsed.as_micros()).unwrap_or(u64::MAX),
         served_by: app.inner.replica_name.clone(),
-    }))
+    });
+    Ok((Extension(FftTime(peak.fft_elapsed)), body))
+}
+
+/// `Server-Timing` (W3C Server Timing): `app` is the whole handling inside the service, `fft` the
+/// FFT alone, both in milliseconds, so a client behind proxies can tell the app's time from the
+/// proxies' (`x-envoy-upstream-service-time` is the gateway's time to its upstream).
+fn server_timing(app: std::time::Duration, fft: Option<std::time::Duration>) -> HeaderValue {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let mut value = format!("app;dur={:.3}", ms(app));
+    if let Some(fft) = fft {
+        value.push_str(&format!(", fft;dur={:.3}", ms(fft)));
+    }
+    HeaderValue::from_str(&value).expect("digits, letters, ';', '=', ',' and spaces")
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
@@ -291,6 +315,10 @@ async fn observe(State(app): State<AppState>, request: Request, next: Next) -> R
 
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
+    let fft = response.extensions().get::<FftTime>().map(|t| t.0);
+    response
+        .headers_mut()
+        .insert(SERVER_TIMING, server_timing(elapsed, fft));
     app.inner
         .metrics
         .observe_request(method, &route, status, elapsed);

@@ -20,7 +20,9 @@
 //! it accepts: `numSamples` an integer in `1..=max` in plain decimal digits, `freq` a finite
 //! number, each given at most once. Other query parameters are ignored (as in the original),
 //! and the real route ignores the query string. A known path with another method answers 405
-//! with `Allow` and a JSON error. Every response carries `x-served-by: <replica name>`.
+//! with `Allow` and a JSON error. Every response carries `x-served-by: <replica name>` and
+//! `Server-Timing: app;dur=<ms>` (the service's own handling time), FFT answers also
+//! `fft;dur=<ms>` (the FFT alone), so a client behind proxies can see where the time went.
 //!
 //! When the FFT workers and their queue are full the answer is 503 JSON with `Retry-After: 1`
 //! (see [`pool`]).
@@ -77,7 +79,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use config::ServiceConfig;
-pub use http::{AppState, FftResponse, SERVED_BY_HEADER, router};
+pub use http::{AppState, FftResponse, SERVED_BY_HEADER, SERVER_TIMING, router};
 
 /// The signals that stop the service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

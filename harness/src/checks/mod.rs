@@ -6,7 +6,10 @@
 //! with an empty body and no app header. A 404 is never enough on its own: the app answers 404
 //! too, so each outcome also says *who* answered. The same table runs against every target.
 
+pub(crate) mod latency;
 pub(crate) mod resilience;
+
+pub use latency::LatencyBreakdown;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -82,6 +85,8 @@ pub(crate) enum Check {
     Kubernetes(KubeCheck),
     /// A bounded load through the gateway while the replicas are disrupted.
     Resilience(Disruption),
+    /// A fixed sample through the gateway, its time split by hop.
+    Latency,
 }
 
 /// A check with the name it is listed under (`group::name`, so cargo's filters select groups).
@@ -92,10 +97,12 @@ pub(crate) struct NamedCheck {
 }
 
 /// How a check ended when it did not fail.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) enum CheckOutcome {
     Passed(String),
     NotApplicable(String),
+    /// Passed, with the latency breakdown it measured (for the reports).
+    Measured(LatencyBreakdown),
 }
 
 fn request(
@@ -356,6 +363,10 @@ pub(crate) fn suite() -> Vec<NamedCheck> {
             check: Check::CounterGrowth { requests: 30 },
         },
     ];
+    checks.push(NamedCheck {
+        name: "latency::breakdown".into(),
+        check: Check::Latency,
+    });
     checks.extend(KubeCheck::ALL.iter().map(|check| NamedCheck {
         name: check.name().to_string(),
         check: Check::Kubernetes(*check),
@@ -389,6 +400,20 @@ pub(crate) async fn run_check(env: &dyn Environment, check: &Check) -> Result<Ch
         Check::LoadSpread { requests } => load_spread(env, *requests).await,
         Check::CounterGrowth { requests } => counter_growth(env, *requests).await,
         Check::Resilience(disruption) => resilience::run(env, *disruption).await,
+        Check::Latency => {
+            let measured = tokio::time::timeout(
+                latency::SAMPLE_BOUND,
+                latency::measure(env.ingress(), env.hop_notes()),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "the latency sample took longer than {:?}",
+                    latency::SAMPLE_BOUND
+                )
+            })??;
+            Ok(CheckOutcome::Measured(measured))
+        }
         Check::Kubernetes(check) => Ok(match env.kube_check(*check).await? {
             KubeCheckOutcome::Passed { detail } => CheckOutcome::Passed(detail),
             KubeCheckOutcome::NotApplicable { reason } => CheckOutcome::NotApplicable(reason),

@@ -147,6 +147,16 @@ pub trait Environment: Send + Sync {
         })
     }
 
+    /// What the latency breakdown's hops are on this target, beyond what every target shares.
+    fn hop_notes(&self) -> Vec<String> {
+        vec![crate::checks::latency::resolution_note()]
+    }
+
+    /// The versions of what runs (Envoy, kind, Istio, Kubernetes, the node image), by name.
+    fn versions(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
     /// Runs one Kubernetes check.
     fn kube_check(&self, check: KubeCheck) -> BoxFuture<'_, Result<KubeCheckOutcome>>;
 

@@ -23,24 +23,25 @@ pub struct Timings {
 }
 
 impl Timings {
-    /// Runs `phase`, printing and recording its duration whether it succeeds or not.
+    /// Runs `phase`, printing and recording its duration whether it succeeds or not; a long one
+    /// shows a live line on a terminal meanwhile.
     pub(crate) async fn time<T>(
         &mut self,
         phase: &str,
         work: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
         let started = Instant::now();
-        let result = work.await;
+        let result = crate::exec::progress::while_running(phase, work).await;
         self.record(phase, started.elapsed(), result.is_ok());
         result
     }
 
     pub(crate) fn record(&mut self, phase: &str, took: Duration, ok: bool) {
-        eprintln!(
+        crate::exec::progress::eprint_line(&format!(
             "phase {phase}: {:.2} s{}",
             took.as_secs_f64(),
             if ok { "" } else { " (failed)" }
-        );
+        ));
         self.phases.push(PhaseTiming {
             phase: phase.to_string(),
             seconds: took.as_secs_f64(),

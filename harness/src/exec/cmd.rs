@@ -166,7 +166,7 @@ impl Runner {
         if self.dry_run {
             println!("[dry-run] {description}");
         } else {
-            eprintln!("==> {description}");
+            super::progress::eprint_line(&format!("==> {description}"));
         }
         self.plan.lock().expect("plan lock").push(description);
     }
@@ -182,7 +182,7 @@ impl Runner {
             println!("[dry-run] $ {shown}");
             return Ok(CmdOutput::default());
         }
-        eprintln!("$ {shown}");
+        super::progress::eprint_line(&format!("$ {shown}"));
         execute(cmd)
             .await
             .with_context(|| format!("running `{shown}`"))
@@ -193,7 +193,7 @@ impl Runner {
     pub async fn query(&self, cmd: &Cmd) -> Result<CmdOutput> {
         let shown = cmd.to_string();
         if !self.dry_run {
-            eprintln!("$ {shown}");
+            super::progress::eprint_line(&format!("$ {shown}"));
         }
         execute(cmd)
             .await

@@ -1,11 +1,12 @@
 //! How the harness acts on the world: external commands ([`cmd`]), the one wait primitive
 //! ([`wait`]), the one HTTP probe ([`probe`]) and the one reader of the Prometheus text its
-//! `/metrics` answers carry ([`prometheus_text`]), and cleanup when the orderly teardown cannot
-//! run ([`cleanup`]).
+//! `/metrics` answers carry ([`prometheus_text`]), cleanup when the orderly teardown cannot
+//! run ([`cleanup`]), and the live line of a long phase on a terminal ([`progress`]).
 
 pub mod cleanup;
 pub mod cmd;
 pub mod probe;
+pub(crate) mod progress;
 pub(crate) mod prometheus_text;
 pub mod wait;
 

@@ -178,6 +178,42 @@ async fn fft_answer_has_the_camel_case_fields_and_the_analytic_peak() {
     assert_eq!(json["servedBy"], REPLICA);
 }
 
+/// `Server-Timing` durations in milliseconds, by metric name.
+fn server_timing(answer: &Answer) -> std::collections::BTreeMap<String, f64> {
+    let value = answer
+        .headers
+        .get("server-timing")
+        .expect("a Server-Timing header")
+        .to_str()
+        .unwrap();
+    value
+        .split(',')
+        .map(|metric| {
+            let (name, dur) = metric.trim().split_once(";dur=").expect("name;dur=ms");
+            (name.to_string(), dur.parse::<f64>().expect("a number"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn server_timing_gives_the_apps_time_and_the_ffts() {
+    let app = router(state_with(|_| {}));
+    let answer = call(&app, Method::POST, "/fft?numSamples=4096&freq=1").await;
+    let timing = server_timing(&answer);
+    let (app_ms, fft_ms) = (timing["app"], timing["fft"]);
+    assert!(fft_ms > 0.0 && app_ms >= fft_ms, "{timing:?}");
+    let micros = answer.json()["elapsedMicros"].as_f64().unwrap();
+    assert!(
+        (fft_ms * 1000.0 - micros).abs() <= 1.0,
+        "{timing:?} vs {micros} µs"
+    );
+    // Answers without an FFT carry the app's time alone.
+    for uri in ["/metrics", "/healthz", "/nope"] {
+        let timing = server_timing(&call(&app, Method::GET, uri).await);
+        assert_eq!(timing.keys().collect::<Vec<_>>(), ["app"], "{uri}");
+    }
+}
+
 #[tokio::test]
 async fn real_route_uses_frequency_one_hundredth() {
     let app = router(state_with(|_| {}));

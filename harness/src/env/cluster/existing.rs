@@ -354,6 +354,14 @@ impl Environment for ExistingEnvironment {
         Box::pin(self.running.disrupt(disruption))
     }
 
+    fn hop_notes(&self) -> Vec<String> {
+        super::Running::hop_notes()
+    }
+
+    fn versions(&self) -> std::collections::BTreeMap<String, String> {
+        self.running.versions()
+    }
+
     fn collect_diagnostics<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, ()> {
         let target = super::diagnose_target(
             &self.running.settings,

@@ -492,6 +492,14 @@ impl Environment for KindEnvironment {
         Box::pin(self.running.disrupt(disruption))
     }
 
+    fn hop_notes(&self) -> Vec<String> {
+        super::Running::hop_notes()
+    }
+
+    fn versions(&self) -> std::collections::BTreeMap<String, String> {
+        self.running.versions()
+    }
+
     fn collect_diagnostics<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, ()> {
         Box::pin(super::collect(
             &self.running.runner,

@@ -393,6 +393,39 @@ impl Running {
         Ok(KubeCheckOutcome::Passed { detail })
     }
 
+    /// What a cluster target knows of its versions: on kind, what it installed (Istio, kind, the
+    /// node image and so Kubernetes); an existing cluster's are its own, not known here.
+    pub(crate) fn versions(&self) -> BTreeMap<String, String> {
+        let mut versions = BTreeMap::new();
+        if self.settings.mode == Mode::Kind {
+            versions.insert("istio".to_string(), self.settings.istio_version.clone());
+            let pins = &self.settings.versions;
+            versions.insert("kind".into(), pins.kind.clone());
+            versions.insert("node_image".into(), pins.kind_node_image.clone());
+            // kindest/node:v1.36.4@sha256:… runs Kubernetes v1.36.4.
+            if let Some(tag) = pins
+                .kind_node_image
+                .split('@')
+                .next()
+                .and_then(|image| image.rsplit_once(':'))
+                .map(|(_, tag)| tag.to_string())
+            {
+                versions.insert("kubernetes".into(), tag);
+            }
+        }
+        versions
+    }
+
+    /// The hops of the latency breakdown in a mesh.
+    pub(crate) fn hop_notes() -> Vec<String> {
+        vec![
+            crate::checks::latency::resolution_note(),
+            "sidecar + network is the gateway → pod hop (Istio mTLS over the cluster network) and \
+             the pod's sidecar"
+                .to_string(),
+        ]
+    }
+
     /// A disruption of the app's pods, announced as a step (so a dry run lists it) and bounded
     /// by the rollout timeout.
     pub(crate) async fn disrupt(&self, disruption: Disruption) -> Result<DisruptionReport> {

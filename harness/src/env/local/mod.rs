@@ -401,6 +401,19 @@ impl Environment for LocalEnvironment {
         })
     }
 
+    fn hop_notes(&self) -> Vec<String> {
+        vec![
+            crate::checks::latency::resolution_note(),
+            "local: the sidecar is a plain Envoy in front of each replica on loopback (no mTLS, \
+             no telemetry filters), so sidecar + network is less than in a mesh"
+                .to_string(),
+        ]
+    }
+
+    fn versions(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([("envoy".to_string(), self.envoy.version.clone())])
+    }
+
     fn gateway_records(
         &self,
         request_ids: &[String],
