@@ -5,6 +5,7 @@
 
 pub mod cleanup;
 pub mod cmd;
+pub(crate) mod file_lock;
 pub mod probe;
 pub(crate) mod progress;
 pub(crate) mod prometheus_text;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::checks::LatencyBreakdown;
 use crate::env::timings::PhaseTiming;
@@ -25,7 +25,7 @@ pub(crate) const STEP_SUMMARY_VAR: &str = "GITHUB_STEP_SUMMARY";
 const SCHEMA: u32 = 1;
 
 /// How a scenario ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "verdict", content = "message")]
 pub(crate) enum Verdict {
     Passed(String),
@@ -36,7 +36,7 @@ pub(crate) enum Verdict {
 }
 
 /// One scenario's result.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ScenarioRecord {
     /// `group::name`, as cargo's filters see it.
     pub name: String,

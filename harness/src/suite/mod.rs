@@ -26,7 +26,10 @@ use crate::env::timings::{PhaseTiming, Timings};
 use crate::exec::cmd::Runner;
 use crate::report::{RunOutcome, RunReport, ScenarioRecord, Verdict};
 
-type SharedEnvironment = Arc<RwLock<Box<dyn Environment>>>;
+mod nextest;
+mod server;
+
+pub(crate) type SharedEnvironment = Arc<RwLock<Box<dyn Environment>>>;
 
 /// How long an interruption waits for the running scenario before collecting anyway.
 const RUNNING_SCENARIO_WAIT: Duration = Duration::from_secs(15);
@@ -37,14 +40,14 @@ const INTERRUPTED_DIAGNOSTICS_BOUND: Duration = Duration::from_secs(150);
 /// The verdicts so far and the latency breakdown, shared by the scenarios, the interruption
 /// watcher and the end of the run.
 #[derive(Debug, Default)]
-struct Results {
-    records: Vec<ScenarioRecord>,
-    latency: Option<LatencyBreakdown>,
+pub(crate) struct Results {
+    pub(crate) records: Vec<ScenarioRecord>,
+    pub(crate) latency: Option<LatencyBreakdown>,
 }
 
-type SharedResults = Arc<Mutex<Results>>;
+pub(crate) type SharedResults = Arc<Mutex<Results>>;
 
-fn lock(results: &SharedResults) -> std::sync::MutexGuard<'_, Results> {
+pub(crate) fn lock(results: &SharedResults) -> std::sync::MutexGuard<'_, Results> {
     results.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -208,6 +211,9 @@ async fn run_pending(why: Interruption) {
 
 /// `cargo test --test e2e`: the whole run, from the command line's filters to the exit code.
 pub fn main() -> ExitCode {
+    if let Some(dir) = server::serve_dir() {
+        return server::main(dir);
+    }
     // Dropped when main returns or a panic unwinds through it: whatever the environment
     // registered and the orderly teardown did not undo (a kind cluster) is removed then.
     let _cleanup = crate::exec::cleanup::CleanupGuard;
@@ -225,15 +231,28 @@ pub fn main() -> ExitCode {
         .map(|c| c.name.clone())
         .collect();
     let selected = selected_names.len();
+    let nextest_run = nextest::run_id();
     if args.list || selected == 0 {
+        // Under nextest, what cannot apply to the chosen target is listed as ignored, so that
+        // nextest reports it skipped rather than passed.
+        let skips = match &nextest_run {
+            Some(_) if args.list => nextest::listing_skips(&checks),
+            _ => BTreeMap::new(),
+        };
         let listed = checks
             .iter()
-            .map(|c| Trial::test(c.name.clone(), || Ok(())))
+            .map(|c| {
+                Trial::test(c.name.clone(), || Ok(()))
+                    .with_ignored_flag(skips.contains_key(&c.name))
+            })
             .collect();
         if !args.list {
             eprintln!("no scenario matches the filter: nothing brought up");
         }
         return libtest_mimic::run(&args, listed).exit_code();
+    }
+    if let Some(run_id) = nextest_run {
+        return nextest::main(&args, checks, &run_id);
     }
     match run(&args, checks, &selected_names) {
         Ok(code) => code,
@@ -361,43 +380,12 @@ fn run(
             let env = Arc::clone(&env);
             let results = Arc::clone(&results);
             let handle = runtime.handle().clone();
-            let name = named.name.clone();
-            Trial::ignorable_test(named.name, move || {
-                let started = Instant::now();
-                let outcome = handle.block_on(async {
+            Trial::ignorable_test(named.name.clone(), move || {
+                let verdict = handle.block_on(async {
                     let env = env.read().await;
-                    checks::run_check(env.as_ref(), &named.check).await
+                    run_scenario(env.as_ref(), &named, &results).await
                 });
-                let seconds = started.elapsed().as_secs_f64();
-                let (verdict, result) = match outcome {
-                    Ok(CheckOutcome::Passed(detail)) => {
-                        (Verdict::Passed(detail), Ok(Completion::Completed))
-                    }
-                    Ok(CheckOutcome::Measured(latency)) => {
-                        let detail = format!(
-                            "{} requests; round trip p50 {:.3} ms, p99 {:.3} ms (table below)",
-                            latency.requests, latency.round_trip_ms.p50, latency.round_trip_ms.p99
-                        );
-                        lock(&results).latency = Some(latency);
-                        (Verdict::Passed(detail), Ok(Completion::Completed))
-                    }
-                    Ok(CheckOutcome::NotApplicable(reason)) => (
-                        Verdict::NotApplicable(reason.clone()),
-                        Ok(Completion::ignored_with(format!(
-                            "not applicable: {reason}"
-                        ))),
-                    ),
-                    Err(err) => {
-                        let message = format!("{err:#}");
-                        (Verdict::Failed(message.clone()), Err(Failed::from(message)))
-                    }
-                };
-                lock(&results).records.push(ScenarioRecord {
-                    name,
-                    verdict,
-                    seconds,
-                });
-                result
+                trial_result(&verdict)
             })
         })
         .collect();
@@ -411,19 +399,7 @@ fn run(
     );
 
     let (passed, failed, not_applicable) = tally(&results);
-    println!("\nscenario results:");
-    for record in &lock(&results).records {
-        let name = &record.name;
-        match &record.verdict {
-            Verdict::Passed(detail) => println!("PASS {name}: {detail}"),
-            Verdict::Failed(why) => println!("FAIL {name}: {why}"),
-            Verdict::NotApplicable(reason) => println!("N/A  {name}: not applicable: {reason}"),
-            Verdict::NotRun(why) => println!("FAIL {name}: not run: {why}"),
-        }
-    }
-    if let Some(latency) = &lock(&results).latency {
-        println!("\n{}", latency.table());
-    }
+    print_results(&results);
     let run_failed = failed > 0 || conclusion.has_failed();
     let (target, versions) = runtime.block_on(async {
         let mut env = env.write().await;
@@ -452,6 +428,66 @@ fn run(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Runs one scenario against `env`, records its verdict (and a latency breakdown it measured) in
+/// `results` and returns the verdict.
+pub(crate) async fn run_scenario(
+    env: &dyn Environment,
+    named: &NamedCheck,
+    results: &SharedResults,
+) -> Verdict {
+    let started = Instant::now();
+    let outcome = checks::run_check(env, &named.check).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let verdict = match outcome {
+        Ok(CheckOutcome::Passed(detail)) => Verdict::Passed(detail),
+        Ok(CheckOutcome::Measured(latency)) => {
+            let detail = format!(
+                "{} requests; round trip p50 {:.3} ms, p99 {:.3} ms (table below)",
+                latency.requests, latency.round_trip_ms.p50, latency.round_trip_ms.p99
+            );
+            lock(results).latency = Some(latency);
+            Verdict::Passed(detail)
+        }
+        Ok(CheckOutcome::NotApplicable(reason)) => Verdict::NotApplicable(reason),
+        Err(err) => Verdict::Failed(format!("{err:#}")),
+    };
+    lock(results).records.push(ScenarioRecord {
+        name: named.name.clone(),
+        verdict: verdict.clone(),
+        seconds,
+    });
+    verdict
+}
+
+/// What libtest (and so cargo and nextest) is told of a verdict.
+pub(crate) fn trial_result(verdict: &Verdict) -> Result<Completion, Failed> {
+    match verdict {
+        Verdict::Passed(_) => Ok(Completion::Completed),
+        Verdict::NotApplicable(reason) => Ok(Completion::ignored_with(format!(
+            "not applicable: {reason}"
+        ))),
+        Verdict::Failed(message) => Err(Failed::from(message.clone())),
+        Verdict::NotRun(why) => Err(Failed::from(format!("not run: {why}"))),
+    }
+}
+
+/// The verdicts, one line each, and the latency table.
+fn print_results(results: &SharedResults) {
+    println!("\nscenario results:");
+    for record in &lock(results).records {
+        let name = &record.name;
+        match &record.verdict {
+            Verdict::Passed(detail) => println!("PASS {name}: {detail}"),
+            Verdict::Failed(why) => println!("FAIL {name}: {why}"),
+            Verdict::NotApplicable(reason) => println!("N/A  {name}: not applicable: {reason}"),
+            Verdict::NotRun(why) => println!("FAIL {name}: not run: {why}"),
+        }
+    }
+    if let Some(latency) = &lock(results).latency {
+        println!("\n{}", latency.table());
+    }
 }
 
 /// After the scenarios: diagnostics when the run failed, then the teardown, timed like every
