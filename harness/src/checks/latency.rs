@@ -196,22 +196,9 @@ pub(crate) const SAMPLE_BOUND: Duration = Duration::from_secs(120);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
     fn answer(headers: &[(&str, &str)], elapsed_ms: u64) -> ProbeResponse {
-        let mut map = HeaderMap::new();
-        for (k, v) in headers {
-            map.insert(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        ProbeResponse {
-            status: 200,
-            headers: map,
-            body: Vec::new(),
-            elapsed: Duration::from_millis(elapsed_ms),
-        }
+        ProbeResponse::canned(200, headers, "", Duration::from_millis(elapsed_ms))
     }
 
     #[test]

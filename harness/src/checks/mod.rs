@@ -660,24 +660,11 @@ async fn counter_growth(env: &dyn Environment, requests: usize) -> Result<CheckO
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::{HeaderMap, HeaderName, HeaderValue};
     use rstest::rstest;
     use std::time::Duration;
 
     fn response(status: u16, headers: &[(&str, &str)], body: &str) -> ProbeResponse {
-        let mut map = HeaderMap::new();
-        for (k, v) in headers {
-            map.insert(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        ProbeResponse {
-            status,
-            headers: map,
-            body: body.as_bytes().to_vec(),
-            elapsed: Duration::from_millis(1),
-        }
+        ProbeResponse::canned(status, headers, body, Duration::from_millis(1))
     }
 
     const GW: (&str, &str) = ("server", "istio-envoy");

@@ -38,6 +38,31 @@ impl ProbeResponse {
     }
 }
 
+#[cfg(test)]
+impl ProbeResponse {
+    /// An answer as a test describes it.
+    pub(crate) fn canned(
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &str,
+        elapsed: Duration,
+    ) -> Self {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                hyper::header::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+                HeaderValue::from_str(value).expect("a header value"),
+            );
+        }
+        ProbeResponse {
+            status,
+            headers: map,
+            body: body.as_bytes().to_vec(),
+            elapsed,
+        }
+    }
+}
+
 /// One request: method, raw request target (path and query) and an optional body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeRequest {

@@ -330,41 +330,7 @@ fn run(
     }) {
         Ok(env) => env,
         Err(err) => {
-            // What did run is worth its timings too: they say where a failed start spent its time.
-            write_timings(&times, &knobs.artifacts, "bring-up failed");
-            let skipped = err.downcast_ref::<crate::env::select::Skipped>().is_some();
-            let (outcome, why) = if skipped {
-                (RunOutcome::Skipped, format!("skipped: {err:#}"))
-            } else {
-                (
-                    RunOutcome::BringUpFailed,
-                    format!("bring-up failed: {err:#}"),
-                )
-            };
-            let mut report = run_report(
-                outcome,
-                why.clone(),
-                BTreeMap::new(),
-                &results,
-                selected_names,
-                &why,
-                times.phases().to_vec(),
-            );
-            if skipped {
-                // Nothing required the target: the scenarios did not apply, they did not fail.
-                for scenario in &mut report.scenarios {
-                    scenario.verdict = Verdict::NotApplicable(why.clone());
-                }
-                report = RunReport::new(
-                    report.outcome,
-                    report.target,
-                    report.versions,
-                    report.scenarios,
-                    report.phases,
-                    report.latency,
-                );
-            }
-            write_reports(&report, &knobs.artifacts);
+            report_failed_bring_up(&err, &knobs, &results, selected_names, &times);
             return Err(err);
         }
     };
@@ -401,27 +367,14 @@ fn run(
     let (passed, failed, not_applicable) = tally(&results);
     print_results(&results);
     let run_failed = failed > 0 || conclusion.has_failed();
-    let (target, versions) = runtime.block_on(async {
-        let mut env = env.write().await;
-        let keep = knobs.keep.keeps(run_failed);
-        finish(env.as_mut(), &knobs.artifacts, run_failed, keep, &mut times).await;
-        (env.describe(), env.versions())
-    });
-    let outcome = if run_failed {
-        RunOutcome::Failed
-    } else {
-        RunOutcome::Passed
-    };
-    let report = run_report(
-        outcome,
-        target,
-        versions,
+    runtime.block_on(conclude(
+        &env,
+        &knobs,
         &results,
         selected_names,
-        "libtest did not run it",
-        times.phases().to_vec(),
-    );
-    write_reports(&report, &knobs.artifacts);
+        run_failed,
+        &mut times,
+    ));
     println!("{passed} passed, {failed} failed, {not_applicable} not applicable");
     Ok(if run_failed {
         ExitCode::FAILURE
@@ -488,6 +441,85 @@ fn print_results(results: &SharedResults) {
     if let Some(latency) = &lock(results).latency {
         println!("\n{}", latency.table());
     }
+}
+
+/// What a start that failed leaves: its timings, and reports where every selected scenario is
+/// not run (or, for a skipped target, not applicable).
+fn report_failed_bring_up(
+    err: &anyhow::Error,
+    knobs: &Knobs,
+    results: &SharedResults,
+    selected: &[String],
+    times: &Timings,
+) {
+    // What did run is worth its timings too: they say where a failed start spent its time.
+    write_timings(times, &knobs.artifacts, "bring-up failed");
+    let skipped = err.downcast_ref::<crate::env::select::Skipped>().is_some();
+    let (outcome, why) = if skipped {
+        (RunOutcome::Skipped, format!("skipped: {err:#}"))
+    } else {
+        (
+            RunOutcome::BringUpFailed,
+            format!("bring-up failed: {err:#}"),
+        )
+    };
+    let mut report = run_report(
+        outcome,
+        why.clone(),
+        BTreeMap::new(),
+        results,
+        selected,
+        &why,
+        times.phases().to_vec(),
+    );
+    if skipped {
+        // Nothing required the target: the scenarios did not apply, they did not fail.
+        for scenario in &mut report.scenarios {
+            scenario.verdict = Verdict::NotApplicable(why.clone());
+        }
+        report = RunReport::new(
+            report.outcome,
+            report.target,
+            report.versions,
+            report.scenarios,
+            report.phases,
+            report.latency,
+        );
+    }
+    write_reports(&report, &knobs.artifacts);
+}
+
+/// The end of a run whose target came up: diagnostics if a scenario failed, the teardown, the
+/// timings and the reports (a selected scenario without a verdict counts as not run).
+async fn conclude(
+    env: &SharedEnvironment,
+    knobs: &Knobs,
+    results: &SharedResults,
+    selected: &[String],
+    run_failed: bool,
+    times: &mut Timings,
+) {
+    let (target, versions) = {
+        let mut env = env.write().await;
+        let keep = knobs.keep.keeps(run_failed);
+        finish(env.as_mut(), &knobs.artifacts, run_failed, keep, times).await;
+        (env.describe(), env.versions())
+    };
+    let outcome = if run_failed {
+        RunOutcome::Failed
+    } else {
+        RunOutcome::Passed
+    };
+    let report = run_report(
+        outcome,
+        target,
+        versions,
+        results,
+        selected,
+        "libtest did not run it",
+        times.phases().to_vec(),
+    );
+    write_reports(&report, &knobs.artifacts);
 }
 
 /// After the scenarios: diagnostics when the run failed, then the teardown, timed like every

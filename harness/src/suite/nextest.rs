@@ -105,7 +105,13 @@ pub(crate) fn skips_for(
 /// One scenario process of a nextest run: asks the run's server for each selected scenario.
 pub(crate) fn main(args: &Arguments, checks: Vec<NamedCheck>, run_id: &str) -> ExitCode {
     let dir = run_dir(run_id);
-    let skips = listing_skips(&checks);
+    // Which tests are ignored matters only when nextest runs ignored ones (`--run-ignored`);
+    // deciding costs the preflight, so a plain run does not pay it in every scenario's process.
+    let skips = if args.ignored || args.include_ignored {
+        listing_skips(&checks)
+    } else {
+        BTreeMap::new()
+    };
     let trials = checks
         .into_iter()
         .map(|named| {

@@ -16,8 +16,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::RwLock;
 
 use super::{
-    SharedEnvironment, SharedResults, finish, lock, print_results, run_report, run_scenario,
-    write_reports, write_timings,
+    SharedEnvironment, SharedResults, conclude, lock, print_results, report_failed_bring_up,
+    run_scenario,
 };
 use crate::checks::{self, NamedCheck};
 use crate::config::knobs::Knobs;
@@ -25,7 +25,7 @@ use crate::env::select;
 use crate::env::timings::Timings;
 use crate::exec::cleanup::TerminationSignals;
 use crate::exec::cmd::Runner;
-use crate::report::{RunOutcome, ScenarioRecord, Verdict};
+use crate::report::{ScenarioRecord, Verdict};
 
 /// Set (to the run's folder) when this binary is to be the run's server.
 pub(crate) const SERVE_VAR: &str = "E2E_NEXTEST_SERVE";
@@ -81,23 +81,8 @@ fn serve(dir: &Path) -> Result<ExitCode> {
         let env = match select::bring_up(&knobs, &runner, &mut times).await {
             Ok(env) => env,
             Err(err) => {
-                write_timings(&times, &knobs.artifacts, "bring-up failed");
-                let outcome = if err.downcast_ref::<select::Skipped>().is_some() {
-                    RunOutcome::Skipped
-                } else {
-                    RunOutcome::BringUpFailed
-                };
+                report_failed_bring_up(&err, &knobs, &results, &[], &times);
                 let why = format!("{err:#}");
-                let report = run_report(
-                    outcome,
-                    why.clone(),
-                    Default::default(),
-                    &results,
-                    &[],
-                    &why,
-                    times.phases().to_vec(),
-                );
-                write_reports(&report, &knobs.artifacts);
                 std::fs::write(dir.join(FAILED_FILE), &why)?;
                 return Ok(ExitCode::FAILURE);
             }
@@ -142,28 +127,8 @@ fn serve(dir: &Path) -> Result<ExitCode> {
             .any(|r| matches!(r.verdict, Verdict::Failed(_)));
         // From ready to the run's end: the scenarios and nextest's own time between them.
         times.record("scenarios", serving_since.elapsed(), !run_failed);
-        let (target, versions) = {
-            let mut env = env.write().await;
-            let keep = knobs.keep.keeps(run_failed);
-            finish(env.as_mut(), &knobs.artifacts, run_failed, keep, &mut times).await;
-            (env.describe(), env.versions())
-        };
         print_results(&results);
-        let outcome = if run_failed {
-            RunOutcome::Failed
-        } else {
-            RunOutcome::Passed
-        };
-        let report = run_report(
-            outcome,
-            target,
-            versions,
-            &results,
-            &[],
-            "",
-            times.phases().to_vec(),
-        );
-        write_reports(&report, &knobs.artifacts);
+        conclude(&env, &knobs, &results, &[], run_failed, &mut times).await;
         let _ = std::io::stdout().flush();
         Ok(if run_failed {
             ExitCode::FAILURE
