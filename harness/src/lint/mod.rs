@@ -9,6 +9,7 @@
 //! other resource is wrong, because the rule that owns that resource already reports it.
 
 mod inventory;
+mod istio_annotations;
 mod locate;
 mod rules;
 
@@ -36,10 +37,15 @@ pub enum Rule {
     PrometheusAnnotations,
     ImagePull,
     KindPortMapping,
+    VsGatewayHost,
+    VsUnreachableMatch,
+    VsInvalidRegex,
+    GatewayConflict,
+    IstioAnnotation,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 13] = [
+    pub const ALL: [Rule; 18] = [
         Rule::SingleNamespace,
         Rule::DeploymentSelector,
         Rule::ServiceSelector,
@@ -53,6 +59,11 @@ impl Rule {
         Rule::PrometheusAnnotations,
         Rule::ImagePull,
         Rule::KindPortMapping,
+        Rule::VsGatewayHost,
+        Rule::VsUnreachableMatch,
+        Rule::VsInvalidRegex,
+        Rule::GatewayConflict,
+        Rule::IstioAnnotation,
     ];
 
     pub(crate) fn id(self) -> &'static str {
@@ -70,6 +81,76 @@ impl Rule {
             Rule::PrometheusAnnotations => "prometheus-annotations",
             Rule::ImagePull => "image-pull",
             Rule::KindPortMapping => "kind-port-mapping",
+            Rule::VsGatewayHost => "vs-gateway-host",
+            Rule::VsUnreachableMatch => "vs-unreachable-match",
+            Rule::VsInvalidRegex => "vs-invalid-regex",
+            Rule::GatewayConflict => "gateway-conflict",
+            Rule::IstioAnnotation => "istio-annotation",
+        }
+    }
+}
+
+/// How much a finding matters. Ours, not `istioctl analyze`'s: what makes requests through the
+/// gateway fail (a 404, a 503, a pod without its sidecar) is an error and fails the lint; what
+/// only weakens something else (metrics not scraped) is a warning, printed but not failing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+impl Severity {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+impl Rule {
+    /// Whether breaking this rule makes requests fail ([`Severity::Error`]) or not.
+    pub fn severity(self) -> Severity {
+        match self {
+            // Requests are served: only Prometheus misses the metrics, a route is never used
+            // (an earlier one serves its requests), an annotation is ignored.
+            Rule::PrometheusAnnotations | Rule::VsUnreachableMatch | Rule::IstioAnnotation => {
+                Severity::Warning
+            }
+            _ => Severity::Error,
+        }
+    }
+
+    /// What the rule checks, in one line (for SARIF's rule descriptions and the docs).
+    pub(crate) fn summary(self) -> &'static str {
+        match self {
+            Rule::SingleNamespace => "the app's resources live in one namespace",
+            Rule::DeploymentSelector => "the Deployment's selector matches its pod template",
+            Rule::ServiceSelector => "the Service selects the Deployment's pods",
+            Rule::ServiceTargetPort => {
+                "the Service's targetPort is a port the container listens on"
+            }
+            Rule::VsDestinationHost => "every VirtualService destination host is a Service",
+            Rule::VsDestinationPort => {
+                "every VirtualService destination port is a port of that Service"
+            }
+            Rule::VsGatewayRef => "the VirtualService's gateways exist",
+            Rule::GatewaySelector => "the Gateway selects the ingress gateway's pods",
+            Rule::GatewayPort => "the Gateway's server port is one the ingress gateway serves",
+            Rule::SidecarInjection => "the app's namespace gets Istio's sidecar",
+            Rule::PrometheusAnnotations => "the pod template keeps the scrape annotations",
+            Rule::ImagePull => "the image can be had where the pods run",
+            Rule::KindPortMapping => "kind publishes the gateway's nodePort on the host",
+            Rule::VsGatewayHost => "the VirtualService's hosts bind to its Gateway's server hosts",
+            Rule::VsUnreachableMatch => {
+                "every http match can be reached (no earlier catch-all, duplicate or covering prefix)"
+            }
+            Rule::VsInvalidRegex => "every regex is RE2 syntax within Istio's length limit",
+            Rule::GatewayConflict => "no two Gateways claim the same pods, port and host",
+            Rule::IstioAnnotation => {
+                "Istio annotations are known, on the right kind, not deprecated"
+            }
         }
     }
 }
@@ -93,12 +174,14 @@ impl std::str::FromStr for Rule {
 /// One broken rule: where, what and how to fix it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error(
-    "{rule} {}:{line} {kind}/{}: {message} — fix: {fix}",
+    "{rule} {}:{line} {kind}/{}: {message} — fix: {fix}{}",
     file.display(),
-    if name.is_empty() { "(unnamed)" } else { name }
+    if name.is_empty() { "(unnamed)" } else { name },
+    if *severity == Severity::Warning { " (warning: requests still work)" } else { "" }
 )]
 pub struct Finding {
     pub rule: Rule,
+    pub severity: Severity,
     pub file: PathBuf,
     /// 1-based line of the field when the file was read by [`lint_paths`], else of the start of
     /// the resource's document.
@@ -123,6 +206,7 @@ impl Finding {
             kind: doc.kind().to_string(),
             name: doc.name().to_string(),
             field: field.into(),
+            severity: rule.severity(),
         }
     }
 }
@@ -136,12 +220,20 @@ struct FindingBuilder {
     kind: String,
     name: String,
     field: String,
+    severity: Severity,
 }
 
 impl FindingBuilder {
+    /// A finding of a rule that is usually an error, this time only advisory (requests work).
+    fn advisory(mut self) -> Self {
+        self.severity = Severity::Warning;
+        self
+    }
+
     fn says(self, message: impl Into<String>, fix: impl Into<String>) -> Finding {
         Finding {
             rule: self.rule,
+            severity: self.severity,
             file: self.doc_file,
             line: self.line,
             document: self.document,
@@ -169,8 +261,14 @@ pub struct Report {
 }
 
 impl Report {
+    /// No finding at all, not even a warning.
     pub fn is_clean(&self) -> bool {
         self.findings.is_empty()
+    }
+
+    /// Whether a finding makes requests fail: what the lint's exit status reports.
+    pub fn has_errors(&self) -> bool {
+        self.findings.iter().any(|f| f.severity == Severity::Error)
     }
 
     /// The distinct rules broken, in rule order.
@@ -289,6 +387,7 @@ mod tests {
     fn a_resource_without_a_name_reads_as_unnamed() {
         let finding = Finding {
             rule: Rule::KindPortMapping,
+            severity: Severity::Error,
             file: PathBuf::from("kind.yaml"),
             line: 12,
             document: 1,

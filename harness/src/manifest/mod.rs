@@ -4,6 +4,7 @@
 //! types of [`istio`]. Every document keeps its file, its position in the file and its raw JSON
 //! (what is applied to a cluster), so any later finding can point at the exact place.
 
+pub(crate) mod hosts;
 pub(crate) mod install;
 pub(crate) mod kind_config;
 

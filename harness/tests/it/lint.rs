@@ -59,6 +59,29 @@ fn show(findings: &[Finding]) -> String {
         .collect::<String>()
 }
 
+/// The Gateway server's host list, and the VirtualService's.
+const GW_HOSTS: &str = "        - \"*\"\n---";
+const VS_HOSTS: &str = "  hosts:\n    - \"*\"";
+/// The second match of the VirtualService's rule.
+const METRICS_MATCH: &str = "            exact: \"/metrics\"";
+/// The pod template's scrape annotation.
+const SCRAPE: &str = "        prometheus.io/scrape: \"true\"\n";
+/// A regex longer than Istio's 1024 characters.
+const LONG_REGEX: &str = concat!(
+    "            regex: \"/",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "\""
+);
 const NAMESPACE_DOC: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: wty-istio\n  labels:\n    istio-injection: enabled\n---\n";
 const SERVICE_DOC: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: wtyfft-svc\n  namespace: wty-istio\nspec:\n  selector:\n    app: wtyfft-app\n  ports:\n    - name: http\n      protocol: TCP\n      port: 8000\n      targetPort: 8080\n---\n";
 const SERVICE_PORT: &str =
@@ -124,6 +147,30 @@ const VS_PORT: &str = "            port:\n              number: 8000\n";
 #[case::scrape_port_not_container_port(Rule::PrometheusAnnotations, &[("prometheus.io/port: \"8080\"", "prometheus.io/port: \"8000\"")])]
 #[case::annotations_removed(Rule::PrometheusAnnotations, &[("      annotations:\n        prometheus.io/port: \"8080\"\n        prometheus.io/scrape: \"true\"\n        prometheus.io/path: \"/metrics\"\n", "")])]
 #[case::scrape_path_relative(Rule::PrometheusAnnotations, &[("prometheus.io/path: \"/metrics\"", "prometheus.io/path: \"metrics\"")])]
+// vs-gateway-host (IST0132)
+#[case::vs_host_not_on_gateway(Rule::VsGatewayHost, &[(GW_HOSTS, "        - \"fft.example.com\"\n---"), (VS_HOSTS, "  hosts:\n    - \"shop.example.com\"")])]
+#[case::server_host_for_another_namespace(Rule::VsGatewayHost, &[(GW_HOSTS, "        - \"istio-system/*\"\n---")])]
+#[case::wildcard_needs_a_subdomain(Rule::VsGatewayHost, &[(GW_HOSTS, "        - \"*.example.com\"\n---"), (VS_HOSTS, "  hosts:\n    - \"example.com\"")])]
+#[case::short_vs_host_is_a_service_name(Rule::VsGatewayHost, &[(GW_HOSTS, "        - \"*.example.com\"\n---"), (VS_HOSTS, "  hosts:\n    - \"fft\"")])]
+// vs-unreachable-match (IST0130, IST0131)
+#[case::catch_all_first(Rule::VsUnreachableMatch, &[("  http:\n    - match:", "  http:\n    - route:\n        - destination:\n            host: wtyfft-svc\n    - match:")])]
+#[case::prefix_covers_later_exact(Rule::VsUnreachableMatch, &[(METRICS_MATCH, "            exact: \"/metrics\"\n        - uri:\n            exact: \"/fft/real/16\"")])]
+#[case::prefix_covers_later_prefix(Rule::VsUnreachableMatch, &[(METRICS_MATCH, "            exact: \"/metrics\"\n        - uri:\n            prefix: \"/fft/real\"")])]
+#[case::duplicate_match(Rule::VsUnreachableMatch, &[(METRICS_MATCH, "            exact: \"/metrics\"\n        - uri:\n            exact: \"/metrics\"")])]
+#[case::empty_match_first(Rule::VsUnreachableMatch, &[("        - uri:\n            prefix: /fft", "        - {}\n        - uri:\n            prefix: /fft")])]
+// vs-invalid-regex (IST0106 since Istio 1.23, IST0122 before)
+#[case::lookahead_regex(Rule::VsInvalidRegex, &[("            prefix: /fft", "            regex: \"/fft(?=/real)\"")])]
+#[case::unclosed_group(Rule::VsInvalidRegex, &[(METRICS_MATCH, "            regex: \"/metrics(\"")])]
+#[case::backreference_in_header(Rule::VsInvalidRegex, &[("            prefix: /fft\n", "            prefix: /fft\n          headers:\n            x-id:\n              regex: \"(a)\\\\1\"\n")])]
+#[case::regex_too_long(Rule::VsInvalidRegex, &[(METRICS_MATCH, LONG_REGEX)])]
+// gateway-conflict (IST0145)
+#[case::two_gateways_same_pods_port_host(Rule::GatewayConflict, &[(GW_HOSTS, "        - \"*\"\n---\napiVersion: networking.istio.io/v1alpha3\nkind: Gateway\nmetadata:\n  name: other-gateway\n  namespace: wty-istio\nspec:\n  selector:\n    istio: ingressgateway\n  servers:\n    - port:\n        number: 80\n        name: http2\n        protocol: HTTP\n      hosts:\n        - \"*\"\n---"), ("    - wtyfft-gateway\n", "    - wtyfft-gateway\n    - other-gateway\n")])]
+// istio-annotation (IST0108, IST0107, IST0135)
+#[case::misspelled_annotation(Rule::IstioAnnotation, &[(SCRAPE, "        prometheus.io/scrape: \"true\"\n        sidecar.istio.io/proxyCpu: \"100m\"\n")])]
+#[case::pod_annotation_on_the_deployment(Rule::IstioAnnotation, &[("  name: wtyfft-deploy\n", "  name: wtyfft-deploy\n  annotations:\n    sidecar.istio.io/proxyCPU: \"100m\"\n")])]
+#[case::deprecated_inject_annotation(Rule::IstioAnnotation, &[(SCRAPE, "        prometheus.io/scrape: \"true\"\n        sidecar.istio.io/inject: \"true\"\n")])]
+#[case::service_annotation_unknown(Rule::IstioAnnotation, &[("  name: wtyfft-svc\n", "  name: wtyfft-svc\n  annotations:\n    networking.istio.io/export-to: \".\"\n")])]
+#[case::pod_inject_value_not_boolean(Rule::SidecarInjection, &[("      labels:\n        app: wtyfft-app\n", "      labels:\n        app: wtyfft-app\n        sidecar.istio.io/inject: \"False\"\n")])]
 // image-pull
 #[case::image_latest(Rule::ImagePull, &[("image: fft-service:0.1.0", "image: fft-service:latest")])]
 #[case::image_untagged(Rule::ImagePull, &[("image: fft-service:0.1.0", "image: fft-service")])]
@@ -186,6 +233,17 @@ fn a_missing_document_is_reported_once_under_its_rule(#[case] rule: Rule, #[case
 #[case::gateway_https_port(&[("        number: 80\n", "        number: 443\n")])]
 #[case::gateway_selects_by_app_label(&[("    istio: ingressgateway # use", "    app: istio-ingressgateway # use")])]
 #[case::selector_match_expressions(&[("    matchLabels:\n      app: wtyfft-app", "    matchExpressions:\n      - {key: app, operator: In, values: [wtyfft-app]}")])]
+#[case::server_host_dot_namespace(&[(GW_HOSTS, "        - \"./*\"\n---")])]
+#[case::server_host_own_namespace(&[(GW_HOSTS, "        - \"wty-istio/*\"\n---")])]
+#[case::server_host_any_namespace(&[(GW_HOSTS, "        - \"*/*\"\n---")])]
+#[case::wildcard_server_covers_vs_host(&[(GW_HOSTS, "        - \"*.example.com\"\n---"), (VS_HOSTS, "  hosts:\n    - \"fft.example.com\"")])]
+#[case::vs_host_upper_layer_of_server(&[(GW_HOSTS, "        - \"fft.example.com\"\n---"), (VS_HOSTS, "  hosts:\n    - \"*.example.com\"")])]
+#[case::re2_regex(&[("            prefix: /fft", "            regex: \"/fft(/.*)?\"")])]
+#[case::a_later_prefix_no_earlier_one_covers(&[(METRICS_MATCH, "            exact: \"/metrics\"\n    - match:\n        - uri:\n            prefix: /metricsx")])]
+#[case::same_prefix_other_method(&[(METRICS_MATCH, "            exact: \"/metrics\"\n        - uri:\n            prefix: /fft/real\n          method:\n            exact: GET")])]
+#[case::known_pod_annotation(&[(SCRAPE, "        prometheus.io/scrape: \"true\"\n        sidecar.istio.io/proxyCPU: \"100m\"\n")])]
+#[case::pod_label_true(&[("      labels:\n        app: wtyfft-app\n", "      labels:\n        app: wtyfft-app\n        sidecar.istio.io/inject: \"true\"\n")])]
+#[case::other_gateway_other_host(&[(GW_HOSTS, "        - \"*\"\n---\napiVersion: networking.istio.io/v1alpha3\nkind: Gateway\nmetadata:\n  name: other-gateway\n  namespace: wty-istio\nspec:\n  selector:\n    istio: ingressgateway\n  servers:\n    - port:\n        number: 80\n        name: http2\n        protocol: HTTP\n      hosts:\n        - \"admin.example.com\"\n---"), ("    - wtyfft-gateway\n", "    - wtyfft-gateway\n    - other-gateway\n")])]
 fn equivalent_spellings_pass(#[case] edits: &[(&str, &str)]) {
     let findings = lint_app(&mutate(edits));
     assert!(findings.is_empty(), "findings:{}", show(&findings));
@@ -577,4 +635,210 @@ fn a_service_moved_with_its_references_is_only_in_the_wrong_namespace() {
         show(&findings)
     );
     assert_eq!(findings.len(), 1, "{}", show(&findings));
+}
+
+/// A warning (requests still work) is printed but passes; an error fails.
+#[test]
+fn cli_warnings_pass_errors_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = write_variant(
+        dir.path(),
+        &[(
+            "prometheus.io/scrape: \"true\"",
+            "prometheus.io/scrape: \"false\"",
+        )],
+    );
+    let output = harness(&["lint", app.to_str().unwrap()]);
+    let text = stdout(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "a warning alone passes: {text}"
+    );
+    assert!(text.starts_with("prometheus-annotations "), "{text}");
+    assert!(text.contains("(warning: requests still work)"), "{text}");
+    let summary = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        summary.contains("1 finding: 0 errors, 1 warning"),
+        "{summary}"
+    );
+
+    let app = write_variant(
+        dir.path(),
+        &[
+            (
+                "prometheus.io/scrape: \"true\"",
+                "prometheus.io/scrape: \"false\"",
+            ),
+            ("image: fft-service:0.1.0", "image: fft-service:latest"),
+        ],
+    );
+    let output = harness(&["lint", app.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+}
+
+/// `--format github`: one workflow command per finding, file and line as properties, the text
+/// escaped as actions/toolkit does, so GitHub shows each as an annotation on its line.
+#[test]
+fn cli_github_format_annotates_each_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = write_variant(
+        dir.path(),
+        &[
+            ("image: fft-service:0.1.0", "image: fft-service:latest"),
+            (
+                "prometheus.io/scrape: \"true\"",
+                "prometheus.io/scrape: \"false\"",
+            ),
+        ],
+    );
+    let output = harness(&["lint", "--format", "github", app.to_str().unwrap()]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let file = app.display().to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let image = lines
+        .iter()
+        .find(|l| l.contains("title=image-pull (error)"))
+        .expect("the image-pull annotation");
+    assert!(
+        image.starts_with(&format!("::error file={file},line=")),
+        "{image}"
+    );
+    let warning = lines
+        .iter()
+        .find(|l| l.starts_with("::warning "))
+        .expect("the warning annotation");
+    assert!(
+        warning.contains("title=prometheus-annotations (warning)"),
+        "{warning}"
+    );
+    for line in &lines {
+        let (properties, message) = line.split_once("::").unwrap().1.split_once("::").unwrap();
+        let line_number: usize = properties
+            .split(',')
+            .find_map(|p| p.strip_prefix("line="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(line_number > 1, "{line}");
+        assert!(
+            message.contains(" — fix: ") && !message.contains('\n'),
+            "{line}"
+        );
+    }
+
+    let unreadable = dir.path().join("broken.yaml");
+    std::fs::write(&unreadable, "kind: [unclosed\n").unwrap();
+    let output = harness(&["lint", "--format", "github", unreadable.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stdout(&output).starts_with(&format!("::error file={},line=", unreadable.display())));
+}
+
+/// `--format sarif`: valid SARIF 2.1.0 (checked against the OASIS schema), every rule described,
+/// one result per finding at its file and line.
+#[test]
+fn cli_sarif_is_valid_sarif_with_a_result_per_finding() {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("sarif-schema-2.1.0.json")).unwrap())
+            .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the SARIF schema compiles");
+    let dir = tempfile::tempdir().unwrap();
+    let app = write_variant(
+        dir.path(),
+        &[
+            ("image: fft-service:0.1.0", "image: fft-service:latest"),
+            ("host: wtyfft-svc", "host: wtyfft"),
+        ],
+    );
+    let output = harness(&["lint", "--format", "sarif", app.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let sarif: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&sarif)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "not valid SARIF: {errors:?}");
+    assert_eq!(sarif["version"], "2.1.0");
+    let run = &sarif["runs"][0];
+    assert_eq!(
+        run["tool"]["driver"]["rules"].as_array().unwrap().len(),
+        Rule::ALL.len()
+    );
+    let results = run["results"].as_array().unwrap();
+    let ids: Vec<&str> = results
+        .iter()
+        .map(|r| r["ruleId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["image-pull", "vs-destination-host"]);
+    for result in results {
+        assert_eq!(result["level"], "error");
+        let location = &result["locations"][0]["physicalLocation"];
+        assert_eq!(
+            location["artifactLocation"]["uri"],
+            app.display().to_string()
+        );
+        assert!(location["region"]["startLine"].as_u64().unwrap() > 1);
+    }
+
+    // A clean run is valid SARIF too, with no result.
+    let clean = harness(&["lint", "--format", "sarif"]);
+    assert_eq!(clean.status.code(), Some(0));
+    let sarif: serde_json::Value = serde_json::from_slice(&clean.stdout).unwrap();
+    assert!(validator.is_valid(&sarif));
+    assert_eq!(sarif["runs"][0]["results"], serde_json::json!([]));
+}
+
+/// The injector prefers the pod's label to its (deprecated) annotation: a label `"true"` keeps
+/// the sidecar whatever the annotation says, and only the deprecation is reported; an annotation
+/// `"false"` alone keeps the sidecar out, an error.
+#[test]
+fn the_inject_label_wins_over_the_annotation() {
+    let with = |label: Option<&str>, annotation: &str| {
+        let label = label
+            .map(|v| format!("        sidecar.istio.io/inject: \"{v}\"\n"))
+            .unwrap_or_default();
+        mutate(&[
+            (
+                "      labels:\n        app: wtyfft-app\n",
+                &format!("      labels:\n        app: wtyfft-app\n{label}"),
+            ),
+            (
+                SCRAPE,
+                &format!("{SCRAPE}        sidecar.istio.io/inject: \"{annotation}\"\n"),
+            ),
+        ])
+    };
+    let findings = lint_app(&with(Some("true"), "false"));
+    assert_eq!(
+        rules_of(&findings),
+        [Rule::IstioAnnotation],
+        "{}",
+        show(&findings)
+    );
+    assert!(
+        findings
+            .iter()
+            .all(|f| f.severity == lint::Severity::Warning)
+    );
+
+    let findings = lint_app(&with(None, "false"));
+    assert_eq!(
+        rules_of(&findings),
+        [Rule::SidecarInjection, Rule::IstioAnnotation],
+        "{}",
+        show(&findings)
+    );
+    let injection = findings
+        .iter()
+        .find(|f| f.rule == Rule::SidecarInjection)
+        .unwrap();
+    assert_eq!(injection.severity, lint::Severity::Error);
+    assert!(
+        injection
+            .field
+            .ends_with("metadata.annotations[sidecar.istio.io/inject]"),
+        "{injection}"
+    );
 }

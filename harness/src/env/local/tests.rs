@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use super::bootstrap::{RuntimeAddresses, bootstrap};
 use super::endpoints::EndpointFiles;
-use super::translate::{GatewayPlan, default_retry_policy, intersect_hosts, plan};
+use super::translate::{GatewayPlan, default_retry_policy, plan};
+use crate::manifest::hosts::intersect_hosts;
 use crate::manifest::load_str;
 
 const SERVICE_AND_DEPLOYMENT: &str = r#"

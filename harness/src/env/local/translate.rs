@@ -16,11 +16,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use crate::config::names::{IMAGE_REPOSITORY, INGRESS_GATEWAY_LABELS, is_service_image};
+use crate::manifest::hosts::{CLUSTER_DOMAIN, ServerHost, intersect_hosts, resolve_short_name};
 use crate::manifest::istio::{HttpMatchRequest, HttpRoute, StringMatch};
 use crate::manifest::{Document, Gateway, Resource, VirtualService};
-
-/// The cluster domain Istio appends to short names.
-pub(crate) const CLUSTER_DOMAIN: &str = "cluster.local";
 
 /// What the local gateway serves.
 #[derive(Clone, Debug, PartialEq)]
@@ -256,69 +254,6 @@ fn translate_gateway(
         virtual_hosts,
         upstreams,
     })
-}
-
-/// A Gateway server host: `host`, `ns/host`, `./host` or `*/host`.
-struct ServerHost {
-    namespace: Option<String>,
-    host: String,
-}
-
-impl ServerHost {
-    fn parse(text: &str, gateway_namespace: &str) -> Self {
-        match text.split_once('/') {
-            Some(("*", host)) => ServerHost {
-                namespace: None,
-                host: host.into(),
-            },
-            Some((".", host)) => ServerHost {
-                namespace: Some(gateway_namespace.into()),
-                host: host.into(),
-            },
-            Some((ns, host)) => ServerHost {
-                namespace: Some(ns.into()),
-                host: host.into(),
-            },
-            None => ServerHost {
-                namespace: None,
-                host: text.into(),
-            },
-        }
-    }
-
-    fn namespace_allows(&self, namespace: &str) -> bool {
-        self.namespace.as_deref().is_none_or(|ns| ns == namespace)
-    }
-}
-
-/// Istio's `ResolveShortnameToFQDN`: a host without a dot is a Service in the resource's
-/// namespace; anything with a dot is taken as written (so `svc.ns` is *not* expanded).
-pub(crate) fn resolve_short_name(host: &str, namespace: &str) -> String {
-    if host == "*" || host.contains('.') || host.parse::<std::net::IpAddr>().is_ok() {
-        host.to_string()
-    } else {
-        format!("{host}.{namespace}.svc.{CLUSTER_DOMAIN}")
-    }
-}
-
-/// The more specific of two hosts when one covers the other (`*` covers all, `*.a.com` covers
-/// `b.a.com`), else `None`: the VirtualService host is not exposed by this server.
-pub(crate) fn intersect_hosts(server: &str, virtual_service: &str) -> Option<String> {
-    let covers = |wild: &str, other: &str| -> bool {
-        wild == "*"
-            || wild
-                .strip_prefix('*')
-                .is_some_and(|suffix| other.ends_with(suffix) && other.len() > suffix.len())
-    };
-    if server == virtual_service {
-        Some(server.to_string())
-    } else if covers(server, virtual_service) {
-        Some(virtual_service.to_string())
-    } else if covers(virtual_service, server) {
-        Some(server.to_string())
-    } else {
-        None
-    }
 }
 
 /// Istio's gateway domains: the host, and the host with any port, except for `*`.

@@ -87,3 +87,41 @@ pub(crate) fn selector_and_ports(inv: &Inventory, findings: &mut Vec<Finding>) {
         }
     }
 }
+
+/// `gateway-conflict`: two Gateways for the same ingress gateway pods (the same selector) with a
+/// server on the same port for the same host (and bind): the gateway keeps one of them and the
+/// other's VirtualServices get its 404 (IST0145 ConflictingGateways, `isGWConflict`,
+/// pkg/config/analysis/analyzers/gateway/conflictinggateway.go; hosts compared as written, as
+/// `CheckDuplicates` does).
+pub(crate) fn conflicts(inv: &Inventory, findings: &mut Vec<Finding>) {
+    for (later, (doc, gateway)) in inv.gateways.iter().enumerate() {
+        for (earlier_doc, earlier) in &inv.gateways[..later] {
+            if earlier.spec.selector != gateway.spec.selector {
+                continue;
+            }
+            for (index, server) in gateway.spec.servers.iter().enumerate() {
+                let clash = earlier.spec.servers.iter().find_map(|other| {
+                    if other.port.number != server.port.number || other.bind != server.bind {
+                        return None;
+                    }
+                    server.hosts.iter().find(|h| other.hosts.contains(h))
+                });
+                let Some(host) = clash else { continue };
+                findings.push(
+                    Finding::at(Rule::GatewayConflict, doc, format!("spec.servers[{index}]")).says(
+                        format!(
+                            "Gateway {} already serves host {host:?} on port {} for the same pods ({}): the ingress gateway keeps one of the two, and the other's VirtualServices get its 404",
+                            earlier_doc.name(),
+                            server.port.number,
+                            describe_labels(&gateway.spec.selector)
+                        ),
+                        format!(
+                            "merge the two servers into one Gateway, or give this server other hosts than {:?}",
+                            host
+                        ),
+                    ),
+                );
+            }
+        }
+    }
+}

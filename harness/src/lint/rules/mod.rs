@@ -1,10 +1,13 @@
 //! The rules, grouped by the resource they are about.
 
+mod annotations;
 mod gateway;
 mod kind;
 mod namespace;
 mod service;
 mod virtual_service;
+mod virtual_service_binding;
+mod virtual_service_matches;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -23,6 +26,11 @@ pub(crate) fn check_all(inventory: &Inventory) -> Vec<Finding> {
     virtual_service::destinations(inventory, &mut findings);
     virtual_service::gateway_refs(inventory, &mut findings);
     gateway::selector_and_ports(inventory, &mut findings);
+    gateway::conflicts(inventory, &mut findings);
+    virtual_service_binding::hosts_bind(inventory, &mut findings);
+    virtual_service_matches::unreachable_matches(inventory, &mut findings);
+    virtual_service_matches::regexes(inventory, &mut findings);
+    annotations::known(inventory, &mut findings);
     kind::port_mapping(inventory, &mut findings);
     findings
 }

@@ -108,26 +108,39 @@ pub(crate) fn sidecar_injection(inv: &Inventory, findings: &mut Vec<Finding>) {
         ));
     }
     for workload in &inv.workloads {
-        let opted_out = |map: &std::collections::BTreeMap<String, String>| {
-            map.get(POD_INJECT_KEY).map(String::as_str) == Some("false")
-        };
-        let (field, opted) = if opted_out(&workload.labels()) {
-            ("metadata.labels", true)
-        } else {
-            ("metadata.annotations", opted_out(&workload.annotations()))
-        };
-        if opted {
-            findings.push(
-                Finding::at(
-                    Rule::SidecarInjection,
-                    workload.doc,
-                    workload.field(&format!("{field}[{POD_INJECT_KEY}]")),
-                )
-                .says(
-                    format!("the pod template sets {POD_INJECT_KEY}: \"false\", so its pods get no sidecar"),
-                    format!("remove {POD_INJECT_KEY} from the pod template's {field}"),
-                ),
-            );
-        }
+        pod_injection(workload, findings);
+    }
+}
+
+/// A pod template's own `sidecar.istio.io/inject`, read as the injector reads it
+/// (`injectRequired`, pkg/kube/inject/inject.go): the label wins over the (deprecated)
+/// annotation; `"false"` keeps the sidecar out whatever the namespace says; `"true"` and an
+/// empty value leave it to the namespace; anything else is ignored with a warning in istiod's log
+/// and the namespace decides.
+fn pod_injection(workload: &super::super::inventory::Workload, findings: &mut Vec<Finding>) {
+    let labels = workload.labels();
+    let annotations = workload.annotations();
+    let (field, value) = match (labels.get(POD_INJECT_KEY), annotations.get(POD_INJECT_KEY)) {
+        (Some(value), _) => ("metadata.labels", value),
+        (None, Some(value)) => ("metadata.annotations", value),
+        (None, None) => return,
+    };
+    let at = || {
+        Finding::at(
+            Rule::SidecarInjection,
+            workload.doc,
+            workload.field(&format!("{field}[{POD_INJECT_KEY}]")),
+        )
+    };
+    match value.as_str() {
+        "true" | "" => {}
+        "false" => findings.push(at().says(
+            format!("the pod template sets {POD_INJECT_KEY}: \"false\" in its {field}, so its pods get no sidecar whatever the namespace says"),
+            format!("remove {POD_INJECT_KEY} from the pod template's {field}"),
+        )),
+        other => findings.push(at().advisory().says(
+            format!("{POD_INJECT_KEY}: {other:?} is neither \"true\" nor \"false\": the injector ignores it (logging a warning) and the namespace decides"),
+            format!("write \"true\" or \"false\", or remove {POD_INJECT_KEY}"),
+        )),
     }
 }

@@ -245,7 +245,7 @@ fn unresolved_host(inv: &Inventory, doc: &Document, destination: &DestinationRef
 
 /// A `gateways` entry: `name` (in the VirtualService's namespace), `namespace/name`, or the
 /// older `name.namespace[.svc.cluster.local]`.
-fn gateway_name(reference: &str) -> (&str, Option<&str>) {
+pub(super) fn gateway_name(reference: &str) -> (&str, Option<&str>) {
     if let Some((namespace, name)) = reference.split_once('/') {
         return (name, Some(namespace));
     }
