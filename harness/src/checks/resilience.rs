@@ -349,11 +349,19 @@ pub(crate) fn judge_kill(samples: &[Sample], report: &DisruptionReport) -> Resul
             after[0].outcome
         );
     }
-    if failed.len() > in_flight {
+    // Each failure must be one the kill explains: in flight while it happened.
+    let unexplained: Vec<&&Sample> = failed
+        .iter()
+        .filter(|s| !s.overlaps(killed.at, killed.gone))
+        .collect();
+    if !unexplained.is_empty() {
         bail!(
-            "{} requests failed, more than the {in_flight} in flight while {} was killed",
-            failed.len(),
-            killed.name
+            "{} requests failed that were not in flight while {} was killed (of {in_flight} that \
+             were), e.g. request {}: {:?}",
+            unexplained.len(),
+            killed.name,
+            unexplained[0].id,
+            unexplained[0].outcome
         );
     }
     Ok(format!(
@@ -525,11 +533,16 @@ mod tests {
             err.to_string().contains("started after r-0 was killed"),
             "{err}"
         );
-        // Finished before the kill: not in flight, so its failure is not the kill's.
-        let early_failure = vec![sample(0, 1, 5, Outcome::Failed("503".into()), t0)];
+        // Finished before the kill: not in flight, so its failure is not the kill's, even when
+        // another request was in flight (and succeeded).
+        let early_failure = vec![
+            sample(0, 1, 5, Outcome::Failed("503".into()), t0),
+            sample(1, 8, 15, ok("r-1"), t0),
+        ];
         let err = judge_kill(&early_failure, &killed).unwrap_err();
         assert!(
-            err.to_string().contains("more than the 0 in flight"),
+            err.to_string()
+                .contains("not in flight while r-0 was killed (of 1 that were)"),
             "{err}"
         );
     }

@@ -35,7 +35,7 @@ pub(crate) type SharedEnvironment = Arc<RwLock<Box<dyn Environment>>>;
 const RUNNING_SCENARIO_WAIT: Duration = Duration::from_secs(15);
 /// The bound on collecting diagnostics when a run is cut short (`kind export logs` is the slow
 /// part); the teardown after it has its own bound.
-const INTERRUPTED_DIAGNOSTICS_BOUND: Duration = Duration::from_secs(150);
+pub(crate) const INTERRUPTED_DIAGNOSTICS_BOUND: Duration = Duration::from_secs(150);
 
 /// The verdicts so far and the latency breakdown, shared by the scenarios, the interruption
 /// watcher and the end of the run.
@@ -232,6 +232,11 @@ pub fn main() -> ExitCode {
         .collect();
     let selected = selected_names.len();
     let nextest_run = nextest::run_id();
+    // Under nextest a test process runs one test, perhaps an ignored one (`--run-ignored`),
+    // which the count above, blind to nextest's listing-time skips, would miss.
+    if let Some(run_id) = nextest_run.as_ref().filter(|_| !args.list) {
+        return nextest::main(&args, checks, run_id);
+    }
     if args.list || selected == 0 {
         // Under nextest, what cannot apply to the chosen target is listed as ignored, so that
         // nextest reports it skipped rather than passed.
@@ -250,9 +255,6 @@ pub fn main() -> ExitCode {
             eprintln!("no scenario matches the filter: nothing brought up");
         }
         return libtest_mimic::run(&args, listed).exit_code();
-    }
-    if let Some(run_id) = nextest_run {
-        return nextest::main(&args, checks, &run_id);
     }
     match run(&args, checks, &selected_names) {
         Ok(code) => code,
@@ -373,6 +375,7 @@ fn run(
         &results,
         selected_names,
         run_failed,
+        false,
         &mut times,
     ));
     println!("{passed} passed, {failed} failed, {not_applicable} not applicable");
@@ -497,15 +500,20 @@ async fn conclude(
     results: &SharedResults,
     selected: &[String],
     run_failed: bool,
+    cut_short: bool,
     times: &mut Timings,
 ) {
+    // A run cut short is explained like a failed one: its diagnostics are what is left of it.
+    let explain = run_failed || cut_short;
     let (target, versions) = {
         let mut env = env.write().await;
-        let keep = knobs.keep.keeps(run_failed);
-        finish(env.as_mut(), &knobs.artifacts, run_failed, keep, times).await;
+        let keep = knobs.keep.keeps(explain);
+        finish(env.as_mut(), &knobs.artifacts, explain, keep, times).await;
         (env.describe(), env.versions())
     };
-    let outcome = if run_failed {
+    let outcome = if cut_short {
+        RunOutcome::CutShort
+    } else if run_failed {
         RunOutcome::Failed
     } else {
         RunOutcome::Passed

@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use super::server::{self, FAILED_FILE, READY_FILE, SOCKET_FILE};
+use super::server::{self, DONE_FILE, FAILED_FILE, READY_FILE};
 use super::trial_result;
 use crate::checks::{Check, NamedCheck};
 use crate::config::knobs::{Knobs, TargetChoice};
@@ -142,7 +142,7 @@ pub(crate) fn main(args: &Arguments, checks: Vec<NamedCheck>, run_id: &str) -> E
 /// Asks the run's server (starting it if this is the run's first scenario) for one scenario.
 fn ask(dir: &Path, scenario: &str) -> Result<ScenarioRecord> {
     ensure_server(dir)?;
-    let socket = dir.join(SOCKET_FILE);
+    let socket = server::socket_path(dir);
     let mut stream = UnixStream::connect(&socket).with_context(|| {
         format!(
             "connecting to the run's environment server at {}",
@@ -169,6 +169,13 @@ fn ask(dir: &Path, scenario: &str) -> Result<ScenarioRecord> {
 fn ensure_server(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let _held = FileLock::acquire(&dir.join(LOCK_FILE))?;
+    if let Ok(why) = std::fs::read_to_string(dir.join(DONE_FILE)) {
+        bail!(
+            "the run's environment server has already ended ({}); its log: {}",
+            why.trim(),
+            dir.join(LOG_FILE).display()
+        );
+    }
     if !dir.join(READY_FILE).exists()
         && !dir.join(FAILED_FILE).exists()
         && !dir.join(PID_FILE).exists()

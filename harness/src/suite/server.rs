@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::RwLock;
@@ -31,13 +31,11 @@ use crate::report::{ScenarioRecord, Verdict};
 pub(crate) const SERVE_VAR: &str = "E2E_NEXTEST_SERVE";
 /// The pid of the nextest process whose exit ends the run.
 pub(crate) const WATCH_VAR: &str = "E2E_NEXTEST_WATCH";
-/// Where scenario processes connect.
-pub(crate) const SOCKET_FILE: &str = "server.sock";
 /// Written once the target is up: its description.
 pub(crate) const READY_FILE: &str = "ready";
 /// Written when the target could not be brought up: why.
 pub(crate) const FAILED_FILE: &str = "failed";
-/// Written when the server has torn down and is about to exit.
+/// Written when the server has torn down and is about to exit: why the run ended.
 pub(crate) const DONE_FILE: &str = "done";
 
 /// The run's folder, when this process is a run's server.
@@ -50,19 +48,57 @@ pub(crate) fn serve_dir() -> Option<PathBuf> {
 pub(crate) fn main(dir: PathBuf) -> ExitCode {
     // What the environment registered and the orderly teardown did not undo is removed on exit.
     let _cleanup = crate::exec::cleanup::CleanupGuard;
-    let code = match serve(&dir) {
-        Ok(code) => code,
+    prune_finished_runs(&dir);
+    let (code, why) = match serve(&dir) {
+        Ok(ended) => ended,
         Err(err) => {
             eprintln!("error: {err:#}");
             let _ = std::fs::write(dir.join(FAILED_FILE), format!("{err:#}"));
-            ExitCode::FAILURE
+            (ExitCode::FAILURE, format!("{err:#}"))
         }
     };
-    let _ = std::fs::write(dir.join(DONE_FILE), format!("{code:?}\n"));
+    let _ = std::fs::remove_file(socket_path(&dir));
+    let _ = std::fs::write(dir.join(DONE_FILE), format!("{why}\n"));
     code
 }
 
-fn serve(dir: &Path) -> Result<ExitCode> {
+/// Where the run's server listens: a short path in the temporary folder, since a Unix socket's
+/// path may not exceed 107 bytes and a CI checkout's target folder can be deep.
+pub(crate) fn socket_path(dir: &Path) -> PathBuf {
+    let run = dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = std::env::temp_dir();
+    let base = if temp.as_os_str().len() > 40 {
+        PathBuf::from("/tmp")
+    } else {
+        temp
+    };
+    base.join(format!("e2e-nextest-{run}.sock"))
+}
+
+/// Removes the folders of earlier runs whose server has finished.
+fn prune_finished_runs(dir: &Path) {
+    let Some(parent) = dir.parent() else { return };
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path != dir && path.join(DONE_FILE).exists() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// The next SIGINT, SIGTERM or SIGHUP, or never when they could not be watched.
+async fn next_signal(signals: &mut Option<TerminationSignals>) -> &'static str {
+    match signals.as_mut() {
+        Some(signals) => signals.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves the run; returns the exit code and why the run ended.
+fn serve(dir: &Path) -> Result<(ExitCode, String)> {
     let watched: libc::pid_t = std::env::var(WATCH_VAR)
         .ok()
         .and_then(|pid| pid.parse().ok())
@@ -75,22 +111,35 @@ fn serve(dir: &Path) -> Result<ExitCode> {
                 eprintln!("warning: {err:#}; the run's end or E2E_DEADLINE stops this server")
             })
             .ok();
-        let runner = Runner::new();
-        let mut times = Timings::default();
-        let results: SharedResults = Arc::default();
-        let env = match select::bring_up(&knobs, &runner, &mut times).await {
-            Ok(env) => env,
-            Err(err) => {
-                report_failed_bring_up(&err, &knobs, &results, &[], &times);
-                let why = format!("{err:#}");
-                std::fs::write(dir.join(FAILED_FILE), &why)?;
-                return Ok(ExitCode::FAILURE);
-            }
-        };
-        let socket = dir.join(SOCKET_FILE);
+        // Watched from the start: an interrupted bring-up ends as an interrupted run does.
+        let run_over = process_exit(watched);
+        let deadline = tokio::time::sleep(knobs.deadline);
+        tokio::pin!(run_over, deadline);
+        // Listening first: a socket that cannot be made fails now, not after the bring-up.
+        let socket = socket_path(dir);
         let _ = std::fs::remove_file(&socket);
         let listener = UnixListener::bind(&socket)
             .with_context(|| format!("listening on {}", socket.display()))?;
+        let runner = Runner::new();
+        let mut times = Timings::default();
+        let results: SharedResults = Arc::default();
+        let brought_up = tokio::select! {
+            env = select::bring_up(&knobs, &runner, &mut times) => env,
+            () = &mut run_over => Err(anyhow!("the nextest run ended during the bring-up")),
+            name = next_signal(&mut signals) => Err(anyhow!("{name} received during the bring-up")),
+            () = &mut deadline => Err(anyhow!("E2E_DEADLINE passed during the bring-up")),
+        };
+        let env = match brought_up {
+            Ok(env) => env,
+            Err(err) => {
+                // What the half-done bring-up registered (a kind cluster) is removed by the
+                // cleanup guard as this process ends.
+                report_failed_bring_up(&err, &knobs, &results, &[], &times);
+                let why = format!("{err:#}");
+                std::fs::write(dir.join(FAILED_FILE), &why)?;
+                return Ok((ExitCode::FAILURE, why));
+            }
+        };
         let description = env.describe();
         eprintln!("{description}");
         std::fs::write(dir.join(READY_FILE), &description)?;
@@ -98,24 +147,15 @@ fn serve(dir: &Path) -> Result<ExitCode> {
         let checks = checks::suite();
         let serving_since = std::time::Instant::now();
 
-        let run_over = process_exit(watched);
-        let deadline = tokio::time::sleep(knobs.deadline);
-        tokio::pin!(run_over, deadline);
-        let why = loop {
-            let signal = async {
-                match signals.as_mut() {
-                    Some(signals) => signals.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
+        let (why, cut_short) = loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => answer(stream, &env, &checks, &results).await,
                     Err(err) => eprintln!("warning: accepting a scenario's connection: {err}"),
                 },
-                () = &mut run_over => break "the nextest run is over".to_string(),
-                name = signal => break format!("{name} received"),
-                () = &mut deadline => break "E2E_DEADLINE passed".to_string(),
+                () = &mut run_over => break ("the nextest run is over".to_string(), false),
+                name = next_signal(&mut signals) => break (format!("{name} received"), true),
+                () = &mut deadline => break ("E2E_DEADLINE passed".to_string(), true),
             }
         };
         eprintln!("{why}: tearing down");
@@ -128,13 +168,23 @@ fn serve(dir: &Path) -> Result<ExitCode> {
         // From ready to the run's end: the scenarios and nextest's own time between them.
         times.record("scenarios", serving_since.elapsed(), !run_failed);
         print_results(&results);
-        conclude(&env, &knobs, &results, &[], run_failed, &mut times).await;
+        let bound = crate::exec::cleanup::TEARDOWN_TIMEOUT + super::INTERRUPTED_DIAGNOSTICS_BOUND;
+        let concluded = tokio::time::timeout(
+            bound,
+            conclude(&env, &knobs, &results, &[], run_failed, cut_short, &mut times),
+        )
+        .await;
+        if concluded.is_err() {
+            eprintln!("warning: diagnostics and teardown took longer than {bound:?}; running the registered cleanups");
+            let _ = tokio::task::spawn_blocking(|| crate::exec::cleanup::run_pending("server teardown")).await;
+        }
         let _ = std::io::stdout().flush();
-        Ok(if run_failed {
+        let code = if run_failed || cut_short {
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS
-        })
+        };
+        Ok((code, why))
     })
 }
 
@@ -153,8 +203,18 @@ async fn answer(
     let record = match requested(&line, checks) {
         Ok(named) => {
             eprintln!("running {}", named.name);
-            let env = env.read().await;
-            let verdict = run_scenario(env.as_ref(), named, results).await;
+            // In a task of its own, so that a panicking check is a failed verdict, not the end
+            // of the server (libtest catches it the same way under `cargo test`).
+            let task = {
+                let (env, named, results) = (Arc::clone(env), named.clone(), Arc::clone(results));
+                tokio::spawn(async move {
+                    let env = env.read().await;
+                    run_scenario(env.as_ref(), &named, &results).await
+                })
+            };
+            let verdict = task
+                .await
+                .unwrap_or_else(|err| Verdict::Failed(format!("the scenario panicked: {err}")));
             lock(results)
                 .records
                 .iter()
