@@ -392,31 +392,34 @@ async fn the_fake_refuses_what_the_api_server_refuses() {
         "{message}"
     );
     // A merge patch must be a JSON object.
-    let (code, _, _) = send(
-        "PATCH",
-        DEPLOYMENT_PATH.into(),
-        "application/merge-patch+json",
-        "not json",
-    )
-    .await;
-    assert_eq!(code, 400);
-    // DeleteOptions are JSON.
-    let (code, _, _) = send(
-        "DELETE",
-        format!("{PODS_PATH}/{first}"),
-        "text/plain",
-        "gracePeriodSeconds=0",
-    )
-    .await;
-    assert_eq!(code, 415);
-    let (code, _, _) = send(
-        "DELETE",
-        format!("{PODS_PATH}/{first}"),
-        "application/json",
-        "{",
-    )
-    .await;
-    assert_eq!(code, 400);
+    // A body the API server cannot read: not JSON (400), or DeleteOptions that are not JSON-typed
+    // (415).
+    for (method, path, content_type, body, expected) in [
+        (
+            "PATCH",
+            DEPLOYMENT_PATH.to_string(),
+            "application/merge-patch+json",
+            "not json",
+            400,
+        ),
+        (
+            "DELETE",
+            format!("{PODS_PATH}/{first}"),
+            "text/plain",
+            "gracePeriodSeconds=0",
+            415,
+        ),
+        (
+            "DELETE",
+            format!("{PODS_PATH}/{first}"),
+            "application/json",
+            "{",
+            400,
+        ),
+    ] {
+        let (code, _, _) = send(method, path.clone(), content_type, body).await;
+        assert_eq!(code, expected, "{method} {path} ({content_type}) {body:?}");
+    }
     // Unknown objects are 404s naming the resource.
     let (code, reason, message) = send(
         "DELETE",
