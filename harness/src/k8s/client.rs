@@ -27,7 +27,15 @@ pub(crate) async fn live_client(kubeconfig: Option<String>, context: &str) -> Re
     client_from_config(config).with_context(|| format!("building a client for context {context}"))
 }
 
-/// The pods of a Deployment, by its selector, skipping pods on their way out.
+/// Whether a pod counts for its ReplicaSet, as the controller counts (`IsPodActive`,
+/// kubernetes `pkg/controller/controller_utils.go`): not on its way out, and neither Succeeded nor
+/// Failed (an evicted pod, or one the kubelet refused with `OutOfcpu`, stays listed as Failed).
+pub(crate) fn is_pod_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    pod.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// The active pods of a Deployment (see [`is_pod_active`]), by its selector.
 pub(crate) async fn deployment_pods(
     client: &kube::Client,
     deployment: &Deployment,
@@ -54,11 +62,7 @@ pub(crate) async fn deployment_pods(
         .list(&ListParams::default().labels(&selector))
         .await
         .with_context(|| format!("listing pods {selector} in namespace {namespace}"))?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect())
+    Ok(list.items.into_iter().filter(is_pod_active).collect())
 }
 
 /// The harness's Kubernetes client for `config`. kube-rs retries 429, 503 and 504 by default
@@ -145,4 +149,44 @@ fn describe_proxy_answer(status: hyper::StatusCode, body: &str) -> String {
         start.push('…');
     }
     format!("the pod answered {status}: {start}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evicted_finished_and_deleted_pods_do_not_count() {
+        let pod = |status: serde_json::Value, deleting: bool| -> Pod {
+            let mut pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p"}, "status": status
+            }))
+            .unwrap();
+            if deleting {
+                pod.metadata.deletion_timestamp = Some(
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+                );
+            }
+            pod
+        };
+        assert!(is_pod_active(&pod(
+            serde_json::json!({"phase": "Running"}),
+            false
+        )));
+        assert!(is_pod_active(&pod(
+            serde_json::json!({"phase": "Pending"}),
+            false
+        )));
+        assert!(is_pod_active(&pod(serde_json::json!({}), false)));
+        let evicted = serde_json::json!({"phase": "Failed", "reason": "Evicted"});
+        assert!(!is_pod_active(&pod(evicted, false)));
+        assert!(!is_pod_active(&pod(
+            serde_json::json!({"phase": "Succeeded"}),
+            false
+        )));
+        assert!(!is_pod_active(&pod(
+            serde_json::json!({"phase": "Running"}),
+            true
+        )));
+    }
 }

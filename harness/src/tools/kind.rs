@@ -406,9 +406,24 @@ pub(crate) async fn write_kubeconfig(
     if let Some(dir) = handle.kubeconfig.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&handle.kubeconfig, &output.stdout)
+    write_private(&handle.kubeconfig, output.stdout.as_bytes())
         .with_context(|| format!("writing {}", handle.kubeconfig.display()))?;
     Ok(output.stdout)
+}
+
+/// Writes a file only its owner can read (mode 0600, also when it existed with another mode): a
+/// kubeconfig holds the cluster's admin credentials, as kubectl's own files are private.
+fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents)
 }
 
 /// `kind delete cluster`, then `kind get clusters` to prove it is gone (kind exits 0 even for

@@ -131,6 +131,11 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
         BUILT_IMAGE
     );
     assert_eq!(env.ingress(), "127.0.0.1:30001".parse().unwrap());
+    // The kubeconfig holds the cluster's admin credentials: readable by its owner only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&kubeconfig).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "kubeconfig mode {mode:o}");
     assert_eq!(
         backend.rollout_app.lock().unwrap().clone(),
         Some(harness::k8s::rollout::AppPods {
