@@ -159,9 +159,29 @@ async fn bring_up(
         .time("deploy", async {
             let (app, prepared) = super::prepare_app(runner, settings, &image)?;
             partial.app_namespace = Some(app.namespace.clone());
-            partial.applied = super::apply_app(api.as_ref(), prepared).await?;
-            if !runner.is_dry_run() {
-                partial.abort_cleanup = record_applied(settings, &kube, &partial.applied)?;
+            // What this run creates, shared with the interruption cleanup, which is registered
+            // before the first object is applied: a Ctrl-C or a failure halfway through an
+            // apply still deletes what was created so far.
+            let created = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let record =
+                (!runner.is_dry_run()).then(|| applied_record(&settings.state, &kube.context));
+            if let Some(record) = &record {
+                merge_record(record, &[])?;
+                partial.abort_cleanup = register_interruption_cleanup(settings, &kube, &created);
+            }
+            for document in prepared {
+                let what = document_name(&document);
+                let applied = super::apply_app(api.as_ref(), vec![document])
+                    .await
+                    .with_context(|| format!("applying {what}"))?;
+                if let Some(record) = &record {
+                    merge_record(record, &applied)?;
+                }
+                created
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(applied.iter().filter(|a| a.created).cloned());
+                partial.applied.extend(applied);
             }
             super::wait_for_app(runner, settings, api.as_ref(), &app).await?;
             anyhow::Ok(app)
@@ -189,27 +209,42 @@ async fn bring_up(
     })
 }
 
-/// Remembers what the suite created, so `harness down` and an interrupted run delete exactly
-/// that; returns the interruption cleanup, when there is something to delete.
-fn record_applied(
+/// `Kind namespace/name` of a prepared document, for an error message.
+fn document_name(document: &serde_json::Value) -> String {
+    let field = |pointer: &str| {
+        document
+            .pointer(pointer)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("?")
+            .to_string()
+    };
+    match document
+        .pointer("/metadata/namespace")
+        .and_then(serde_json::Value::as_str)
+    {
+        Some(namespace) => format!("{} {namespace}/{}", field("/kind"), field("/metadata/name")),
+        None => format!("{} {}", field("/kind"), field("/metadata/name")),
+    }
+}
+
+/// The cleanup an interruption runs: deletes, newest first, what this run has created so far
+/// (read when it runs). Nothing is registered when `E2E_KEEP` keeps a failed run's objects.
+fn register_interruption_cleanup(
     settings: &Settings,
     kube: &KubeTarget,
-    applied: &[Applied],
-) -> Result<Option<CleanupTicket>> {
-    let file = applied_record(&settings.state, &kube.context);
-    std::fs::create_dir_all(&settings.state.dir)?;
-    std::fs::write(&file, serde_json::to_vec_pretty(applied)?)
-        .with_context(|| format!("writing {}", file.display()))?;
-    let created: Vec<Applied> = applied.iter().filter(|a| a.created).cloned().collect();
-    if settings.keep.keeps(true) || created.is_empty() {
-        return Ok(None);
+    created: &std::sync::Arc<std::sync::Mutex<Vec<Applied>>>,
+) -> Option<CleanupTicket> {
+    if settings.keep.keeps(true) {
+        return None;
     }
     let kubectl = settings.tools.cmd(Tool::Kubectl);
     let have_kubectl = settings.tools.path_of(Tool::Kubectl).is_some();
     let kube = kube.clone();
-    Ok(Some(cleanup::register(
+    let created = std::sync::Arc::clone(created);
+    Some(cleanup::register(
         "delete what the suite applied",
         move || {
+            let created = created.lock().unwrap_or_else(|p| p.into_inner()).clone();
             for object in created.iter().rev() {
                 let delete = kubectl
                     .clone()
@@ -224,10 +259,64 @@ fn record_applied(
                 }
             }
         },
-    )))
+    ))
 }
 
-/// Deletes what the suite created (newest first), unless `keep`; then forgets the record.
+/// The same object, whatever the apply found.
+fn same_object(a: &Applied, b: &Applied) -> bool {
+    (&a.api_version, &a.kind, &a.namespace, &a.name)
+        == (&b.api_version, &b.kind, &b.namespace, &b.name)
+}
+
+fn read_record(file: &Path) -> Result<Vec<Applied>> {
+    match std::fs::read(file) {
+        Ok(text) => serde_json::from_slice(&text)
+            .with_context(|| format!("reading {} (delete it if it is damaged)", file.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(err).with_context(|| format!("reading {}", file.display())),
+    }
+}
+
+fn write_record(file: &Path, record: &[Applied]) -> Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(file, serde_json::to_vec_pretty(record)?)
+        .with_context(|| format!("writing {}", file.display()))
+}
+
+/// Adds `applied` to the record of what the suite has applied in a context. An object the suite
+/// created stays recorded as created when a later run finds it present (it is still ours, and
+/// `harness down` deletes it); an object recorded earlier stays in the record.
+fn merge_record(file: &Path, applied: &[Applied]) -> Result<()> {
+    let mut record = read_record(file)?;
+    for object in applied {
+        match record.iter_mut().find(|known| same_object(known, object)) {
+            Some(known) => known.created |= object.created,
+            None => record.push(object.clone()),
+        }
+    }
+    write_record(file, &record)
+}
+
+/// Takes `deleted` out of the record; the record goes once nothing it lists is the suite's.
+fn forget_deleted(file: &Path, deleted: &[Applied]) -> Result<()> {
+    let mut record = read_record(file)?;
+    record.retain(|known| !deleted.iter().any(|d| same_object(known, d)));
+    if record.iter().any(|known| known.created) {
+        write_record(file, &record)
+    } else {
+        match std::fs::remove_file(file) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                Err(err).with_context(|| format!("removing {}", file.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Deletes what the suite created (newest first), unless `keep`; then takes those objects out of
+/// the record (what an earlier run created stays recorded for `harness down`).
 async fn delete_created(
     runner: &Runner,
     settings: &Settings,
@@ -251,12 +340,12 @@ async fn delete_created(
         runner.step(format!("delete {}", object.describe()));
     }
     if let Some(api) = api {
-        api.delete_created(created).await?;
+        api.delete_created(created.clone()).await?;
     }
     if let Some(kube) = kube
         && !runner.is_dry_run()
     {
-        let _ = std::fs::remove_file(applied_record(&settings.state, &kube.context));
+        forget_deleted(&applied_record(&settings.state, &kube.context), &created)?;
     }
     Ok(())
 }
@@ -273,14 +362,13 @@ pub(crate) async fn down(
         .clone()
         .context("no current kube context")?;
     let file = applied_record(&settings.state, &context);
-    let Ok(text) = std::fs::read(&file) else {
+    let applied = read_record(&file)?;
+    if !applied.iter().any(|a| a.created) {
         println!(
-            "nothing recorded as applied by the suite in context {context}: nothing to delete"
+            "nothing recorded as created by the suite in context {context}: nothing to delete"
         );
         return Ok(());
-    };
-    let applied: Vec<Applied> =
-        serde_json::from_slice(&text).with_context(|| format!("reading {}", file.display()))?;
+    }
     let kube = KubeTarget {
         kubeconfig: None,
         context,
@@ -380,6 +468,64 @@ impl Environment for ExistingEnvironment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn object(kind: &str, created: bool) -> Applied {
+        Applied {
+            api_version: "v1".into(),
+            kind: kind.into(),
+            name: "x".into(),
+            namespace: Some("wty-istio".into()),
+            created,
+        }
+    }
+
+    /// `harness up` creates everything; a test run then finds it all present and creates
+    /// nothing. The record must still say the objects are the suite's, for `harness down`.
+    #[test]
+    fn a_later_run_that_finds_our_objects_keeps_them_recorded_as_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("existing-ctx.applied.json");
+        merge_record(&file, &[object("Namespace", true), object("Service", true)]).unwrap();
+        merge_record(
+            &file,
+            &[object("Namespace", false), object("Service", false)],
+        )
+        .unwrap();
+        let record = read_record(&file).unwrap();
+        assert!(record.iter().all(|a| a.created), "{record:?}");
+        // The test run's teardown deletes what it created (nothing): the record stays.
+        forget_deleted(&file, &[]).unwrap();
+        assert_eq!(read_record(&file).unwrap().len(), 2);
+        // `harness down` deletes both: the record goes.
+        forget_deleted(&file, &record).unwrap();
+        assert!(!file.exists());
+    }
+
+    /// The record grows object by object, so a failure after the second object still lists both.
+    #[test]
+    fn the_record_grows_with_each_object_and_keeps_what_others_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("record.json");
+        merge_record(&file, &[]).unwrap();
+        assert_eq!(read_record(&file).unwrap(), Vec::<Applied>::new());
+        merge_record(&file, &[object("Namespace", false)]).unwrap();
+        merge_record(&file, &[object("Service", true)]).unwrap();
+        let record = read_record(&file).unwrap();
+        assert_eq!(record.len(), 2);
+        // Deleting the one we created leaves only an object we did not create: nothing of ours
+        // is left, so the record goes.
+        forget_deleted(&file, &[object("Service", true)]).unwrap();
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn a_damaged_record_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("record.json");
+        std::fs::write(&file, "not json").unwrap();
+        let err = merge_record(&file, &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("record.json"), "{err:#}");
+    }
 
     #[test]
     fn kubectl_delete_names_group_and_version() {
