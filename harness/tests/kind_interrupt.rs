@@ -14,6 +14,39 @@ use kind_support::{Fake, FakeBackend};
 async fn interruptions() {
     an_interrupted_run_deletes_its_cluster_from_the_registered_cleanup().await;
     a_failed_delete_stays_registered_and_running_commands_are_stopped().await;
+    a_delete_that_fails_after_deleting_the_nodes_is_decided_by_the_listing().await;
+}
+
+/// `kind delete cluster` failing after it deleted the nodes (a kubeconfig lock): the interrupted
+/// path lists the clusters, finds it gone and forgets its marker, so no later run tries again.
+async fn a_delete_that_fails_after_deleting_the_nodes_is_decided_by_the_listing() {
+    let fake = Fake::new(&["kind-delete-kubeconfig-error"]);
+    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    let _env = kind_support::up(settings, &FakeBackend::default())
+        .await
+        .unwrap();
+    let name = fake
+        .calls()
+        .iter()
+        .find_map(|c| {
+            c.strip_prefix("kind create cluster --name ")
+                .map(|r| r.split_whitespace().next().unwrap().to_string())
+        })
+        .unwrap();
+    assert!(fake.state_dir().marker(&name).exists());
+    harness::exec::cleanup::run_pending("test interrupt");
+    assert!(fake.clusters().is_empty());
+    assert!(
+        fake.calls()
+            .last()
+            .is_some_and(|c| c == "kind get clusters"),
+        "{:?}",
+        fake.calls()
+    );
+    assert!(
+        !fake.state_dir().marker(&name).exists(),
+        "the cluster is gone: its marker is forgotten"
+    );
 }
 
 async fn an_interrupted_run_deletes_its_cluster_from_the_registered_cleanup() {

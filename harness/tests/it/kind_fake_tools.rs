@@ -405,6 +405,28 @@ async fn a_delete_that_leaves_the_cluster_listed_is_an_error() {
     );
 }
 
+/// `kind delete cluster` can fail after deleting the nodes (a kubeconfig lock): the listing
+/// decides, and a cluster that is gone is gone, with a warning.
+#[tokio::test]
+async fn a_delete_that_fails_after_deleting_the_nodes_is_verified_by_the_listing() {
+    let fake = Fake::new(&["kind-delete-kubeconfig-error"]);
+    let settings = fake.settings(Keep::Never, ClusterChoice::Generated);
+    let mut env = kind_support::up(settings, &FakeBackend::default())
+        .await
+        .unwrap();
+    env.teardown(false)
+        .await
+        .expect("the cluster is gone, whatever kind's exit status");
+    assert!(fake.clusters().is_empty());
+    assert!(
+        fake.calls()
+            .last()
+            .is_some_and(|c| c == "kind get clusters"),
+        "{:?}",
+        fake.calls()
+    );
+}
+
 #[tokio::test]
 async fn the_containerd_digest_error_falls_back_to_an_image_archive() {
     let fake = Fake::new(&["kind-load-digest"]);

@@ -316,11 +316,22 @@ fn register_abort_cleanup(settings: &Settings, handle: &ClusterHandle) -> Cleanu
             eprintln!("warning: diagnostics: {err:#}");
         }
         let delete = kind::delete_cmd(&tools, &handle);
-        match cleanup::run_blocking(&delete, delete.time_limit()) {
-            Ok(_) => state.forget(&handle.name),
-            Err(err) => eprintln!(
+        let deleted = cleanup::run_blocking(&delete, delete.time_limit());
+        // As in the orderly teardown, the listing decides (kind can fail after deleting the
+        // nodes); a cluster still listed stays marked, so a later run reaps it.
+        let listing = kind::list_clusters_cmd(&tools);
+        let gone = cleanup::run_blocking(&listing, listing.time_limit())
+            .map(|stdout| !kind::cluster_names(&stdout).contains(&handle.name));
+        match (deleted, gone) {
+            (_, Ok(true)) => state.forget(&handle.name),
+            (Err(err), _) | (Ok(_), Err(err)) => eprintln!(
                 "warning: {err:#}\n  delete it yourself: kind delete cluster --name {}",
                 handle.name
+            ),
+            (Ok(_), Ok(false)) => eprintln!(
+                "warning: kind cluster {} is still listed after `kind delete cluster`; delete it \
+                 yourself: kind delete cluster --name {}",
+                handle.name, handle.name
             ),
         }
     })
