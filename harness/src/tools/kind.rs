@@ -2,12 +2,16 @@
 //! image into it, delete it (verified), and reap the ones killed runs left behind.
 //!
 //! Ownership: a cluster the suite creates is named `istio-fft-e2e-<pid>-<random>` and gets an
-//! owner marker (`<state dir>/<name>.owner.json`: pid and host) before `kind create` runs. kind
-//! clusters cannot carry labels, so the marker is what tells a later run that the cluster's
-//! owner is dead: a cluster is reaped only when it has our prefix and pattern, a marker written
-//! on this host, and that pid no longer exists. A cluster without a marker (another checkout,
-//! `harness up`, `E2E_CLUSTER`, a kept cluster, whose marker is removed when it is kept) is never
-//! touched.
+//! owner marker (`<state dir>/<name>.owner.json`: pid, host, boot id, pid namespace and the
+//! process's start time) before `kind create` runs. kind clusters cannot carry labels, so the
+//! marker is what tells a later run that the cluster's owner is dead: a cluster is reaped only
+//! when it has our prefix and pattern and a marker written on this host whose owner is gone — the
+//! machine has rebooted since (another boot id), or, in the same pid namespace, no process has
+//! that pid or the one that has it started at another time (the pid was reused). A marker from
+//! another pid namespace (another container with the same host name) cannot be judged and is left
+//! alone. A cluster without a marker (another checkout, `harness up`, `E2E_CLUSTER`, a kept
+//! cluster, whose marker is removed when it is kept) is never touched. A reap that fails is a
+//! warning: the run goes on.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -111,24 +115,107 @@ pub fn owner_pid(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-/// Who created a cluster.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Who created a cluster. The fields after `created_unix` are absent from markers older
+/// harnesses wrote; such a marker is judged by pid and host alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerMarker {
     pub pid: u32,
     pub host: String,
     pub created_unix: u64,
+    /// `/proc/sys/kernel/random/boot_id`: another value means the machine has rebooted since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// The pid namespace (`/proc/self/ns/pid`): pids of another one are not ours to look at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace: Option<String>,
+    /// The owner's start time in clock ticks since boot (`/proc/<pid>/stat`, field 22): a live
+    /// process with the same pid but another start time is another process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
 }
 
 impl OwnerMarker {
     pub(crate) fn for_this_process() -> Self {
+        let pid = std::process::id();
         OwnerMarker {
-            pid: std::process::id(),
+            pid,
             host: this_host(),
             created_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or_default(),
+            boot_id: boot_id(),
+            pid_namespace: pid_namespace(),
+            start_ticks: start_ticks(pid),
         }
+    }
+}
+
+/// This boot's id.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty())
+}
+
+/// This process's pid namespace, as `pid:[4026531836]`.
+fn pid_namespace() -> Option<String> {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .map(|link| link.to_string_lossy().into_owned())
+}
+
+/// When process `pid` started, in clock ticks since boot; `None` when it does not exist.
+pub(crate) fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name (which may hold spaces): state is field 3,
+    // starttime field 22.
+    let after_name = stat.rsplit_once(')')?.1;
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether a marker's owner still runs, as far as this process can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    Alive,
+    Gone,
+    /// In another pid namespace: its pids are not this process's to look at.
+    Unknowable,
+}
+
+/// Judges a marker of this host from this process.
+pub(crate) fn owner_state(marker: &OwnerMarker) -> Owner {
+    judge_owner(
+        marker,
+        boot_id().as_deref(),
+        pid_namespace().as_deref(),
+        |pid| pid_alive(pid).then(|| start_ticks(pid)),
+    )
+}
+
+/// The pure part of [`owner_state`]: `process(pid)` is `None` when no process has that pid, else
+/// its start time if readable.
+pub(crate) fn judge_owner(
+    marker: &OwnerMarker,
+    boot_id: Option<&str>,
+    pid_namespace: Option<&str>,
+    process: impl Fn(u32) -> Option<Option<u64>>,
+) -> Owner {
+    if let (Some(then), Some(now)) = (marker.boot_id.as_deref(), boot_id)
+        && then != now
+    {
+        return Owner::Gone;
+    }
+    if let (Some(then), Some(now)) = (marker.pid_namespace.as_deref(), pid_namespace)
+        && then != now
+    {
+        return Owner::Unknowable;
+    }
+    match (process(marker.pid), marker.start_ticks) {
+        (None, _) => Owner::Gone,
+        (Some(Some(now)), Some(then)) if now != then => Owner::Gone,
+        (Some(_), _) => Owner::Alive,
     }
 }
 
@@ -215,7 +302,7 @@ pub(crate) fn reap_decision(
     marker: Option<&OwnerMarker>,
     this_host: &str,
     spared: Option<&str>,
-    pid_alive: impl Fn(u32) -> bool,
+    owner: impl Fn(&OwnerMarker) -> Owner,
 ) -> ReapDecision {
     let leave = |reason: &str| ReapDecision::Leave {
         reason: reason.to_string(),
@@ -235,11 +322,12 @@ pub(crate) fn reap_decision(
     if marker.host != this_host {
         return leave("created on another host");
     }
-    if pid_alive(marker.pid) {
-        return leave("its owner is still running");
-    }
-    ReapDecision::Reap {
-        reason: format!("its owner (pid {} on {}) is gone", marker.pid, marker.host),
+    match owner(marker) {
+        Owner::Alive => leave("its owner is still running"),
+        Owner::Unknowable => leave("created in another pid namespace (another container)"),
+        Owner::Gone => ReapDecision::Reap {
+            reason: format!("its owner (pid {} on {}) is gone", marker.pid, marker.host),
+        },
     }
 }
 
@@ -281,7 +369,7 @@ pub async fn reap_stale(
     let mut reaped = Vec::new();
     for name in list_clusters(runner, tools).await? {
         let marker = state.read_marker(&name);
-        match reap_decision(&name, marker.as_ref(), &host, spared, pid_alive) {
+        match reap_decision(&name, marker.as_ref(), &host, spared, owner_state) {
             ReapDecision::Reap { reason } => {
                 runner.step(format!("reap kind cluster {name}: {reason}"));
                 let handle = ClusterHandle {
@@ -289,7 +377,12 @@ pub async fn reap_stale(
                     name: name.clone(),
                     owned: true,
                 };
-                delete_verified(runner, tools, &handle).await?;
+                // A cluster that cannot be reaped now is no reason to fail this run: its marker
+                // stays, and a later run tries again.
+                if let Err(err) = delete_verified(runner, tools, &handle).await {
+                    eprintln!("warning: reaping kind cluster {name}: {err:#}");
+                    continue;
+                }
                 if !runner.is_dry_run() {
                     state.forget(&name);
                 }
@@ -615,7 +708,7 @@ mod tests {
         OwnerMarker {
             pid,
             host: host.into(),
-            created_unix: 0,
+            ..OwnerMarker::default()
         }
     }
 
@@ -645,9 +738,65 @@ mod tests {
     }
 
     #[test]
+    fn an_owner_is_judged_by_boot_namespace_pid_and_start_time() {
+        let full = OwnerMarker {
+            pid: 77,
+            host: "h".into(),
+            created_unix: 0,
+            boot_id: Some("boot-1".into()),
+            pid_namespace: Some("pid:[1]".into()),
+            start_ticks: Some(500),
+        };
+        let same_process = |_| Some(Some(500));
+        let no_process = |_| None;
+        let reused_pid = |_| Some(Some(900));
+        let here = (Some("boot-1"), Some("pid:[1]"));
+        assert_eq!(
+            judge_owner(&full, here.0, here.1, same_process),
+            Owner::Alive
+        );
+        assert_eq!(judge_owner(&full, here.0, here.1, no_process), Owner::Gone);
+        assert_eq!(
+            judge_owner(&full, here.0, here.1, reused_pid),
+            Owner::Gone,
+            "pid reused"
+        );
+        // After a reboot nothing of the old boot runs, whatever has that pid now.
+        assert_eq!(
+            judge_owner(&full, Some("boot-2"), here.1, same_process),
+            Owner::Gone
+        );
+        // Another container with the same host name: its pids are not ours to judge.
+        assert_eq!(
+            judge_owner(&full, here.0, Some("pid:[2]"), no_process),
+            Owner::Unknowable
+        );
+        // A marker of an older harness: pid alone.
+        let old = marker(77, "h");
+        assert_eq!(judge_owner(&old, here.0, here.1, reused_pid), Owner::Alive);
+        assert_eq!(judge_owner(&old, here.0, here.1, no_process), Owner::Gone);
+    }
+
+    #[test]
+    fn this_process_is_its_own_live_owner() {
+        let me = OwnerMarker::for_this_process();
+        assert!(me.boot_id.is_some() && me.pid_namespace.is_some() && me.start_ticks.is_some());
+        assert_eq!(owner_state(&me), Owner::Alive);
+        let reused = OwnerMarker {
+            start_ticks: me.start_ticks.map(|t| t + 1),
+            ..me.clone()
+        };
+        assert_eq!(owner_state(&reused), Owner::Gone);
+        // Markers written before these fields existed still read.
+        let old: OwnerMarker =
+            serde_json::from_str(r#"{"pid": 1, "host": "h", "created_unix": 0}"#).unwrap();
+        assert_eq!(old.boot_id, None);
+    }
+
+    #[test]
     fn only_dead_owners_on_this_host_are_reaped() {
-        let dead = |_| false;
-        let alive = |_| true;
+        let dead = |_: &OwnerMarker| Owner::Gone;
+        let alive = |_: &OwnerMarker| Owner::Alive;
         let name = "istio-fft-e2e-77-0a0b";
         assert!(matches!(
             reap_decision(name, Some(&marker(77, "h")), "h", None, dead),
@@ -670,6 +819,16 @@ mod tests {
                 "{marker:?} {host} {spared:?} {alive_now}: {decision:?}"
             );
         }
+        assert!(matches!(
+            reap_decision(
+                name,
+                Some(&marker(77, "h")),
+                "h",
+                None,
+                |_: &OwnerMarker| { Owner::Unknowable }
+            ),
+            ReapDecision::Leave { .. }
+        ));
         assert!(matches!(
             reap_decision(
                 "someone-elses-cluster",

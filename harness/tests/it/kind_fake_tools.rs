@@ -360,7 +360,7 @@ async fn only_clusters_of_dead_runs_with_our_prefix_are_reaped() {
     let marker = |pid, host: &str| OwnerMarker {
         pid,
         host: host.to_string(),
-        created_unix: 0,
+        ..OwnerMarker::default()
     };
     state
         .write_marker(&dead_name, &marker(dead, &host))
@@ -389,6 +389,29 @@ async fn only_clusters_of_dead_runs_with_our_prefix_are_reaped() {
         assert!(left.contains(name), "{name} was reaped");
     }
     assert!(left.contains(&"someone-elses-cluster".to_string()));
+}
+
+/// A stale cluster that cannot be deleted now is a warning, not a failed run: its marker stays,
+/// so a later run tries again.
+#[tokio::test]
+async fn a_reap_that_fails_is_a_warning_and_keeps_the_marker() {
+    let fake = Fake::new(&["kind-delete-noop"]);
+    let state = fake.state_dir();
+    let dead = dead_pid();
+    let name = kind::new_cluster_name(dead, 0xdead);
+    fake.set_clusters(&[&name]);
+    let marker = OwnerMarker {
+        pid: dead,
+        host: kind::this_host(),
+        ..OwnerMarker::default()
+    };
+    state.write_marker(&name, &marker).unwrap();
+    let reaped = kind::reap_stale(&Runner::new(), &fake.tools(), &state, None)
+        .await
+        .expect("a failed reap does not fail the run");
+    assert!(reaped.is_empty());
+    assert!(state.marker(&name).exists(), "kept for a later run");
+    assert_eq!(fake.clusters(), [name]);
 }
 
 #[tokio::test]
