@@ -257,6 +257,37 @@ fn an_unobserved_generation_or_missing_replicas_is_not_done() {
     assert!(state.contains("2 pods, 3 wanted"), "{state}");
 }
 
+/// A pod the API refused to create (an admission webhook, a quota) never appears: the only trace
+/// is the Deployment's `ReplicaFailure` condition (copied from its ReplicaSet's), which the wait
+/// shows while the replicas are short.
+#[test]
+fn a_refused_pod_creation_shows_the_replica_failure_message() {
+    let pods = three(["native-merged", "native-merged", "native-merged"]);
+    let mut deployment = progressing();
+    deployment
+        .status
+        .as_mut()
+        .unwrap()
+        .conditions
+        .get_or_insert_with(Vec::new)
+        .push(serde_json::from_value(serde_json::json!({
+            "type": "ReplicaFailure",
+            "status": "True",
+            "reason": "FailedCreate",
+            "message": "admission webhook \"validate.example.com\" denied the request: no sidecar image"
+        }))
+        .unwrap());
+    let Attempt::NotYet(state) = rollout_state(&deployment, &pods[..2], &on_kind()).unwrap() else {
+        panic!("a short Deployment is not done");
+    };
+    assert!(
+        state.contains(
+            "ReplicaFailure (FailedCreate): admission webhook \"validate.example.com\" denied"
+        ),
+        "{state}"
+    );
+}
+
 /// Such a pod keeps the Deployment short of available replicas, so the wait must stop on the
 /// pod itself, not after the counts.
 #[rstest]

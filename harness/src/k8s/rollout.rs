@@ -193,6 +193,26 @@ fn config_error(pod: &Pod) -> Option<(String, String)> {
     None
 }
 
+/// `; ReplicaFailure (FailedCreate): admission webhook … denied the request` when the API refused
+/// to create a pod (a webhook, a quota): such a pod never appears, and the Deployment's condition,
+/// copied from its ReplicaSets' (`getReplicaFailures`, kubernetes `pkg/controller/deployment/progress.go`), is the only
+/// trace of why.
+fn replica_failure(status: &k8s_openapi::api::apps::v1::DeploymentStatus) -> String {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+        .map(|c| {
+            format!(
+                "; ReplicaFailure ({}): {}",
+                c.reason.as_deref().unwrap_or("no reason"),
+                c.message.as_deref().unwrap_or("no message")
+            )
+        })
+        .unwrap_or_default()
+}
+
 /// The replica counts and every pod's readiness, once no pod is stuck.
 fn rollout_counts(
     status: &k8s_openapi::api::apps::v1::DeploymentStatus,
@@ -207,10 +227,11 @@ fn rollout_counts(
     );
     if counts != (wanted, wanted, wanted) {
         return Ok(Attempt::NotYet(format!(
-            "Deployment {name}: {} replicas, {} updated, {} available of {wanted}{}",
+            "Deployment {name}: {} replicas, {} updated, {} available of {wanted}{}{}",
             counts.0,
             counts.1,
             counts.2,
+            replica_failure(status),
             describe_pods(pods)
         )));
     }
