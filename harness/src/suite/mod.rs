@@ -51,15 +51,14 @@ pub(crate) fn lock(results: &SharedResults) -> std::sync::MutexGuard<'_, Results
     results.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The run's report: the verdicts recorded, and every selected scenario without one as not run
-/// (`why_not_run`).
+/// The run's report: the verdicts recorded, and `unrun` for every selected scenario without one.
 fn run_report(
     outcome: RunOutcome,
     target: String,
     versions: BTreeMap<String, String>,
     results: &SharedResults,
     selected: &[String],
-    why_not_run: &str,
+    unrun: Verdict,
     phases: Vec<PhaseTiming>,
 ) -> RunReport {
     let results = lock(results);
@@ -68,7 +67,7 @@ fn run_report(
         if !scenarios.iter().any(|s| &s.name == name) {
             scenarios.push(ScenarioRecord {
                 name: name.clone(),
-                verdict: Verdict::NotRun(why_not_run.to_string()),
+                verdict: unrun.clone(),
                 seconds: 0.0,
             });
         }
@@ -306,7 +305,7 @@ fn run(
                 BTreeMap::new(),
                 &results,
                 &selected_names,
-                &format!("the run was cut short: {why}"),
+                Verdict::NotRun(format!("the run was cut short: {why}")),
                 Vec::new(),
             );
             write_reports(&report, &artifacts);
@@ -349,11 +348,11 @@ fn run(
             let results = Arc::clone(&results);
             let handle = runtime.handle().clone();
             Trial::ignorable_test(named.name.clone(), move || {
-                let verdict = handle.block_on(async {
+                let record = handle.block_on(async {
                     let env = env.read().await;
                     run_scenario(env.as_ref(), &named, &results).await
                 });
-                trial_result(&verdict)
+                trial_result(&record.verdict)
             })
         })
         .collect();
@@ -387,12 +386,12 @@ fn run(
 }
 
 /// Runs one scenario against `env`, records its verdict (and a latency breakdown it measured) in
-/// `results` and returns the verdict.
+/// `results` and returns the record.
 pub(crate) async fn run_scenario(
     env: &dyn Environment,
     named: &NamedCheck,
     results: &SharedResults,
-) -> Verdict {
+) -> ScenarioRecord {
     let started = Instant::now();
     let outcome = checks::run_check(env, &named.check).await;
     let seconds = started.elapsed().as_secs_f64();
@@ -409,12 +408,13 @@ pub(crate) async fn run_scenario(
         Ok(CheckOutcome::NotApplicable(reason)) => Verdict::NotApplicable(reason),
         Err(err) => Verdict::Failed(format!("{err:#}")),
     };
-    lock(results).records.push(ScenarioRecord {
+    let record = ScenarioRecord {
         name: named.name.clone(),
-        verdict: verdict.clone(),
+        verdict,
         seconds,
-    });
-    verdict
+    };
+    lock(results).records.push(record.clone());
+    record
 }
 
 /// What libtest (and so cargo and nextest) is told of a verdict.
@@ -466,29 +466,21 @@ fn report_failed_bring_up(
             format!("bring-up failed: {err:#}"),
         )
     };
-    let mut report = run_report(
+    // Nothing required a skipped target: its scenarios did not apply, they did not fail.
+    let unrun = if skipped {
+        Verdict::NotApplicable(why.clone())
+    } else {
+        Verdict::NotRun(why.clone())
+    };
+    let report = run_report(
         outcome,
-        why.clone(),
+        why,
         BTreeMap::new(),
         results,
         selected,
-        &why,
+        unrun,
         times.phases().to_vec(),
     );
-    if skipped {
-        // Nothing required the target: the scenarios did not apply, they did not fail.
-        for scenario in &mut report.scenarios {
-            scenario.verdict = Verdict::NotApplicable(why.clone());
-        }
-        report = RunReport::new(
-            report.outcome,
-            report.target,
-            report.versions,
-            report.scenarios,
-            report.phases,
-            report.latency,
-        );
-    }
     write_reports(&report, &knobs.artifacts);
 }
 
@@ -524,7 +516,7 @@ async fn conclude(
         versions,
         results,
         selected,
-        "libtest did not run it",
+        Verdict::NotRun("libtest did not run it".to_string()),
         times.phases().to_vec(),
     );
     write_reports(&report, &knobs.artifacts);
@@ -676,7 +668,7 @@ mod tests {
             BTreeMap::new(),
             &results,
             &selected,
-            "SIGINT received",
+            Verdict::NotRun("SIGINT received".into()),
             Vec::new(),
         );
         assert_eq!(report.scenarios.len(), 2);

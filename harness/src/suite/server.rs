@@ -212,20 +212,11 @@ async fn answer(
                     run_scenario(env.as_ref(), &named, &results).await
                 })
             };
-            let verdict = task
-                .await
-                .unwrap_or_else(|err| Verdict::Failed(format!("the scenario panicked: {err}")));
-            lock(results)
-                .records
-                .iter()
-                .rev()
-                .find(|r| r.name == named.name)
-                .cloned()
-                .unwrap_or(ScenarioRecord {
-                    name: named.name.clone(),
-                    verdict,
-                    seconds: 0.0,
-                })
+            task.await.unwrap_or_else(|err| ScenarioRecord {
+                name: named.name.clone(),
+                verdict: Verdict::Failed(format!("the scenario panicked: {err}")),
+                seconds: 0.0,
+            })
         }
         Err(err) => ScenarioRecord {
             name: line.trim().to_string(),
