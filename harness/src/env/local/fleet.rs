@@ -115,7 +115,7 @@ impl Fleet {
         for victim in victims {
             let surge = disruption == Disruption::RollingRestart;
             let replacement = self
-                .replace(supervisor, admin, &upstream.cluster, &victim, signal, surge)
+                .replace(supervisor, admin, &upstream, &victim, signal, surge)
                 .await?;
             signalled.push((victim, replacement.1, replacement.2));
             started.push(replacement.0);
@@ -159,12 +159,14 @@ impl Fleet {
         &mut self,
         supervisor: &Supervisor,
         admin: SocketAddr,
-        cluster: &str,
+        upstream: &Upstream,
         victim: &str,
         signal: libc::c_int,
         surge: bool,
     ) -> Result<(String, Instant, Option<Instant>)> {
-        let name = replicas::replica_name(&deployment_of(victim), self.next_index);
+        let cluster = upstream.cluster.as_str();
+        // Named like the Deployment's other replicas; never a name used before, as pods are not.
+        let name = replicas::replica_name(&upstream.deployment, self.next_index);
         self.next_index += 1;
         if surge {
             self.add(supervisor, admin, cluster, &name).await?;
@@ -262,24 +264,16 @@ fn addresses_of(pods: &[Pod]) -> Vec<SocketAddr> {
     pods.iter().map(|pod| pod.sidecar).collect()
 }
 
-/// `fft-deploy` from `fft-deploy-local-3`.
-fn deployment_of(replica: &str) -> String {
-    match replica.rsplit_once("-local-") {
-        Some((deployment, _)) => deployment.to_string(),
-        None => replica.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn replacements_keep_the_deployment_name() {
-        assert_eq!(deployment_of("wtyfft-deploy-local-0"), "wtyfft-deploy");
         assert_eq!(
-            replicas::replica_name(&deployment_of("a-local-b-local-7"), 9),
-            "a-local-b-local-9"
+            replicas::replica_name("wtyfft-deploy", 3),
+            "wtyfft-deploy-local-3"
         );
+        assert_eq!(replicas::replica_name("a-local-b", 9), "a-local-b-local-9");
     }
 }
