@@ -12,9 +12,7 @@ use anyhow::{Context, Result, bail};
 use super::{Backend, ClusterApi, ClusterChoice, Preflight, Running, Settings};
 use crate::config::names::{INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIOD};
 use crate::env::timings::Timings;
-use crate::env::{
-    BoxFuture, Disruption, DisruptionReport, Environment, KubeCheck, KubeCheckOutcome,
-};
+use crate::env::{BoxFuture, Environment};
 use crate::exec::cleanup::{self, CleanupTicket};
 use crate::exec::cmd::Runner;
 use crate::k8s::diagnose::DiagnoseTarget;
@@ -487,29 +485,7 @@ impl Environment for KindEnvironment {
         )
     }
 
-    fn ingress(&self) -> SocketAddr {
-        self.running.ingress
-    }
-
-    fn replica_metrics(&self) -> BoxFuture<'_, Result<std::collections::BTreeMap<String, String>>> {
-        Box::pin(self.running.replica_metrics())
-    }
-
-    fn kube_check(&self, check: KubeCheck) -> BoxFuture<'_, Result<KubeCheckOutcome>> {
-        Box::pin(self.running.kube_check(check))
-    }
-
-    fn disrupt(&self, disruption: Disruption) -> BoxFuture<'_, Result<DisruptionReport>> {
-        Box::pin(self.running.disrupt(disruption))
-    }
-
-    fn hop_notes(&self) -> Vec<String> {
-        super::Running::hop_notes()
-    }
-
-    fn versions(&self) -> std::collections::BTreeMap<String, String> {
-        self.running.versions()
-    }
+    super::environment_from_running!();
 
     fn collect_diagnostics<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, ()> {
         Box::pin(super::collect(

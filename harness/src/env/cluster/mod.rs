@@ -297,6 +297,47 @@ pub(crate) async fn collect(runner: &Runner, target: Option<DiagnoseTarget>, dir
     }
 }
 
+/// The `Environment` methods both cluster targets answer alike, from their [`Running`] state:
+/// the gateway's address, each pod's metrics, the Kubernetes checks, the resilience
+/// disruptions, the latency hops and the versions. Used inside each target's
+/// `impl Environment`, whose own methods are the description, diagnostics and teardown.
+macro_rules! environment_from_running {
+    () => {
+        fn ingress(&self) -> std::net::SocketAddr {
+            self.running.ingress
+        }
+
+        fn replica_metrics(
+            &self,
+        ) -> crate::env::BoxFuture<'_, anyhow::Result<std::collections::BTreeMap<String, String>>> {
+            Box::pin(self.running.replica_metrics())
+        }
+
+        fn kube_check(
+            &self,
+            check: crate::env::KubeCheck,
+        ) -> crate::env::BoxFuture<'_, anyhow::Result<crate::env::KubeCheckOutcome>> {
+            Box::pin(self.running.kube_check(check))
+        }
+
+        fn disrupt(
+            &self,
+            disruption: crate::env::Disruption,
+        ) -> crate::env::BoxFuture<'_, anyhow::Result<crate::env::DisruptionReport>> {
+            Box::pin(self.running.disrupt(disruption))
+        }
+
+        fn hop_notes(&self) -> Vec<String> {
+            crate::env::cluster::Running::hop_notes()
+        }
+
+        fn versions(&self) -> std::collections::BTreeMap<String, String> {
+            self.running.versions()
+        }
+    };
+}
+pub(crate) use environment_from_running;
+
 impl Running {
     /// kind: the suite installed Istio from the overlay, so the overlay says; existing: unknown.
     fn mesh_merging(&self) -> Result<MeshMerging> {
