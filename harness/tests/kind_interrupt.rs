@@ -25,24 +25,11 @@ async fn a_delete_that_fails_after_deleting_the_nodes_is_decided_by_the_listing(
     let _env = kind_support::up(settings, &FakeBackend::default())
         .await
         .unwrap();
-    let name = fake
-        .calls()
-        .iter()
-        .find_map(|c| {
-            c.strip_prefix("kind create cluster --name ")
-                .map(|r| r.split_whitespace().next().unwrap().to_string())
-        })
-        .unwrap();
+    let name = fake.created_cluster();
     assert!(fake.state_dir().marker(&name).exists());
     harness::exec::cleanup::run_pending("test interrupt");
     assert!(fake.clusters().is_empty());
-    assert!(
-        fake.calls()
-            .last()
-            .is_some_and(|c| c == "kind get clusters"),
-        "{:?}",
-        fake.calls()
-    );
+    fake.assert_ends_listing_clusters();
     assert!(
         !fake.state_dir().marker(&name).exists(),
         "the cluster is gone: its marker is forgotten"
@@ -55,14 +42,7 @@ async fn an_interrupted_run_deletes_its_cluster_from_the_registered_cleanup() {
     let mut env = kind_support::up(settings, &FakeBackend::default())
         .await
         .unwrap();
-    let name = fake
-        .calls()
-        .iter()
-        .find_map(|c| {
-            c.strip_prefix("kind create cluster --name ")
-                .map(|r| r.split_whitespace().next().unwrap().to_string())
-        })
-        .unwrap();
+    let name = fake.created_cluster();
     // What SIGINT/SIGTERM and the exit guard run.
     harness::exec::cleanup::run_pending("test interrupt");
     assert!(fake.clusters().is_empty());

@@ -13,16 +13,6 @@ use harness::tools::kind::{self, OwnerMarker};
 use kind_support::{BUILT_IMAGE, Fake, FakeBackend, kind_verbs};
 use rstest::rstest;
 
-fn created_cluster(fake: &Fake) -> String {
-    fake.calls()
-        .iter()
-        .find_map(|c| {
-            c.strip_prefix("kind create cluster --name ")
-                .map(|rest| rest.split_whitespace().next().unwrap().to_string())
-        })
-        .expect("a kind create call")
-}
-
 #[tokio::test]
 async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
     let fake = Fake::new(&[]);
@@ -32,7 +22,7 @@ async fn a_run_creates_loads_installs_applies_probes_and_deletes_in_order() {
     let mut env = KindEnvironment::up_with(Runner::new(), settings, &backend, &mut times)
         .await
         .expect("up");
-    let name = created_cluster(&fake);
+    let name = fake.created_cluster();
     assert_eq!(kind::owner_pid(&name), Some(std::process::id()));
     assert_eq!(fake.clusters(), vec![name.clone()]);
     assert!(
@@ -310,7 +300,7 @@ async fn kept_clusters_survive_a_failure_and_are_no_longer_reapable(
     let backend = FakeBackend::failing(failure.unwrap());
     let settings = fake.settings(keep, ClusterChoice::Generated);
     assert!(kind_support::up(settings, &backend).await.is_err());
-    let name = created_cluster(&fake);
+    let name = fake.created_cluster();
     assert_eq!(fake.clusters(), vec![name.clone()]);
     assert!(!fake.calls().iter().any(|c| c.starts_with("kind delete")));
     assert!(
@@ -441,13 +431,7 @@ async fn a_delete_that_fails_after_deleting_the_nodes_is_verified_by_the_listing
         .await
         .expect("the cluster is gone, whatever kind's exit status");
     assert!(fake.clusters().is_empty());
-    assert!(
-        fake.calls()
-            .last()
-            .is_some_and(|c| c == "kind get clusters"),
-        "{:?}",
-        fake.calls()
-    );
+    fake.assert_ends_listing_clusters();
 }
 
 #[tokio::test]
@@ -457,7 +441,7 @@ async fn the_containerd_digest_error_falls_back_to_an_image_archive() {
     let mut env = kind_support::up(settings, &FakeBackend::default())
         .await
         .expect("the fallback loads the image");
-    let name = created_cluster(&fake);
+    let name = fake.created_cluster();
     let archive = fake.state_dir().image_archive(&name);
     let calls = fake.calls();
     let load = calls

@@ -85,6 +85,26 @@ impl Fake {
             .collect()
     }
 
+    /// The name of the cluster the run created (from its `kind create cluster` call).
+    pub fn created_cluster(&self) -> String {
+        self.calls()
+            .iter()
+            .find_map(|c| {
+                c.strip_prefix("kind create cluster --name ")
+                    .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+            })
+            .expect("a kind create call")
+    }
+
+    /// Asserts that the last call listed the clusters: a delete was verified by the listing.
+    pub fn assert_ends_listing_clusters(&self) {
+        let calls = self.calls();
+        assert!(
+            calls.last().is_some_and(|c| c == "kind get clusters"),
+            "{calls:?}"
+        );
+    }
+
     /// Calls that change something (not version/info/get queries).
     pub fn changes(&self) -> Vec<String> {
         self.calls()
