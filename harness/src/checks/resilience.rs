@@ -3,9 +3,9 @@
 //!
 //! - `rolling_restart_zero_errors`: every replica replaced one at a time; every request must
 //!   succeed (the drain delay outlasts the endpoint propagation).
-//! - `replica_killed`: one replica killed outright; only requests in flight at the kill may fail,
-//!   and every request started after it must succeed (Istio's retry of connection failures on
-//!   another host covers the dead one until it leaves the endpoints).
+//! - `replica_killed`: one replica killed outright; only requests in flight during the kill (until
+//!   the gateway stops routing to the dead replica) may fail, and every request started after it
+//!   must succeed.
 //! - `drain_on_sigterm`: a replica busy with slow requests gets SIGTERM; they complete with 200
 //!   and it exits 0.
 

@@ -99,9 +99,10 @@ pub struct StoppedReplica {
     pub name: String,
     /// When it was signalled (or its pod's deletion was requested).
     pub at: std::time::Instant,
-    /// When it was known to be gone: its processes reaped (local); on a cluster, where the
-    /// kubelet may kill a pod's containers seconds after the pod object is removed, once the
-    /// Deployment was whole again.
+    /// When it was known to be gone from the gateway's routes: locally, once its processes were
+    /// reaped and the gateway had applied its endpoint removal; on a cluster, where the kubelet
+    /// may kill a pod's containers seconds after the pod object is removed, once the Deployment
+    /// was whole again.
     pub gone: std::time::Instant,
     pub exit: ExitSeen,
 }

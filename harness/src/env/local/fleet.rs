@@ -154,7 +154,7 @@ impl Fleet {
     /// the endpoints once ready, then the old one stops. A deleted pod stops first and its
     /// ReplicaSet replaces it. Either way the old one gets `signal` and leaves the endpoints at
     /// the same moment, which Envoy learns after the lag. Returns the replacement's name, when
-    /// the old one was signalled and, for a SIGKILL, when it was dead.
+    /// the old one was signalled and, for a SIGKILL, when the gateway had stopped routing to it.
     async fn replace(
         &mut self,
         supervisor: &Supervisor,
@@ -181,7 +181,6 @@ impl Fleet {
             for process in [victim, sidecar.as_str()] {
                 supervisor.wait_exit(process, EXIT_MARGIN).await?;
             }
-            killed = Some(Instant::now());
         }
         let members = self.members_mut(cluster)?;
         members.retain(|pod| pod.app.name != victim);
@@ -191,6 +190,14 @@ impl Fleet {
         tokio::time::sleep(self.propagation_lag).await;
         self.endpoints.write(cluster, without_old.clone())?;
         endpoints::wait_applied(admin, cluster, &without_old).await?;
+        if signal == libc::SIGKILL {
+            // A kill is over once the gateway no longer routes to the dead replica, as on a
+            // cluster (the pod deleted and its endpoint removal propagated). Until then a request
+            // can fail even though Istio retries on another host: least-request picks the idle
+            // dead host first, and the previous-hosts predicate accepts it again after five
+            // reselections.
+            killed = Some(Instant::now());
+        }
         if !surge {
             self.add(supervisor, admin, cluster, &name).await?;
         }
