@@ -254,23 +254,31 @@ async fn start_processes(
 /// Copies a run's bootstrap and logs to `to` (a failure is a warning: it must not hide the
 /// error being explained).
 fn save_run_files(run_dir: &Path, to: &Path) {
+    copy_folder(run_dir, to);
+    eprintln!("local target files and logs saved in {}", to.display());
+}
+
+/// Copies a folder's files and, the same way, its folders (the endpoint files have their own).
+fn copy_folder(from: &Path, to: &Path) {
     if let Err(err) = std::fs::create_dir_all(to) {
         eprintln!("warning: creating {}: {err}", to.display());
         return;
     }
-    let entries = match std::fs::read_dir(run_dir) {
+    let entries = match std::fs::read_dir(from) {
         Ok(entries) => entries,
         Err(err) => {
-            eprintln!("warning: reading {}: {err}", run_dir.display());
+            eprintln!("warning: reading {}: {err}", from.display());
             return;
         }
     };
     for entry in entries.flatten() {
-        if let Err(err) = std::fs::copy(entry.path(), to.join(entry.file_name())) {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_folder(&entry.path(), &target);
+        } else if let Err(err) = std::fs::copy(entry.path(), &target) {
             eprintln!("warning: copying {}: {err}", entry.path().display());
         }
     }
-    eprintln!("local target files and logs saved in {}", to.display());
 }
 
 /// Writes the gateway's bootstrap, starts its Envoy and returns the listener's and the admin's
