@@ -27,10 +27,11 @@ pub(crate) struct UpArgs {
     /// local: the gateway's port on 127.0.0.1 (default: a free port).
     #[arg(long)]
     pub port: Option<u16>,
-    /// local: the manifest whose Gateway and VirtualService configure the gateway
-    /// [default: manifests/app.yaml].
-    #[arg(long)]
-    pub manifest: Option<PathBuf>,
+    /// local: the manifests (files, or directories of *.yaml/*.yml files) whose Gateways,
+    /// VirtualServices, Services and Deployments configure the gateway; repeat it or list
+    /// several after it [default: manifests/app.yaml].
+    #[arg(long, num_args = 1..)]
+    pub manifest: Vec<PathBuf>,
     /// kind|existing: print every step and command in order, change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -79,7 +80,7 @@ fn up(args: &UpArgs) -> Result<()> {
              beyond its own processes, which stop with it: run it without --dry-run"
         );
     }
-    if target != TargetChoice::Local && (args.port.is_some() || args.manifest.is_some()) {
+    if target != TargetChoice::Local && (args.port.is_some() || !args.manifest.is_empty()) {
         bail!(
             "--port and --manifest configure the local gateway; the {} target applies \
              manifests/app.yaml and is reached through the kind port mapping",
@@ -89,7 +90,11 @@ fn up(args: &UpArgs) -> Result<()> {
     match target {
         TargetChoice::Local => {
             let options = LocalOptions {
-                manifest: args.manifest.clone().unwrap_or_else(paths::app_manifest),
+                manifests: if args.manifest.is_empty() {
+                    vec![paths::app_manifest()]
+                } else {
+                    args.manifest.clone()
+                },
                 port: args.port,
                 ..LocalOptions::from_knobs(&knobs)
             };

@@ -29,11 +29,11 @@ pub struct ProbeResponse {
 
 impl ProbeResponse {
     /// A header's value as text, if present and readable.
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    pub(crate) fn body_text(&self) -> String {
+    pub fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
@@ -68,7 +68,7 @@ impl ProbeResponse {
 pub struct ProbeRequest {
     pub method: String,
     pub target: String,
-    /// Headers besides `host`, which is always the address sent to.
+    /// Headers; `host` is the address sent to unless one of them is `host`.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
@@ -83,7 +83,7 @@ impl ProbeRequest {
         }
     }
 
-    pub(crate) fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
         self.headers.push((name.to_string(), value.into()));
         self
     }
@@ -122,13 +122,19 @@ async fn send_unbounded(addr: SocketAddr, request: &ProbeRequest) -> Result<Prob
     for (name, value) in &request.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
+    if !request
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        builder = builder.header(
+            hyper::header::HOST,
+            HeaderValue::from_str(&addr.to_string()).expect("a socket address is a valid header"),
+        );
+    }
     let http_request = builder
         .method(request.method.as_str())
         .uri(request.target.as_str())
-        .header(
-            hyper::header::HOST,
-            HeaderValue::from_str(&addr.to_string()).expect("a socket address is a valid header"),
-        )
         .body(Full::new(Bytes::from(request.body.clone())))
         .with_context(|| format!("{what}: building the request"))?;
     let response = sender

@@ -72,3 +72,30 @@ pub(crate) fn intersect_hosts(server: &str, virtual_service: &str) -> Option<Str
         None
     }
 }
+
+/// A VirtualService's `gateways` entry as `namespace/name` (`resolveGatewayName`,
+/// pilot/pkg/model/config.go): a short name is in the VirtualService's namespace, `./name` too,
+/// and the older `name.namespace[.svc.cluster.local]` names its namespace after the first dot.
+pub(crate) fn resolve_gateway_name(reference: &str, namespace: &str) -> String {
+    match reference.split_once('/') {
+        Some((".", name)) => format!("{namespace}/{name}"),
+        Some(_) => reference.to_string(),
+        None => match reference.split_once('.') {
+            None => format!("{namespace}/{reference}"),
+            Some((name, rest)) => {
+                let gateway_namespace = rest.split('.').next().unwrap_or(rest);
+                format!("{gateway_namespace}/{name}")
+            }
+        },
+    }
+}
+
+/// Istio's order of host names (`MoreSpecific`, pkg/config/host/names.go): exact names before
+/// wildcards, then longer before shorter, then alphabetical.
+pub(crate) fn more_specific_first(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a_wild, b_wild) = (a.starts_with('*'), b.starts_with('*'));
+    a_wild
+        .cmp(&b_wild)
+        .then(b.len().cmp(&a.len()))
+        .then(a.cmp(b))
+}

@@ -15,7 +15,7 @@ use harness::exec::wait::Retry;
 
 /// Starts `harness up --target local` (with `extra` arguments) and returns it with the gateway
 /// port it printed.
-fn start_up(extra: &[&str]) -> Result<(Child, u16)> {
+pub(crate) fn start_up(extra: &[&str]) -> Result<(Child, u16)> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(["up", "--target", "local"])
         .args(extra)
@@ -107,7 +107,7 @@ async fn all_gone(pids: &[u32]) -> Result<()> {
     Ok(())
 }
 
-fn signal(child: &Child, signal: libc::c_int) {
+pub(crate) fn signal(child: &Child, signal: libc::c_int) {
     // SAFETY: kill(2) on a child we spawned and have not reaped.
     let result = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     assert_eq!(result, 0, "kill({}, {signal})", child.id());

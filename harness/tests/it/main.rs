@@ -17,4 +17,5 @@ mod kind_namespace_wait;
 mod kind_preflight;
 mod lint;
 mod local_up;
+mod local_virtual_service;
 mod pod_access;

@@ -46,6 +46,7 @@ fn access_log_format() -> Value {
         "response_flags": "%RESPONSE_FLAGS%",
         "response_code_details": "%RESPONSE_CODE_DETAILS%",
         "upstream_host": "%UPSTREAM_HOST%",
+        "upstream_cluster": "%UPSTREAM_CLUSTER%",
         "upstream_failure": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
         "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
         "duration_ms": "%DURATION%",
@@ -104,10 +105,15 @@ pub(crate) fn bootstrap(plan: &GatewayPlan, runtime: &RuntimeAddresses) -> Resul
     let connection_manager = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": format!("outbound_0.0.0.0_{}", plan.server_port),
+        // As `buildGatewayHTTPRouteConfig` (pilot/pkg/networking/core/gateway.go): a Host
+        // header's port plays no part in choosing the virtual host, and a direct response
+        // may carry up to 1 MiB.
         "route_config": {
             "name": format!("http.{}", plan.server_port),
             "virtual_hosts": virtual_hosts,
             "validate_clusters": false,
+            "ignore_port_in_host_matching": true,
+            "max_direct_response_body_size_bytes": 1024 * 1024,
         },
         "server_name": GATEWAY_SERVER_NAME,
         "server_header_transformation": "OVERWRITE",
@@ -125,7 +131,20 @@ pub(crate) fn bootstrap(plan: &GatewayPlan, runtime: &RuntimeAddresses) -> Resul
                 "log_format": {"json_format": access_log_format()},
             }
         }],
+        // Istio's gateway filter chain ends with fault injection, CORS and the router
+        // (`buildHTTPConnectionManager`, pilot/pkg/networking/core/listener_builder.go); routes
+        // configure the first two per route.
         "http_filters": [{
+            "name": "envoy.filters.http.fault",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+            }
+        }, {
+            "name": "envoy.filters.http.cors",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors",
+            }
+        }, {
             "name": "envoy.filters.http.router",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",

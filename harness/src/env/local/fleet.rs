@@ -30,8 +30,10 @@ pub(crate) struct Fleet {
     /// From a replica's SIGTERM (or SIGKILL) until Envoy stops routing to it.
     propagation_lag: Duration,
     upstreams: Vec<Upstream>,
-    /// Cluster name → its replicas, in the order they were started.
+    /// Deployment (`namespace/name`) → its replicas, in the order they were started.
     members: BTreeMap<String, Vec<Pod>>,
+    /// Deployment → the clusters its replicas serve (one per Service port that selects them).
+    clusters: BTreeMap<String, Vec<String>>,
     endpoints: EndpointFiles,
     /// The next replica's number; replicas are never renamed, as pods are not.
     next_index: u32,
@@ -47,8 +49,17 @@ impl Fleet {
         endpoints_dir: &std::path::Path,
     ) -> Result<Self> {
         let mut members = BTreeMap::new();
+        let mut clusters: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut next_index = 0;
         for upstream in upstreams {
+            let deployment = upstream.deployment_id();
+            clusters
+                .entry(deployment.clone())
+                .or_default()
+                .push(upstream.cluster.clone());
+            if members.contains_key(&deployment) {
+                continue;
+            }
             let names = replicas::initial_names(upstream);
             next_index = next_index.max(upstream.replicas);
             let started = start_pods(supervisor, &options, &names)
@@ -59,11 +70,16 @@ impl Fleet {
                         upstream.replicas, upstream.namespace, upstream.deployment
                     )
                 })?;
-            members.insert(upstream.cluster.clone(), started);
+            members.insert(deployment, started);
         }
-        let addresses = members
+        let addresses = clusters
             .iter()
-            .map(|(cluster, replicas)| (cluster.clone(), addresses_of(replicas)))
+            .flat_map(|(deployment, names)| {
+                let addresses = addresses_of(&members[deployment]);
+                names
+                    .iter()
+                    .map(move |cluster| (cluster.clone(), addresses.clone()))
+            })
             .collect();
         let endpoints = EndpointFiles::create(endpoints_dir, addresses)?;
         Ok(Fleet {
@@ -71,6 +87,7 @@ impl Fleet {
             propagation_lag,
             upstreams: upstreams.to_vec(),
             members,
+            clusters,
             endpoints,
             next_index,
         })
@@ -98,7 +115,7 @@ impl Fleet {
             .first()
             .cloned()
             .context("the manifests route to no Deployment")?;
-        let current: Vec<String> = self.members[&upstream.cluster]
+        let current: Vec<String> = self.members[&upstream.deployment_id()]
             .iter()
             .map(|pod| pod.app.name.clone())
             .collect();
@@ -164,12 +181,12 @@ impl Fleet {
         signal: libc::c_int,
         surge: bool,
     ) -> Result<(String, Instant, Option<Instant>)> {
-        let cluster = upstream.cluster.as_str();
+        let deployment = upstream.deployment_id();
         // Named like the Deployment's other replicas; never a name used before, as pods are not.
         let name = replicas::replica_name(&upstream.deployment, self.next_index);
         self.next_index += 1;
         if surge {
-            self.add(supervisor, admin, cluster, &name).await?;
+            self.add(supervisor, admin, &deployment, &name).await?;
         }
         let at = Instant::now();
         supervisor.signal(victim, signal)?;
@@ -182,14 +199,12 @@ impl Fleet {
                 supervisor.wait_exit(process, EXIT_MARGIN).await?;
             }
         }
-        let members = self.members_mut(cluster)?;
-        members.retain(|pod| pod.app.name != victim);
-        let without_old = addresses_of(members);
+        self.members_mut(&deployment)?
+            .retain(|pod| pod.app.name != victim);
         // The modelled propagation of the endpoint removal: not a wait for a condition, the
         // delay itself is what the scenarios exercise.
         tokio::time::sleep(self.propagation_lag).await;
-        self.endpoints.write(cluster, without_old.clone())?;
-        endpoints::wait_applied(admin, cluster, &without_old).await?;
+        self.publish(admin, &deployment).await?;
         if signal == libc::SIGKILL {
             // A kill is over once the gateway no longer routes to the dead replica, as on a
             // cluster (the pod deleted and its endpoint removal propagated). Until then a request
@@ -199,7 +214,7 @@ impl Fleet {
             killed = Some(Instant::now());
         }
         if !surge {
-            self.add(supervisor, admin, cluster, &name).await?;
+            self.add(supervisor, admin, &deployment, &name).await?;
         }
         Ok((name, at, killed))
     }
@@ -209,23 +224,34 @@ impl Fleet {
         &mut self,
         supervisor: &Supervisor,
         admin: SocketAddr,
-        cluster: &str,
+        deployment: &str,
         name: &str,
     ) -> Result<()> {
         let new = start_pods(supervisor, &self.options, &[name.to_string()])
             .await?
             .remove(0);
-        let members = self.members_mut(cluster)?;
-        members.push(new);
-        let with_new = addresses_of(members);
-        self.endpoints.write(cluster, with_new.clone())?;
-        endpoints::wait_applied(admin, cluster, &with_new).await
+        self.members_mut(deployment)?.push(new);
+        self.publish(admin, deployment).await
     }
 
-    fn members_mut(&mut self, cluster: &str) -> Result<&mut Vec<Pod>> {
+    /// Writes the Deployment's current replicas into the endpoints of each of its clusters and
+    /// waits until Envoy has applied them.
+    async fn publish(&mut self, admin: SocketAddr, deployment: &str) -> Result<()> {
+        let addresses = addresses_of(self.members_mut(deployment)?);
+        let clusters = self.clusters.get(deployment).cloned().unwrap_or_default();
+        for cluster in &clusters {
+            self.endpoints.write(cluster, addresses.clone())?;
+        }
+        for cluster in &clusters {
+            endpoints::wait_applied(admin, cluster, &addresses).await?;
+        }
+        Ok(())
+    }
+
+    fn members_mut(&mut self, deployment: &str) -> Result<&mut Vec<Pod>> {
         self.members
-            .get_mut(cluster)
-            .with_context(|| format!("no replicas for {cluster}"))
+            .get_mut(deployment)
+            .with_context(|| format!("no replicas for Deployment {deployment}"))
     }
 }
 

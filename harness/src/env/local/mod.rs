@@ -51,8 +51,9 @@ const ACCESS_LOG: &str = "envoy-access.log";
 /// How to bring the local target up.
 #[derive(Clone, Debug)]
 pub(crate) struct LocalOptions {
-    /// The manifest with the Gateway, VirtualService, Service and Deployment.
-    pub manifest: PathBuf,
+    /// The manifests (files or directories) with the Gateways, VirtualServices, Services and
+    /// Deployments.
+    pub manifests: Vec<PathBuf>,
     /// The gateway's port on 127.0.0.1; `None` picks a free one.
     pub port: Option<u16>,
     /// `E2E_OFFLINE`: never install Envoy.
@@ -68,7 +69,7 @@ pub(crate) struct LocalOptions {
 impl Default for LocalOptions {
     fn default() -> Self {
         LocalOptions {
-            manifest: paths::app_manifest(),
+            manifests: vec![paths::app_manifest()],
             port: None,
             offline: false,
             artifacts: None,
@@ -133,14 +134,13 @@ impl LocalEnvironment {
         runner: &Runner,
         times: &mut Timings,
     ) -> Result<Self> {
-        let documents = manifest::load_file(&options.manifest)
-            .with_context(|| format!("loading {}", options.manifest.display()))?;
+        let (documents, described) = load_manifests(&options.manifests)?;
         let plan = translate::plan(&documents).with_context(|| {
-            format!(
-                "translating {} into the local gateway's configuration",
-                options.manifest.display()
-            )
+            format!("translating {described} into the local gateway's configuration")
         })?;
+        for warning in &plan.warnings {
+            eprintln!("warning: {warning}");
+        }
         let envoy = times
             .time(
                 "find envoy",
@@ -190,6 +190,23 @@ impl LocalEnvironment {
     pub(crate) fn admin(&self) -> SocketAddr {
         self.admin
     }
+}
+
+/// Every document of the manifest files and directories, and how to name them in errors.
+fn load_manifests(paths: &[PathBuf]) -> Result<(Vec<manifest::Document>, String)> {
+    let files = crate::lint::expand_paths(paths)?;
+    let mut documents = Vec::new();
+    for file in &files {
+        documents.extend(
+            manifest::load_file(file).with_context(|| format!("loading {}", file.display()))?,
+        );
+    }
+    let described = files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok((documents, described))
 }
 
 /// Starts the replicas, then Envoy in front of them, and waits until the gateway routes.
@@ -360,17 +377,13 @@ async fn fetch_text(addr: SocketAddr, target: &str) -> Result<String> {
 
 impl Environment for LocalEnvironment {
     fn describe(&self) -> String {
-        let upstreams: Vec<String> = self
+        let mut upstreams: Vec<String> = self
             .plan
             .upstreams
             .iter()
-            .map(|u| {
-                format!(
-                    "{} replicas of {}/{}",
-                    u.replicas, u.namespace, u.deployment
-                )
-            })
+            .map(|u| format!("{} replicas of {}", u.replicas, u.deployment_id()))
             .collect();
+        upstreams.dedup();
         format!(
             "local: Envoy {} on {} for Gateway {} (server port {}), {} (each behind a sidecar Envoy)",
             self.envoy.version,

@@ -1,332 +1,18 @@
-//! The translation from manifests to Envoy routes, case by case, and the bootstrap that Envoy
-//! itself accepts.
+//! The bootstrap that Envoy itself accepts, the access log, and the fleet's model of a rollout.
+//! The translation's own cases are in `translate/golden_tests.rs`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use rstest::rstest;
 use serde_json::{Value, json};
 
 use super::bootstrap::{RuntimeAddresses, bootstrap};
 use super::endpoints::EndpointFiles;
-use super::translate::{GatewayPlan, default_retry_policy, plan};
-use crate::manifest::hosts::intersect_hosts;
-use crate::manifest::load_str;
+use super::translate::plan;
 
-const SERVICE_AND_DEPLOYMENT: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: wtyfft-svc, namespace: wty-istio}
-spec:
-  selector: {app: wtyfft-app}
-  ports: [{name: http, protocol: TCP, port: 8000, targetPort: 8080}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: wtyfft-deploy, namespace: wty-istio}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: wtyfft-app}}
-  template:
-    metadata: {labels: {app: wtyfft-app}}
-    spec:
-      containers:
-        - name: app
-          image: fft-service:0.1.0
-          ports: [{containerPort: 8080, name: http}]
-"#;
-
-const HTTP_GATEWAY: &str = r#"
-apiVersion: networking.istio.io/v1alpha3
-kind: Gateway
-metadata: {name: wtyfft-gateway, namespace: wty-istio}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-    - port: {number: 80, name: http, protocol: HTTP}
-      hosts: ["*"]
-"#;
-
+/// The cluster of the project's manifest.
 const CLUSTER: &str = "outbound|8000||wtyfft-svc.wty-istio.svc.cluster.local";
-
-fn virtual_service(hosts: &str, http: &str) -> String {
-    format!(
-        r#"
-apiVersion: networking.istio.io/v1alpha3
-kind: VirtualService
-metadata: {{name: wtyfft-vs, namespace: wty-istio}}
-spec:
-  hosts: {hosts}
-  gateways: [wtyfft-gateway]
-  http:
-{http}
-"#
-    )
-}
-
-const TO_SERVICE: &str = "      route: [{destination: {host: wtyfft-svc, port: {number: 8000}}}]";
-
-fn rule(matches: &str) -> String {
-    format!("    - match: {matches}\n{TO_SERVICE}")
-}
-
-fn plan_for(gateway: &str, vs: &str) -> anyhow::Result<GatewayPlan> {
-    let text = format!("{SERVICE_AND_DEPLOYMENT}---{gateway}---{vs}");
-    let docs = load_str(Path::new("case.yaml"), &text)?;
-    plan(&docs)
-}
-
-fn route(envoy_match: Value) -> Value {
-    json!({
-        "match": envoy_match,
-        "route": {
-            "cluster": CLUSTER,
-            "timeout": "0s",
-            "retry_policy": default_retry_policy(),
-            "max_stream_duration": {"max_stream_duration": "0s", "grpc_timeout_header_max": "0s"},
-        },
-        "decorator": {"operation": "wtyfft-svc.wty-istio.svc.cluster.local:8000/*"},
-    })
-}
-
-/// Istio ≥ 1.27's `DefaultPolicy` (pilot/pkg/networking/core/route/retry/retry.go, the
-/// `cachedDefaultPolicy` of release-1.31): no retriable status code, so an app's 503 reaches the
-/// client.
-#[test]
-fn the_default_retry_policy_is_istios_and_retries_no_status() {
-    let policy = default_retry_policy();
-    assert_eq!(
-        policy["retry_on"],
-        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-    );
-    assert_eq!(policy["num_retries"], 2);
-    assert_eq!(policy["host_selection_retry_max_attempts"], "5");
-    assert!(policy.get("retriable_status_codes").is_none(), "{policy}");
-}
-
-#[rstest]
-#[case::article(
-    rule("[{uri: {prefix: /fft}}, {uri: {exact: /metrics}}]"),
-    vec![json!({"prefix": "/fft"}), json!({"path": "/metrics"})]
-)]
-#[case::regex_is_full_match_re2(
-    rule("[{uri: {regex: '/fft/real/[0-9]+'}}]"),
-    vec![json!({"safe_regex": {"regex": "/fft/real/[0-9]+"}})]
-)]
-#[case::ignore_uri_case_prefix(
-    rule("[{uri: {prefix: /fft}, ignoreUriCase: true}]"),
-    vec![json!({"prefix": "/fft", "case_sensitive": false})]
-)]
-#[case::ignore_uri_case_exact(
-    rule("[{uri: {exact: /metrics}, ignoreUriCase: true}]"),
-    vec![json!({"path": "/metrics", "case_sensitive": false})]
-)]
-#[case::ignore_uri_case_regex(
-    rule("[{uri: {regex: '/fft.*'}, ignoreUriCase: true}]"),
-    vec![json!({"safe_regex": {"regex": "/fft.*"}, "case_sensitive": false})]
-)]
-#[case::no_match_list_matches_everything(
-    format!("    - {}", TO_SERVICE.trim_start()),
-    vec![json!({"prefix": "/"})]
-)]
-#[case::match_without_uri(rule("[{ignoreUriCase: false}]"), vec![json!({"prefix": "/"})])]
-#[case::empty_uri_match(rule("[{uri: {}}]"), vec![json!({"prefix": "/"})])]
-#[case::order_is_kept_across_rules(
-    format!("{}\n{}", rule("[{uri: {exact: /metrics}}]"), rule("[{uri: {prefix: /}}]")),
-    vec![json!({"path": "/metrics"}), json!({"prefix": "/"})]
-)]
-fn routes_follow_the_virtual_service(#[case] http: String, #[case] expected: Vec<Value>) {
-    let plan = plan_for(HTTP_GATEWAY, &virtual_service("['*']", &http)).unwrap();
-    assert_eq!(plan.virtual_hosts.len(), 1);
-    let vh = &plan.virtual_hosts[0];
-    assert_eq!(
-        (vh.name.as_str(), vh.domains.clone()),
-        ("*:80", vec!["*".to_string()])
-    );
-    let expected: Vec<Value> = expected.into_iter().map(route).collect();
-    assert_eq!(vh.routes, expected);
-    assert_eq!(plan.upstreams.len(), 1);
-    let upstream = &plan.upstreams[0];
-    assert_eq!(upstream.cluster, CLUSTER);
-    assert_eq!(
-        (upstream.replicas, upstream.target_port.as_str()),
-        (3, "8080")
-    );
-}
-
-#[test]
-fn route_names_come_from_rule_and_match() {
-    let http = format!(
-        "    - name: fft\n      match: [{{name: prefix, uri: {{prefix: /fft}}}}, {{uri: {{exact: /metrics}}}}]\n{TO_SERVICE}"
-    );
-    let plan = plan_for(HTTP_GATEWAY, &virtual_service("['*']", &http)).unwrap();
-    let names: Vec<&Value> = plan.virtual_hosts[0]
-        .routes
-        .iter()
-        .map(|r| &r["name"])
-        .collect();
-    assert_eq!(names, [&json!("fft.prefix"), &json!("fft")]);
-}
-
-#[rstest]
-#[case::fqdn("wtyfft-svc.wty-istio.svc.cluster.local")]
-#[case::short("wtyfft-svc")]
-fn destination_host_forms_that_resolve(#[case] host: &str) {
-    let http = format!("    - route: [{{destination: {{host: {host}, port: {{number: 8000}}}}}}]");
-    let plan = plan_for(HTTP_GATEWAY, &virtual_service("['*']", &http)).unwrap();
-    assert_eq!(plan.upstreams[0].cluster, CLUSTER);
-}
-
-#[test]
-fn port_may_be_omitted_when_the_service_has_one() {
-    let http = "    - route: [{destination: {host: wtyfft-svc}}]";
-    let plan = plan_for(HTTP_GATEWAY, &virtual_service("['*']", http)).unwrap();
-    assert_eq!(plan.upstreams[0].cluster, CLUSTER);
-}
-
-#[rstest]
-#[case::header_match(
-    rule("[{headers: {x-user: {exact: a}}}]"),
-    "spec.http[0].match[0].headers is not translated"
-)]
-#[case::method_match(rule("[{method: {exact: GET}}]"), "match[0].method is not translated")]
-#[case::query_match(
-    rule("[{queryParams: {a: {exact: b}}}]"),
-    "match[0].queryParams is not translated"
-)]
-#[case::match_gateways(rule("[{gateways: [mesh]}]"), "match[0].gateways is not translated")]
-#[case::stat_prefix(
-    rule("[{uri: {prefix: /fft}, statPrefix: fft}]"),
-    "match[0].statPrefix is not translated"
-)]
-#[case::timeout(format!("{}\n      timeout: 5s", rule("[{uri: {prefix: /fft}}]")), "spec.http[0].timeout is not translated")]
-#[case::retries(format!("{}\n      retries: {{attempts: 3}}", rule("[{uri: {prefix: /fft}}]")), "spec.http[0].retries is not translated")]
-#[case::rewrite(format!("{}\n      rewrite: {{uri: /}}", rule("[{uri: {prefix: /fft}}]")), "spec.http[0].rewrite is not translated")]
-#[case::fault(format!("{}\n      fault: {{abort: {{httpStatus: 500}}}}", rule("[{uri: {prefix: /fft}}]")), "spec.http[0].fault is not translated")]
-#[case::redirect("    - redirect: {uri: /x}\n      match: [{uri: {prefix: /a}}]".to_string(), "spec.http[0].redirect is not translated")]
-#[case::weighted_split(
-    "    - route:\n      - {destination: {host: wtyfft-svc}, weight: 50}\n      - {destination: {host: wtyfft-svc}, weight: 50}".to_string(),
-    "2 destinations"
-)]
-#[case::partial_weight("    - route: [{destination: {host: wtyfft-svc}, weight: 30}]".to_string(), "weight is 30")]
-#[case::subset("    - route: [{destination: {host: wtyfft-svc, subset: v1}}]".to_string(), "subset `v1` needs a DestinationRule")]
-#[case::name_dot_namespace("    - route: [{destination: {host: wtyfft-svc.wty-istio}}]".to_string(), "Istio takes a host with a dot as fully qualified")]
-#[case::unknown_service("    - route: [{destination: {host: nothing-here}}]".to_string(), "no Service wty-istio/nothing-here")]
-#[case::unknown_port("    - route: [{destination: {host: wtyfft-svc, port: {number: 9000}}}]".to_string(), "port.number 9000 is not a port of Service wty-istio/wtyfft-svc")]
-#[case::no_destination("    - match: [{uri: {prefix: /fft}}]".to_string(), "spec.http[0].route is empty")]
-fn untranslated_fields_are_errors(#[case] http: String, #[case] message: &str) {
-    let err = plan_for(HTTP_GATEWAY, &virtual_service("['*']", &http)).unwrap_err();
-    let text = format!("{err:#}");
-    assert!(text.contains(message), "{text}");
-    assert!(
-        text.contains("wty-istio/wtyfft-vs"),
-        "the error names the resource: {text}"
-    );
-}
-
-#[rstest]
-#[case::https(HTTP_GATEWAY.replace("protocol: HTTP", "protocol: HTTPS"), "protocol is HTTPS")]
-#[case::tls(HTTP_GATEWAY.replace("hosts: [\"*\"]", "hosts: [\"*\"]\n      tls: {httpsRedirect: true}"), "servers[0].tls is not translated")]
-#[case::other_selector(HTTP_GATEWAY.replace("istio: ingressgateway", "istio: egressgateway"), "does not select Istio's default ingress gateway")]
-fn gateway_fields_that_are_errors(#[case] gateway: String, #[case] message: &str) {
-    let vs = virtual_service("['*']", &rule("[{uri: {prefix: /fft}}]"));
-    let err = plan_for(&gateway, &vs).unwrap_err();
-    let text = format!("{err:#}");
-    assert!(text.contains(message), "{text}");
-    assert!(text.contains("Gateway wty-istio/wtyfft-gateway"), "{text}");
-}
-
-#[test]
-fn virtual_service_fields_that_are_errors() {
-    let vs = virtual_service("['*']", &rule("[{uri: {prefix: /fft}}]"))
-        .replace("  gateways:", "  tcp: [{route: []}]\n  gateways:");
-    let err = plan_for(HTTP_GATEWAY, &vs).unwrap_err();
-    assert!(
-        format!("{err:#}").contains("spec.tcp is not translated"),
-        "{err:#}"
-    );
-}
-
-#[rstest]
-#[case::numeric(
-    "targetPort: 8080",
-    "targetPort: 9999",
-    "sends traffic to targetPort 9999"
-)]
-#[case::named("targetPort: 8080", "targetPort: metrics", "the named port `metrics`")]
-fn a_target_port_where_the_app_does_not_listen_is_an_error(
-    #[case] from: &str,
-    #[case] to: &str,
-    #[case] message: &str,
-) {
-    let text = format!(
-        "{}---{HTTP_GATEWAY}---{}",
-        SERVICE_AND_DEPLOYMENT.replace(from, to),
-        virtual_service("['*']", &rule("[{uri: {prefix: /fft}}]"))
-    );
-    let docs = load_str(Path::new("case.yaml"), &text).unwrap();
-    let err = format!("{:#}", plan(&docs).unwrap_err());
-    assert!(err.contains(message), "{err}");
-    assert!(err.contains("Service wty-istio/wtyfft-svc"), "{err}");
-}
-
-#[test]
-fn an_unbound_gateway_is_a_blackhole() {
-    let vs = virtual_service("['*']", &rule("[{uri: {prefix: /fft}}]"))
-        .replace("gateways: [wtyfft-gateway]", "gateways: [mesh]");
-    let plan = plan_for(HTTP_GATEWAY, &vs).unwrap();
-    assert_eq!(plan.virtual_hosts.len(), 1);
-    assert_eq!(plan.virtual_hosts[0].name, "blackhole:80");
-    assert!(plan.virtual_hosts[0].routes.is_empty());
-    assert!(plan.upstreams.is_empty());
-}
-
-#[test]
-fn a_gateway_in_another_namespace_needs_the_namespace() {
-    let vs = virtual_service("['*']", &rule("[{uri: {prefix: /fft}}]")).replace(
-        "gateways: [wtyfft-gateway]",
-        "gateways: [other/wtyfft-gateway]",
-    );
-    assert_eq!(
-        plan_for(HTTP_GATEWAY, &vs).unwrap().virtual_hosts[0].name,
-        "blackhole:80"
-    );
-    let vs = vs.replace("other/", "wty-istio/");
-    assert_eq!(
-        plan_for(HTTP_GATEWAY, &vs).unwrap().virtual_hosts[0].name,
-        "*:80"
-    );
-}
-
-#[rstest]
-#[case::named_host("['fft.example.com']", "['*']", vec!["fft.example.com", "fft.example.com:*"])]
-#[case::short_name_is_a_service_fqdn("[wtyfft]", "['*']", vec!["wtyfft.wty-istio.svc.cluster.local", "wtyfft.wty-istio.svc.cluster.local:*"])]
-#[case::gateway_narrows_a_wildcard_vs("['*']", "['fft.example.com']", vec!["fft.example.com", "fft.example.com:*"])]
-#[case::wildcard_server("['a.example.com']", "['*.example.com']", vec!["a.example.com", "a.example.com:*"])]
-#[case::namespaced_server_host("['*']", "['wty-istio/*']", vec!["*"])]
-fn virtual_host_domains(
-    #[case] vs_hosts: &str,
-    #[case] server_hosts: &str,
-    #[case] domains: Vec<&str>,
-) {
-    let gateway = HTTP_GATEWAY.replace("hosts: [\"*\"]", &format!("hosts: {server_hosts}"));
-    let vs = virtual_service(vs_hosts, &rule("[{uri: {prefix: /fft}}]"));
-    let plan = plan_for(&gateway, &vs).unwrap();
-    assert_eq!(plan.virtual_hosts[0].domains, domains);
-}
-
-#[test]
-fn hosts_the_server_does_not_expose_are_not_bound() {
-    let gateway = HTTP_GATEWAY.replace("hosts: [\"*\"]", "hosts: ['other-ns/*']");
-    let vs = virtual_service("['*']", &rule("[{uri: {prefix: /fft}}]"));
-    assert_eq!(
-        plan_for(&gateway, &vs).unwrap().virtual_hosts[0].name,
-        "blackhole:80"
-    );
-    assert_eq!(intersect_hosts("a.com", "b.com"), None);
-    assert_eq!(intersect_hosts("*.a.com", "a.com"), None);
-}
 
 /// The bootstrap for the project's own manifest, with made-up replica addresses.
 fn project_bootstrap(run_dir: &Path) -> Value {
@@ -367,9 +53,28 @@ fn the_connection_manager_is_istios() {
         config["static_resources"]["listeners"][0]["enable_reuse_port"],
         false
     );
+    let filters: Vec<&Value> = hcm["http_filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| &f["name"])
+        .collect();
     assert_eq!(
-        hcm["http_filters"][0]["typed_config"]["suppress_envoy_headers"],
+        filters,
+        [
+            "envoy.filters.http.fault",
+            "envoy.filters.http.cors",
+            "envoy.filters.http.router"
+        ]
+    );
+    assert_eq!(
+        hcm["http_filters"][2]["typed_config"]["suppress_envoy_headers"],
         false
+    );
+    assert_eq!(hcm["route_config"]["ignore_port_in_host_matching"], true);
+    assert_eq!(
+        hcm["route_config"]["virtual_hosts"][0]["domains"],
+        json!(["*"])
     );
     let routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
         .as_array()
