@@ -11,30 +11,33 @@ use super::bootstrap::{RuntimeAddresses, bootstrap};
 use super::endpoints::EndpointFiles;
 use super::translate::plan;
 
-/// The cluster of the project's manifest.
-const CLUSTER: &str = "outbound|8000||wtyfft-svc.wty-istio.svc.cluster.local";
-
 /// The bootstrap for the project's own manifest, with made-up replica addresses.
 fn project_bootstrap(run_dir: &Path) -> Value {
     let docs = crate::manifest::load_file(&crate::config::paths::manifests_dir().join("app.yaml"))
         .unwrap();
-    let plan = plan(&docs).unwrap();
+    bootstrap_for(&docs, run_dir)
+}
+
+/// The bootstrap for `docs`, with made-up replica addresses for every upstream.
+fn bootstrap_for(docs: &[crate::manifest::Document], run_dir: &Path) -> Value {
+    let plan = plan(docs).unwrap();
     let replicas: Vec<SocketAddr> = (0..3)
         .map(|i| SocketAddr::from(([127, 0, 0, 1], 30000 + i)))
         .collect();
-    let files = EndpointFiles::create(
-        &run_dir.join("eds"),
-        BTreeMap::from([(CLUSTER.to_string(), replicas)]),
-    )
-    .unwrap();
+    let clusters: BTreeMap<String, Vec<SocketAddr>> = plan
+        .upstreams
+        .iter()
+        .map(|u| (u.cluster.clone(), replicas.clone()))
+        .collect();
+    let files = EndpointFiles::create(&run_dir.join("eds"), clusters.clone()).unwrap();
     let runtime = RuntimeAddresses {
         listener: "127.0.0.1:0".parse().unwrap(),
         admin: "127.0.0.1:0".parse().unwrap(),
         endpoints_dir: files.dir().to_path_buf(),
-        endpoint_files: BTreeMap::from([(
-            CLUSTER.to_string(),
-            files.file(CLUSTER).unwrap().to_path_buf(),
-        )]),
+        endpoint_files: clusters
+            .keys()
+            .map(|c| (c.clone(), files.file(c).unwrap().to_path_buf()))
+            .collect(),
         access_log: run_dir.join("access.log"),
     };
     bootstrap(&plan, &runtime).unwrap()
@@ -117,7 +120,55 @@ fn a_non_loopback_listener_is_refused() {
     assert!(err.to_string().contains("loopback addresses only"), "{err}");
 }
 
-/// Envoy itself accepts the generated bootstrap (`--mode validate` checks every field).
+/// Every construct the translation knows, in one VirtualService.
+const EVERY_CONSTRUCT: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: all, namespace: shop}
+spec:
+  hosts: ["*.example.com", fft.example.com]
+  gateways: [gw]
+  http:
+    - name: matches
+      match:
+        - {name: m, uri: {regex: "/a/[0-9]+"}, ignoreUriCase: true, method: {exact: POST}, authority: {prefix: fft}, scheme: {exact: http}, port: 80,
+           headers: {x-a: {exact: a}, x-b: {prefix: b}, x-c: {regex: "c+"}, x-d: {}}, withoutHeaders: {x-e: {exact: e}, x-f: {}},
+           queryParams: {q: {exact: "1"}, r: {regex: "[a-z]+"}, s: {}}, statPrefix: matches}
+      headers:
+        request: {set: {x-set: "1", ":authority": rewritten.example}, add: {x-add: "2"}, remove: [x-remove]}
+        response: {set: {x-resp: "1"}, remove: [server-timing]}
+      rewrite: {uriRegexRewrite: {match: "^/a/(.*)$", rewrite: "/fft?n=\\1"}}
+      timeout: 1.5s
+      retries: {attempts: 4, perTryTimeout: 500ms, retryOn: "5xx,503,reset", retryRemoteLocalities: true, retryIgnorePreviousHosts: false, backoff: 30ms}
+      mirror: {host: fft-v2}
+      mirrorPercentage: {value: 12.5}
+      mirrors: [{destination: {host: fft-v1}, percentage: {value: 1}}]
+      corsPolicy: {allowOrigins: [{prefix: "https://"}], allowMethods: [GET], allowHeaders: [x-h], exposeHeaders: [x-e], maxAge: 1h, allowCredentials: false}
+      fault: {delay: {fixedDelay: 1ms, percentage: {value: 0.5}}, abort: {grpcStatus: UNAVAILABLE, percentage: {value: 0.1}}}
+      route:
+        - {destination: {host: fft-v1}, weight: 75, headers: {request: {set: {host: v1.example}}, response: {add: {x-v: "1"}}}}
+        - {destination: {host: fft-v2, port: {number: 80}}, weight: 25}
+    - match: [{uri: {prefix: /redirect}}]
+      redirect: {uri: /x, authority: other.example, derivePort: FROM_REQUEST_PORT, scheme: https, redirectCode: 307}
+    - match: [{uri: {prefix: /prefix-redirect}}]
+      redirect: {prefixRewrite: /y, port: 8080}
+    - match: [{uri: {exact: /bytes}}]
+      directResponse: {status: 503, body: {bytes: aGVsbG8=}}
+    - match: [{uri: {prefix: /nothing}}]
+      route: [{destination: {host: no-such-service}}]
+    - route: [{destination: {host: fft-v1}}]
+      retries: {attempts: 0}
+"#;
+
+/// Envoy itself accepts the generated bootstrap (`--mode validate` checks every field): the
+/// project's, and one with every construct the translation knows.
 #[tokio::test]
 async fn envoy_validates_the_bootstrap() {
     let knobs = crate::config::knobs::Knobs::from_env().unwrap();
@@ -125,29 +176,42 @@ async fn envoy_validates_the_bootstrap() {
     let envoy = crate::tools::envoy::find_or_install(&runner, knobs.offline)
         .await
         .expect("Envoy is needed for this test (see the error for how to get it)");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bootstrap.json");
-    std::fs::write(
-        &path,
-        serde_json::to_vec_pretty(&project_bootstrap(dir.path())).unwrap(),
+    let backends = std::fs::read_to_string(
+        crate::config::paths::project_root().join("examples/canary/backends.yaml"),
     )
     .unwrap();
-    let validate = crate::exec::cmd::Cmd::new(&envoy.path)
-        .args([
-            "--mode",
-            "validate",
-            "--disable-hot-restart",
-            "--config-path",
-        ])
-        .arg(&path);
-    let output = runner
-        .run(&validate)
-        .await
-        .expect("Envoy rejected the bootstrap");
-    assert!(
-        output.stdout.contains("OK") || output.stderr.contains("OK"),
-        "{output:?}"
-    );
+    let every = crate::manifest::load_str(
+        Path::new("every.yaml"),
+        &format!("{backends}\n---\n{EVERY_CONSTRUCT}"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, config) in [
+        ("project", project_bootstrap(dir.path())),
+        (
+            "every-construct",
+            bootstrap_for(&every, &dir.path().join("every")),
+        ),
+    ] {
+        let path = dir.path().join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let validate = crate::exec::cmd::Cmd::new(&envoy.path)
+            .args([
+                "--mode",
+                "validate",
+                "--disable-hot-restart",
+                "--config-path",
+            ])
+            .arg(&path);
+        let output = runner
+            .run(&validate)
+            .await
+            .unwrap_or_else(|err| panic!("Envoy rejected the {name} bootstrap: {err:#}"));
+        assert!(
+            output.stdout.contains("OK") || output.stderr.contains("OK"),
+            "{name}: {output:?}"
+        );
+    }
 }
 
 #[test]
