@@ -42,10 +42,12 @@ pub enum Rule {
     VsInvalidRegex,
     GatewayConflict,
     IstioAnnotation,
+    VsRouteWeights,
+    VsWeightSum,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 18] = [
+    pub const ALL: [Rule; 20] = [
         Rule::SingleNamespace,
         Rule::DeploymentSelector,
         Rule::ServiceSelector,
@@ -64,6 +66,8 @@ impl Rule {
         Rule::VsInvalidRegex,
         Rule::GatewayConflict,
         Rule::IstioAnnotation,
+        Rule::VsRouteWeights,
+        Rule::VsWeightSum,
     ];
 
     pub(crate) fn id(self) -> &'static str {
@@ -86,6 +90,8 @@ impl Rule {
             Rule::VsInvalidRegex => "vs-invalid-regex",
             Rule::GatewayConflict => "gateway-conflict",
             Rule::IstioAnnotation => "istio-annotation",
+            Rule::VsRouteWeights => "vs-route-weights",
+            Rule::VsWeightSum => "vs-weight-sum",
         }
     }
 }
@@ -115,9 +121,11 @@ impl Rule {
         match self {
             // Requests are served: only Prometheus misses the metrics, a route is never used
             // (an earlier one serves its requests), an annotation is ignored.
-            Rule::PrometheusAnnotations | Rule::VsUnreachableMatch | Rule::IstioAnnotation => {
-                Severity::Warning
-            }
+            // Weights that do not add up to 100 still split traffic, in proportion.
+            Rule::PrometheusAnnotations
+            | Rule::VsUnreachableMatch
+            | Rule::IstioAnnotation
+            | Rule::VsWeightSum => Severity::Warning,
             _ => Severity::Error,
         }
     }
@@ -151,6 +159,10 @@ impl Rule {
             Rule::IstioAnnotation => {
                 "Istio annotations are known, on the right kind, not deprecated"
             }
+            Rule::VsRouteWeights => {
+                "no destination weight is negative and several destinations weigh more than 0"
+            }
+            Rule::VsWeightSum => "the weights of several destinations add up to 100",
         }
     }
 }

@@ -87,6 +87,17 @@ const SERVICE_DOC: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: wty
 const SERVICE_PORT: &str =
     "    - name: http\n      protocol: TCP\n      port: 8000\n      targetPort: 8080\n";
 const VS_PORT: &str = "            port:\n              number: 8000\n";
+/// The route's destination followed by a second one, with the weights given (leaked: the
+/// table's edits are `&'static str`).
+fn two_destinations(first: i32, second_host: &str, second: i32) -> &'static str {
+    leak(format!(
+        "{VS_PORT}          weight: {first}\n        - destination:\n            host: {second_host}\n            port:\n              number: 8000\n          weight: {second}\n"
+    ))
+}
+
+fn leak(text: String) -> &'static str {
+    text.leak()
+}
 
 #[rstest]
 // single-namespace
@@ -118,6 +129,7 @@ const VS_PORT: &str = "            port:\n              number: 8000\n";
 #[case::host_external(Rule::VsDestinationHost, &[("host: wtyfft-svc", "host: fft.example.com")])]
 #[case::service_renamed(Rule::VsDestinationHost, &[("  name: wtyfft-svc\n", "  name: wtyfft-service\n")])]
 #[case::service_deleted(Rule::VsDestinationHost, &[(SERVICE_DOC, "")])]
+#[case::weighted_destination_unknown(Rule::VsDestinationHost, &[(VS_PORT, two_destinations(90, "wtyfft-canary", 10))])]
 // vs-destination-port
 #[case::destination_port_is_target_port(Rule::VsDestinationPort, &[("              number: 8000", "              number: 8080")])]
 #[case::service_port_changed(Rule::VsDestinationPort, &[("      port: 8000\n", "      port: 8001\n")])]
@@ -163,6 +175,12 @@ const VS_PORT: &str = "            port:\n              number: 8000\n";
 #[case::unclosed_group(Rule::VsInvalidRegex, &[(METRICS_MATCH, "            regex: \"/metrics(\"")])]
 #[case::backreference_in_header(Rule::VsInvalidRegex, &[("            prefix: /fft\n", "            prefix: /fft\n          headers:\n            x-id:\n              regex: \"(a)\\\\1\"\n")])]
 #[case::regex_too_long(Rule::VsInvalidRegex, &[(METRICS_MATCH, LONG_REGEX)])]
+#[case::cors_origin_regex(Rule::VsInvalidRegex, &[(VS_PORT, leak(format!("{VS_PORT}      corsPolicy:\n        allowOrigins:\n          - regex: \"https://(?!evil)\"\n")))])]
+#[case::uri_regex_rewrite(Rule::VsInvalidRegex, &[(VS_PORT, leak(format!("{VS_PORT}      rewrite:\n        uriRegexRewrite:\n          match: \"^/fft(\"\n          rewrite: /\n")))])]
+// vs-route-weights, vs-weight-sum (validateHTTPRouteDestinations)
+#[case::negative_weight(Rule::VsRouteWeights, &[(VS_PORT, two_destinations(110, "wtyfft-svc", -10))])]
+#[case::total_weight_zero(Rule::VsRouteWeights, &[(VS_PORT, two_destinations(0, "wtyfft-svc", 0))])]
+#[case::weights_not_100(Rule::VsWeightSum, &[(VS_PORT, two_destinations(90, "wtyfft-svc", 20))])]
 // gateway-conflict (IST0145)
 #[case::two_gateways_same_pods_port_host(Rule::GatewayConflict, &[(GW_HOSTS, "        - \"*\"\n---\napiVersion: networking.istio.io/v1alpha3\nkind: Gateway\nmetadata:\n  name: other-gateway\n  namespace: wty-istio\nspec:\n  selector:\n    istio: ingressgateway\n  servers:\n    - port:\n        number: 80\n        name: http2\n        protocol: HTTP\n      hosts:\n        - \"*\"\n---"), ("    - wtyfft-gateway\n", "    - wtyfft-gateway\n    - other-gateway\n")])]
 // istio-annotation (IST0108, IST0107, IST0135)

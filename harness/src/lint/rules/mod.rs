@@ -25,6 +25,7 @@ pub(crate) fn check_all(inventory: &Inventory) -> Vec<Finding> {
     service::selector_and_target_ports(inventory, &mut findings);
     virtual_service::destinations(inventory, &mut findings);
     virtual_service::gateway_refs(inventory, &mut findings);
+    virtual_service::weights(inventory, &mut findings);
     gateway::selector_and_ports(inventory, &mut findings);
     gateway::conflicts(inventory, &mut findings);
     virtual_service_binding::hosts_bind(inventory, &mut findings);

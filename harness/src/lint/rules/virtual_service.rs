@@ -243,6 +243,57 @@ fn unresolved_host(inv: &Inventory, doc: &Document, destination: &DestinationRef
     )
 }
 
+/// `vs-route-weights` and `vs-weight-sum`: Istio's validation rejects a negative weight and, with
+/// several destinations, a total of 0 (`validateHTTPRouteDestinations`,
+/// pkg/config/validation/validation.go), so the VirtualService and all its routes would not
+/// exist. Weights that add up to something else than 100 are accepted and taken in proportion
+/// (each destination gets weight/total), which is rarely what a `90`/`20` meant.
+pub(crate) fn weights(inv: &Inventory, findings: &mut Vec<Finding>) {
+    for (doc, vs) in &inv.virtual_services {
+        for (r, rule) in vs.spec.http.iter().enumerate() {
+            let weights: Vec<i32> = rule.route.iter().map(|d| d.weight.unwrap_or(0)).collect();
+            for (d, weight) in weights.iter().enumerate() {
+                if *weight < 0 {
+                    findings.push(
+                        Finding::at(Rule::VsRouteWeights, doc, format!("spec.http[{r}].route[{d}].weight")).says(
+                            format!("the weight is {weight}; Istio's webhook rejects a negative weight, so none of the VirtualService's routes exist"),
+                            "make the weight 0 or more".to_string(),
+                        ),
+                    );
+                }
+            }
+            if weights.len() < 2 || weights.iter().any(|w| *w < 0) {
+                continue;
+            }
+            let total: i32 = weights.iter().sum();
+            let field = format!("spec.http[{r}].route");
+            if total == 0 {
+                findings.push(Finding::at(Rule::VsRouteWeights, doc, field).says(
+                    format!("{} destinations and every weight is 0; Istio's webhook rejects a total weight of 0, so none of the VirtualService's routes exist", weights.len()),
+                    "give the destinations weights that add up to 100".to_string(),
+                ));
+            } else if total != 100 {
+                let shares: Vec<String> = rule
+                    .route
+                    .iter()
+                    .zip(&weights)
+                    .map(|(d, w)| {
+                        format!(
+                            "{} {:.1}%",
+                            d.destination.host,
+                            f64::from(*w) * 100.0 / f64::from(total)
+                        )
+                    })
+                    .collect();
+                findings.push(Finding::at(Rule::VsWeightSum, doc, field).says(
+                    format!("the weights {weights:?} add up to {total}, not 100; Istio takes them in proportion: {}", shares.join(", ")),
+                    "make the weights add up to 100".to_string(),
+                ));
+            }
+        }
+    }
+}
+
 /// A `gateways` entry: `name` (in the VirtualService's namespace), `namespace/name`, or the
 /// older `name.namespace[.svc.cluster.local]`.
 pub(super) fn gateway_name(reference: &str) -> (&str, Option<&str>) {

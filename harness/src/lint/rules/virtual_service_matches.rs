@@ -13,27 +13,19 @@
 //!   and at most 1024 characters (`validateStringRegexp`). Envoy compiles them with RE2; the
 //!   `regex` crate accepts the same syntax (no look-around, no back-references).
 
-use serde_json::{Map, Value};
-
 use super::super::inventory::Inventory;
 use super::super::{Finding, Rule};
-use crate::manifest::Document;
+use crate::manifest::istio::{HttpMatchRequest, StringMatch};
 
 /// Istio's limit on a regex's length (`validateStringRegexp`).
 const MAX_REGEX_LEN: usize = 1024;
 
 pub(crate) fn unreachable_matches(inv: &Inventory, findings: &mut Vec<Finding>) {
-    for (doc, _) in &inv.virtual_services {
-        let rules = http_rules(doc);
+    for (doc, vs) in &inv.virtual_services {
         // (rule index, match index, the match) of every earlier match.
-        let mut earlier: Vec<(usize, usize, &Map<String, Value>)> = Vec::new();
+        let mut earlier: Vec<(usize, usize, &HttpMatchRequest)> = Vec::new();
         let mut catch_all: Option<usize> = None;
-        for (r, rule) in rules.iter().enumerate() {
-            let matches = rule
-                .get("match")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+        for (r, rule) in vs.spec.http.iter().enumerate() {
             if let Some(first) = catch_all {
                 findings.push(
                     Finding::at(Rule::VsUnreachableMatch, doc, format!("spec.http[{r}]")).says(
@@ -43,14 +35,11 @@ pub(crate) fn unreachable_matches(inv: &Inventory, findings: &mut Vec<Finding>) 
                 );
                 continue;
             }
-            if matches.is_empty() {
+            if rule.matches.is_empty() {
                 catch_all = Some(r);
                 continue;
             }
-            for (m, entry) in rule["match"].as_array().into_iter().flatten().enumerate() {
-                let Some(entry) = entry.as_object() else {
-                    continue;
-                };
+            for (m, entry) in rule.matches.iter().enumerate() {
                 if let Some((er, em, why)) = earlier
                     .iter()
                     .find_map(|(er, em, other)| shadows(other, entry).map(|why| (*er, *em, why)))
@@ -69,45 +58,40 @@ pub(crate) fn unreachable_matches(inv: &Inventory, findings: &mut Vec<Finding>) 
     }
 }
 
-fn http_rules(doc: &Document) -> Vec<Value> {
-    doc.raw
-        .pointer("/spec/http")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// Why `earlier` takes every request `later` matches, if it does.
-fn shadows(earlier: &Map<String, Value>, later: &Map<String, Value>) -> Option<&'static str> {
-    let without = |entry: &Map<String, Value>, keys: &[&str]| -> Map<String, Value> {
-        entry
-            .iter()
-            .filter(|(k, _)| !keys.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+fn shadows(earlier: &HttpMatchRequest, later: &HttpMatchRequest) -> Option<&'static str> {
+    let without_name = |entry: &HttpMatchRequest| HttpMatchRequest {
+        name: None,
+        ..entry.clone()
     };
-    if without(earlier, &["name"]) == without(later, &["name"]) {
+    let without_uri = |entry: &HttpMatchRequest| HttpMatchRequest {
+        uri: None,
+        ..without_name(entry)
+    };
+    if without_name(earlier) == without_name(later) {
         return Some("is identical");
     }
-    if without(earlier, &["name"]).is_empty() {
+    if without_name(earlier) == HttpMatchRequest::default() {
         return Some("is empty (`{}` matches every request)");
     }
-    if without(earlier, &["name", "uri"]) != without(later, &["name", "uri"]) {
+    if without_uri(earlier) != without_uri(later) {
         return None;
     }
-    let prefix = earlier.get("uri")?.get("prefix")?.as_str()?;
-    let uri = later.get("uri")?;
-    let covered = [uri.get("prefix"), uri.get("exact")]
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .any(|path| path.starts_with(prefix));
+    let Some(StringMatch::Prefix(prefix)) = &earlier.uri else {
+        return None;
+    };
+    let covered = match &later.uri {
+        Some(StringMatch::Prefix(path) | StringMatch::Exact(path)) => {
+            path.starts_with(prefix.as_str())
+        }
+        _ => false,
+    };
     covered.then_some("has a uri.prefix that covers it, with every other condition equal,")
 }
 
 pub(crate) fn regexes(inv: &Inventory, findings: &mut Vec<Finding>) {
-    for (doc, _) in &inv.virtual_services {
-        for (field, pattern) in regex_fields(doc) {
+    for (doc, vs) in &inv.virtual_services {
+        for (field, pattern) in regex_fields(vs) {
             let problem = if pattern.chars().count() > MAX_REGEX_LEN {
                 Some(format!(
                     "is {} characters, more than Istio's {MAX_REGEX_LEN}",
@@ -131,62 +115,59 @@ pub(crate) fn regexes(inv: &Inventory, findings: &mut Vec<Finding>) {
     }
 }
 
-/// Every regex a VirtualService's http rules hold, with its field.
-fn regex_fields(doc: &Document) -> Vec<(String, String)> {
+/// Every regex a VirtualService's http rules hold, with its field. A header's or query
+/// parameter's regex `*` is Istio's spelling of "present", not a regex.
+fn regex_fields(vs: &crate::manifest::VirtualService) -> Vec<(String, String)> {
     let mut found = Vec::new();
-    let regex_of = |value: &Value| {
-        value
-            .get("regex")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    for (r, rule) in http_rules(doc).iter().enumerate() {
-        for (m, entry) in rule
-            .get("match")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            for key in ["uri", "scheme", "method", "authority"] {
-                if let Some(pattern) = entry.get(key).and_then(regex_of) {
-                    found.push((format!("spec.http[{r}].match[{m}].{key}.regex"), pattern));
+    for (r, rule) in vs.spec.http.iter().enumerate() {
+        for (m, entry) in rule.matches.iter().enumerate() {
+            for (key, matcher) in [
+                ("uri", &entry.uri),
+                ("scheme", &entry.scheme),
+                ("method", &entry.method),
+                ("authority", &entry.authority),
+            ] {
+                if let Some(StringMatch::Regex(pattern)) = matcher {
+                    found.push((
+                        format!("spec.http[{r}].match[{m}].{key}.regex"),
+                        pattern.clone(),
+                    ));
                 }
             }
-            for map in ["headers", "queryParams", "withoutHeaders"] {
-                for (name, value) in entry
-                    .get(map)
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(pattern) = regex_of(value) {
+            for (map_name, map) in [
+                ("headers", &entry.headers),
+                ("queryParams", &entry.query_params),
+                ("withoutHeaders", &entry.without_headers),
+            ] {
+                for (name, matcher) in map {
+                    if let StringMatch::Regex(pattern) = matcher
+                        && pattern != "*"
+                    {
                         found.push((
-                            format!("spec.http[{r}].match[{m}].{map}.{name}.regex"),
-                            pattern,
+                            format!("spec.http[{r}].match[{m}].{map_name}.{name}.regex"),
+                            pattern.clone(),
                         ));
                     }
                 }
             }
         }
-        let origins = rule
-            .pointer("/corsPolicy/allowOrigins")
-            .and_then(Value::as_array);
-        for (o, origin) in origins.into_iter().flatten().enumerate() {
-            if let Some(pattern) = regex_of(origin) {
+        let origins = rule.cors_policy.iter().flat_map(|c| c.allow_origins.iter());
+        for (o, origin) in origins.enumerate() {
+            if let StringMatch::Regex(pattern) = origin {
                 found.push((
                     format!("spec.http[{r}].corsPolicy.allowOrigins[{o}].regex"),
-                    pattern,
+                    pattern.clone(),
                 ));
             }
         }
-        if let Some(pattern) = rule
-            .pointer("/rewrite/uriRegexRewrite/match")
-            .and_then(Value::as_str)
+        if let Some(rewrite) = rule
+            .rewrite
+            .as_ref()
+            .and_then(|w| w.uri_regex_rewrite.as_ref())
         {
             found.push((
                 format!("spec.http[{r}].rewrite.uriRegexRewrite.match"),
-                pattern.to_string(),
+                rewrite.pattern.clone(),
             ));
         }
     }
@@ -196,10 +177,10 @@ fn regex_fields(doc: &Document) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
-    fn entry(value: Value) -> Map<String, Value> {
-        value.as_object().unwrap().clone()
+    fn entry(value: Value) -> HttpMatchRequest {
+        serde_json::from_value(value).unwrap()
     }
 
     #[test]
