@@ -190,6 +190,28 @@ impl LocalEnvironment {
     pub(crate) fn admin(&self) -> SocketAddr {
         self.admin
     }
+
+    fn example_host(&self) -> Option<String> {
+        example_host(&self.plan)
+    }
+}
+
+/// A host the gateway routes, when it does not take any (`*`): the first named one, a
+/// wildcard's label filled in.
+fn example_host(plan: &GatewayPlan) -> Option<String> {
+    let domains: Vec<&String> = plan
+        .virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.domains)
+        .collect();
+    if domains.iter().any(|d| d.as_str() == "*") {
+        return None;
+    }
+    domains
+        .iter()
+        .find(|d| !d.starts_with('*'))
+        .or(domains.first())
+        .map(|d| d.replacen('*', "any", 1))
 }
 
 /// Every document of the manifest files and directories, and how to name them in errors.
@@ -552,9 +574,14 @@ pub(crate) async fn run_foreground(options: &LocalOptions) -> Result<()> {
         ingress.ip(),
         ingress.port()
     );
+    // The tutorial's Gateway takes any host; one that names its hosts needs one of them.
+    let host_header = env
+        .example_host()
+        .map(|host| format!("-H 'Host: {host}' "))
+        .unwrap_or_default();
     let _ = writeln!(
         stdout,
-        "curl -s -X POST \"http://$INGRESS_HOST:$INGRESS_PORT/fft?numSamples=1024&freq=1\""
+        "curl -s -X POST {host_header}\"http://$INGRESS_HOST:$INGRESS_PORT/fft?numSamples=1024&freq=1\""
     );
     let _ = stdout.flush();
     drop(stdout);

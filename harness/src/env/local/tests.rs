@@ -259,3 +259,23 @@ async fn without_a_drain_delay_a_rolling_restart_loses_requests() {
     );
     eprintln!("as expected: {}", &text[..text.len().min(400)]);
 }
+
+#[test]
+fn the_printed_curl_names_a_host_the_gateway_routes() {
+    let docs = crate::manifest::load_file(&crate::config::paths::manifests_dir().join("app.yaml"))
+        .unwrap();
+    assert_eq!(
+        super::example_host(&plan(&docs).unwrap()),
+        None,
+        "the tutorial takes any host"
+    );
+    let root = crate::config::paths::project_root().join("examples/canary");
+    let mut canary = Vec::new();
+    for file in ["backends.yaml", "routes.yaml"] {
+        canary.extend(crate::manifest::load_file(&root.join(file)).unwrap());
+    }
+    assert_eq!(
+        super::example_host(&plan(&canary).unwrap()).as_deref(),
+        Some("fft.example.com")
+    );
+}
