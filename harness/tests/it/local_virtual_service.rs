@@ -143,11 +143,33 @@ spec:
       fault: {delay: {fixedDelay: 300ms, percentage: {value: 100}}}
       rewrite: {uri: /fft}
       route: [{destination: {host: fft-v1}}]
+    - match: [{uri: {prefix: /zero}}]
+      route: [{destination: {host: fft-zero}}]
+    - match: [{uri: {prefix: /nowhere}}]
+      route: [{destination: {host: no-such-service}}]
     - match: [{uri: {exact: /metrics}, withoutHeaders: {x-user: {}}}]
       directResponse: {status: 401, body: {string: who are you}}
     - headers: {response: {set: {x-route: default}}}
       corsPolicy: {allowOrigins: [{exact: "https://ok.example"}], allowMethods: [POST]}
       route: [{destination: {host: fft-v1}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: fft-zero, namespace: shop}
+spec:
+  selector: {app: fft-zero}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: fft-zero, namespace: shop}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: fft-zero}}
+  template:
+    metadata: {labels: {app: fft-zero}}
+    spec:
+      containers: [{name: fft, image: "fft-service:0.1.0", ports: [{containerPort: 8080}]}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -260,6 +282,18 @@ async fn each_construct_answers_through_the_real_envoy_as_on_istio() -> Result<(
         r.status == 200 && r.elapsed >= Duration::from_millis(300) && served_by(&r).is_some(),
         &r,
     );
+
+    // A Deployment scaled to 0 and a host no Service has: 503 from the gateway, as on a cluster.
+    for path in ["/zero", "/nowhere"] {
+        let r = up
+            .send(ProbeRequest::new("POST", path).header("host", "fft.example.com"))
+            .await?;
+        check(
+            &format!("{path}: 503"),
+            r.status == 503 && served_by(&r).is_none(),
+            &r,
+        );
+    }
 
     // withoutHeaders: only requests without x-user get the 401.
     let r = up

@@ -828,3 +828,30 @@ fn servers_of_several_gateways_share_the_listener() {
     ]);
     assert!(err.contains("ports {80, 8080}"), "{err}");
 }
+
+/// A Deployment scaled to 0 leaves its cluster without endpoints: Envoy answers 503 (`UH`), and
+/// the plan says so. Istio kinds the local gateway does not translate are named, not ignored.
+#[test]
+fn what_cannot_answer_locally_is_said() {
+    let plan = plan_of(&[
+        backend("v1", 80).replace("replicas: 1", "replicas: 0"),
+        gateway("gw", "['*']"),
+        virtual_service("vs", "['*']", "[gw]", &TO_V1.replacen("      route", "    - route", 1)),
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: v1-policy, namespace: shop}\nspec: {host: v1}".to_string(),
+    ]);
+    assert_eq!(plan.upstreams[0].replicas, 0);
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("0 replicas") && w.contains("503")),
+        "{:?}",
+        plan.warnings
+    );
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("DestinationRule v1-policy: not translated")),
+        "{:?}",
+        plan.warnings
+    );
+}

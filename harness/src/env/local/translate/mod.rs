@@ -82,16 +82,25 @@ pub(crate) fn plan(documents: &[Document]) -> Result<GatewayPlan> {
     let mut gateways = Vec::new();
     let mut virtual_services = Vec::new();
     let mut world = upstream::World::default();
+    let mut untranslated = Vec::new();
     for doc in documents {
         match &doc.resource {
             Resource::Gateway(g) => gateways.push(g.as_ref()),
             Resource::VirtualService(v) => virtual_services.push(v.as_ref()),
             Resource::Service(s) => world.services.push(s.as_ref()),
             Resource::Deployment(d) => world.deployments.push(d.as_ref()),
+            Resource::Other { kind } if doc.api_version().contains("istio.io/") => {
+                untranslated.push(format!(
+                    "{kind} {}: not translated by the local gateway, so what it changes on a \
+                     cluster (traffic policy, extra hosts, filters, security) does not happen \
+                     locally",
+                    doc.name()
+                ));
+            }
             _ => {}
         }
     }
-    let mut warnings = Vec::new();
+    let mut warnings = untranslated;
     let servers = ingress_servers(&gateways, &mut warnings)?;
     let virtual_services = visible_virtual_services(virtual_services, &mut warnings);
     let mut upstreams = Upstreams::new(&world);

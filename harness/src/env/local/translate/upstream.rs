@@ -46,7 +46,7 @@ pub(super) struct World<'a> {
 pub(super) struct Upstreams<'a> {
     world: &'a World<'a>,
     found: Vec<Upstream>,
-    /// Cluster → why nothing backs it.
+    /// Cluster → why nothing answers on it.
     dangling: BTreeMap<String, String>,
 }
 
@@ -111,6 +111,14 @@ impl<'a> Upstreams<'a> {
         };
         if !self.found.iter().any(|u| u.cluster == cluster) {
             let upstream = backing(service, service_port, &fqdn, &cluster, self.world)?;
+            if upstream.replicas == 0 {
+                let why = format!(
+                    "{at}: Deployment {} has 0 replicas, so cluster {cluster} has no endpoint \
+                     and every request on this route gets 503 (UH, no healthy upstream)",
+                    upstream.deployment_id()
+                );
+                self.dangling.entry(cluster.clone()).or_insert(why);
+            }
             self.found.push(upstream);
         }
         Ok(cluster)
@@ -193,10 +201,7 @@ fn backing(
     let deployment_name = name_of(&deployment.metadata);
     let deployment_what = format!("Deployment {namespace}/{deployment_name}");
     let dspec = deployment.spec.clone().unwrap_or_default();
-    let replicas = dspec.replicas.unwrap_or(1);
-    if replicas < 1 {
-        bail!("{deployment_what} has {replicas} replicas: every routed request would be a 503");
-    }
+    let replicas = dspec.replicas.unwrap_or(1).max(0);
     let containers = dspec
         .template
         .spec
