@@ -396,6 +396,8 @@ struct DeploymentState {
     observed_hash: String,
     /// Requests left before the controller observes the current generation.
     observe_wait: Option<u32>,
+    /// Each ReplicaSet the controller made, oldest first: its hash and the template it copied.
+    replica_sets: Vec<(String, Value)>,
 }
 
 impl DeploymentState {
@@ -491,6 +493,49 @@ impl DeploymentState {
     }
 }
 
+impl DeploymentState {
+    /// Its ReplicaSets as the controller writes them (kubernetes
+    /// `pkg/controller/deployment/sync.go` `getNewReplicaSet`): named `{deployment}-{hash}`, the
+    /// template copied with the `pod-template-hash` label added to it, to the labels and to the
+    /// selector, controlled by the Deployment; `status.replicas` its active pods.
+    fn replica_set_json(&self, pods: &[FakePod]) -> Vec<Value> {
+        self.replica_sets
+            .iter()
+            .enumerate()
+            .map(|(index, (hash, template))| {
+                let mut template = template.clone();
+                template["metadata"]["labels"][TEMPLATE_HASH_LABEL] = json!(hash);
+                let mut selector = self.object["spec"]["selector"].clone();
+                selector["matchLabels"][TEMPLATE_HASH_LABEL] = json!(hash);
+                let active = pods
+                    .iter()
+                    .filter(|p| {
+                        self.owns(p)
+                            && !p.deleting()
+                            && p.labels.get(TEMPLATE_HASH_LABEL) == Some(hash)
+                    })
+                    .count();
+                json!({
+                    "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "metadata": {
+                        "name": format!("{}-{hash}", self.name()),
+                        "namespace": self.namespace(),
+                        "uid": format!("uid-{}-{hash}", self.name()),
+                        "labels": template["metadata"]["labels"],
+                        "creationTimestamp": format!("2025-01-01T00:{:02}:00Z", index.min(59)),
+                        "annotations": {"deployment.kubernetes.io/revision": (index + 1).to_string()},
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                            "name": self.name(), "uid": format!("uid-{}", self.name()),
+                            "controller": true, "blockOwnerDeletion": true}]
+                    },
+                    "spec": {"replicas": active, "selector": selector, "template": template},
+                    "status": {"replicas": active, "observedGeneration": 1}
+                })
+            })
+            .collect()
+    }
+}
+
 /// One request as the fake received it.
 #[derive(Clone, Debug)]
 pub struct Call {
@@ -565,10 +610,11 @@ impl FakeApiServer {
             let hash = template_hash(&object["spec"]["template"]);
             state.deployments.push(DeploymentState {
                 config,
-                object,
+                object: object.clone(),
                 observed_generation: 1,
-                observed_hash: hash,
+                observed_hash: hash.clone(),
                 observe_wait: None,
+                replica_sets: vec![(hash, object["spec"]["template"].clone())],
             });
             let index = state.deployments.len() - 1;
             for _ in 0..state.deployments[index].replicas() {
@@ -699,12 +745,21 @@ fn unsupported_media_type(accepted: &[&str]) -> Response<FakeBody> {
 }
 
 fn selector_matches(selector: &str, pod: &FakePod) -> bool {
+    labels_match(selector, &json!(pod.labels))
+}
+
+/// A label selector of equalities and bare keys (`k=v,k2`: `k2` exists), as
+/// apimachinery `labels.Parse` reads them, against a JSON map of labels.
+fn labels_match(selector: &str, labels: &Value) -> bool {
     selector
         .split(',')
         .filter(|s| !s.is_empty())
-        .all(|pair| match pair.split_once('=') {
-            Some((k, v)) => pod.labels.get(k).map(String::as_str) == Some(v),
-            None => false,
+        .all(|term| match term.split_once('=') {
+            Some((k, v)) => {
+                let v = v.strip_prefix('=').unwrap_or(v);
+                labels[k].as_str() == Some(v)
+            }
+            None => labels.get(term).is_some(),
         })
 }
 
@@ -887,7 +942,13 @@ fn controller_step(state: &mut State, index: usize) {
             None => {}
             Some(0) => {
                 deployment.observed_generation = generation;
-                deployment.observed_hash = template_hash(&deployment.object["spec"]["template"]);
+                let template = deployment.object["spec"]["template"].clone();
+                let hash = template_hash(&template);
+                // `getNewReplicaSet` makes the ReplicaSet of a template not seen before.
+                if !deployment.replica_sets.iter().any(|(h, _)| *h == hash) {
+                    deployment.replica_sets.push((hash.clone(), template));
+                }
+                deployment.observed_hash = hash;
                 deployment.observe_wait = None;
             }
             Some(n) => deployment.observe_wait = Some(n - 1),
@@ -991,6 +1052,25 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Respons
             body: body.clone(),
         });
         tick(&mut state);
+    }
+    if let Some(rest) = path.strip_prefix("/apis/apps/v1/namespaces/")
+        && let [namespace, "replicasets"] = rest.split('/').collect::<Vec<_>>().as_slice()
+    {
+        if method != Method::GET {
+            return method_not_allowed();
+        }
+        let selector = query_param(&query, "labelSelector").unwrap_or_default();
+        let state = state.lock().unwrap();
+        let items: Vec<Value> = state
+            .deployments
+            .iter()
+            .filter(|d| d.namespace() == *namespace)
+            .flat_map(|d| d.replica_set_json(&state.pods))
+            .filter(|rs| labels_match(&selector, &rs["metadata"]["labels"]))
+            .collect();
+        return ok_json(json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList",
+                              "metadata": {"resourceVersion": state.resource_version.to_string()},
+                              "items": items}));
     }
     if let Some(rest) = path.strip_prefix("/apis/apps/v1/namespaces/") {
         return deployments(&state, &method, rest, &query, content_type.as_deref(), body);
