@@ -87,12 +87,17 @@ impl Backend for LiveBackend {
     ) -> BoxFuture<'_, Result<Arc<dyn ClusterApi>>> {
         Box::pin(async move {
             let client = crate::k8s::client::live_client(kubeconfig, &context).await?;
-            Ok(Arc::new(LiveApi {
-                client,
-                forward: Mutex::new(None),
-            }) as Arc<dyn ClusterApi>)
+            Ok(live_api(client))
         })
     }
+}
+
+/// The live calls over `client` (a test's client of a fake API server, for one).
+pub fn live_api(client: kube::Client) -> Arc<dyn ClusterApi> {
+    Arc::new(LiveApi {
+        client,
+        forward: Mutex::new(None),
+    })
 }
 
 /// The service image: the static binary, then the image from service/Dockerfile through

@@ -20,7 +20,7 @@ use crate::tools::kind::StateDir;
 use crate::tools::preflight::Tool;
 
 /// The current kube context with the app applied, ready for the scenarios.
-pub(crate) struct ExistingEnvironment {
+pub struct ExistingEnvironment {
     running: Running,
     applied: Vec<Applied>,
     abort_cleanup: Option<CleanupTicket>,
@@ -40,7 +40,7 @@ struct Partial {
 impl ExistingEnvironment {
     /// Brings the target up, recording each phase in `times`. On failure, collects diagnostics,
     /// deletes (or keeps, per `E2E_KEEP`) what it created, and returns the first error.
-    pub(crate) async fn up_with(
+    pub async fn up_with(
         runner: Runner,
         settings: Settings,
         backend: &dyn Backend,
@@ -86,7 +86,7 @@ impl ExistingEnvironment {
     }
 
     /// `harness up`: the app stays applied; the interruption cleanup is no longer wanted.
-    pub(crate) fn keep_running(mut self) {
+    pub fn keep_running(mut self) {
         if let Some(ticket) = self.abort_cleanup.take() {
             cleanup::unregister(ticket);
         }
@@ -422,12 +422,8 @@ async fn delete_created(
 }
 
 /// `harness down --target existing`: deletes exactly what the suite recorded as created in the
-/// current context, then forgets the record.
-pub(crate) async fn down(
-    runner: &Runner,
-    settings: &Settings,
-    backend: &dyn Backend,
-) -> Result<()> {
+/// current context (and puts back the labels it changed), then forgets the record.
+pub async fn down(runner: &Runner, settings: &Settings, backend: &dyn Backend) -> Result<()> {
     let context = settings
         .existing_context
         .clone()
