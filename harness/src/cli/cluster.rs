@@ -186,11 +186,31 @@ pub(crate) async fn cli_status(runner: Runner, settings: Settings) -> Result<()>
     let client = client::live_client(kubeconfig, &context).await?;
     let documents = manifest::load_file(&settings.app_manifest)?;
     let app = app_info(&documents)?;
-    for (namespace, name) in [
-        (ISTIO_NAMESPACE, ISTIOD),
-        (ISTIO_NAMESPACE, INGRESS_GATEWAY),
-        (app.namespace.as_str(), app.deployment.as_str()),
-    ] {
+    let mut watched: Vec<(String, String)> = Vec::new();
+    if settings.mode == Mode::Existing {
+        // Any install style: istiod by its label, in whatever namespace and revision.
+        let all: Api<Deployment> = Api::all(client.clone());
+        let params = kube::api::ListParams::default().labels(crate::k8s::mesh::ISTIOD_SELECTOR);
+        match all.list(&params).await {
+            Ok(list) if list.items.is_empty() => println!(
+                "no Deployment labelled {} in any namespace: Istio is not installed here",
+                crate::k8s::mesh::ISTIOD_SELECTOR
+            ),
+            Ok(list) => watched.extend(list.items.iter().map(|d| {
+                (
+                    d.metadata.namespace.clone().unwrap_or_default(),
+                    d.metadata.name.clone().unwrap_or_default(),
+                )
+            })),
+            Err(err) => println!("istiod Deployments: unreadable: {err}"),
+        }
+    } else {
+        watched.push((ISTIO_NAMESPACE.into(), ISTIOD.into()));
+        watched.push((ISTIO_NAMESPACE.into(), INGRESS_GATEWAY.into()));
+    }
+    watched.push((app.namespace.clone(), app.deployment.clone()));
+    for (namespace, name) in &watched {
+        let (namespace, name) = (namespace.as_str(), name.as_str());
         let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
         let state = match api.get_opt(name).await {
             Ok(Some(d)) => match rollout::deployment_available(&d) {

@@ -101,6 +101,66 @@ pub struct Knobs {
     /// `E2E_LOCAL_PROPAGATION_LAG`: on the local target, how long after a replica's SIGTERM
     /// Envoy still routes to it, as proxies learn of an endpoint removal late.
     pub local_propagation_lag: std::time::Duration,
+    /// Where the `existing` target finds Istio's injector and ingress gateway.
+    pub mesh: MeshKnobs,
+}
+
+/// How the `existing` target finds the mesh it runs on. Each has a default that fits
+/// `istioctl install` and the Helm charts' documented releases; a knob is needed only when the
+/// cluster differs, and a failed discovery names the one to set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshKnobs {
+    /// `E2E_GATEWAY_NAMESPACE`: the ingress gateway's namespace (default: any namespace with one
+    /// Service labelled with the selector).
+    pub gateway_namespace: Option<String>,
+    /// `E2E_GATEWAY_SELECTOR`: the gateway pods' labels, `key=value[,key=value]` (default
+    /// `istio=ingressgateway`); the app's Gateway selects them by it.
+    pub gateway_selector: String,
+    /// `E2E_GATEWAY_SERVICE`: the gateway's Service (default: the one Service labelled with the
+    /// selector).
+    pub gateway_service: Option<String>,
+    /// `E2E_ISTIO_REVISION`: the revision or tag to label the app's namespace with
+    /// (`istio.io/rev`) when no injector honours `istio-injection=enabled` (default: the only
+    /// one installed).
+    pub istio_revision: Option<String>,
+}
+
+impl Default for MeshKnobs {
+    fn default() -> Self {
+        MeshKnobs {
+            gateway_namespace: None,
+            gateway_selector: crate::config::names::GATEWAY_SELECTOR.to_string(),
+            gateway_service: None,
+            istio_revision: None,
+        }
+    }
+}
+
+impl MeshKnobs {
+    /// The selector as label pairs; an error names the knob.
+    pub(crate) fn selector_labels(&self) -> Result<Vec<(String, String)>> {
+        parse_selector(&self.gateway_selector)
+    }
+}
+
+/// `key=value[,key=value]`: the only selector form a Gateway's `selector` map can express.
+fn parse_selector(text: &str) -> Result<Vec<(String, String)>> {
+    let mut labels = Vec::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() && !value.contains('=') => {
+                labels.push((key.trim().to_string(), value.trim().to_string()));
+            }
+            _ => bail!(
+                "E2E_GATEWAY_SELECTOR: `{text}` is not `key=value[,key=value]` (e.g. \
+                 istio=ingressgateway): a Gateway selects its pods by equal labels only"
+            ),
+        }
+    }
+    if labels.is_empty() {
+        bail!("E2E_GATEWAY_SELECTOR is empty: use e.g. istio=ingressgateway");
+    }
+    Ok(labels)
 }
 
 /// The local replicas' drain delay: twice the lag, so the lame duck outlasts it.
@@ -168,6 +228,19 @@ impl Knobs {
                 "500ms, 1s or 0s",
             )?
             .unwrap_or(DEFAULT_LOCAL_PROPAGATION_LAG),
+            mesh: {
+                let mesh = MeshKnobs {
+                    gateway_namespace: non_empty("E2E_GATEWAY_NAMESPACE")
+                        .map(|v| v.trim().to_string()),
+                    gateway_selector: non_empty("E2E_GATEWAY_SELECTOR")
+                        .map(|v| v.trim().to_string())
+                        .unwrap_or_else(|| MeshKnobs::default().gateway_selector),
+                    gateway_service: non_empty("E2E_GATEWAY_SERVICE").map(|v| v.trim().to_string()),
+                    istio_revision: non_empty("E2E_ISTIO_REVISION").map(|v| v.trim().to_string()),
+                };
+                mesh.selector_labels()?;
+                mesh
+            },
         })
     }
 }
@@ -280,6 +353,31 @@ mod tests {
     ) {
         let err = knobs(&[(name, value)]).unwrap_err().to_string();
         assert!(err.contains(name) && err.contains(message), "{err}");
+    }
+
+    #[test]
+    fn the_mesh_knobs_default_to_istioctl_and_the_helm_readme() {
+        let k = knobs(&[]).unwrap();
+        assert_eq!(k.mesh, MeshKnobs::default());
+        assert_eq!(
+            k.mesh.selector_labels().unwrap(),
+            [("istio".to_string(), "ingressgateway".to_string())]
+        );
+        let k = knobs(&[
+            ("E2E_GATEWAY_NAMESPACE", "istio-ingress"),
+            ("E2E_GATEWAY_SELECTOR", "istio=gateway, app=gateway"),
+            ("E2E_ISTIO_REVISION", "canary"),
+        ])
+        .unwrap();
+        assert_eq!(k.mesh.gateway_namespace.as_deref(), Some("istio-ingress"));
+        assert_eq!(k.mesh.selector_labels().unwrap().len(), 2);
+        assert_eq!(k.mesh.istio_revision.as_deref(), Some("canary"));
+        for bad in ["istio", "istio in (a,b)", "=x", "a==b"] {
+            let err = knobs(&[("E2E_GATEWAY_SELECTOR", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("E2E_GATEWAY_SELECTOR"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub(crate) const INGRESS_GATEWAY_LABELS: [(&str, &str); 2] =
 /// The label the Gateway selects the ingress gateway by, as a label selector (the first of
 /// [`INGRESS_GATEWAY_LABELS`]).
 pub(crate) const GATEWAY_SELECTOR: &str = "istio=ingressgateway";
-/// The port the gateway's Envoy listens on for `http2` (its Service's targetPort).
+/// The port istioctl's gateway Envoy listens on for `http2` (its Service's targetPort, as
+/// `manifests/istio-install.yaml` installs it). Other installs differ (the gateway chart's is
+/// 80): the `existing` target reads it from the live Service (`k8s/mesh.rs`).
 pub const GATEWAY_TARGET_PORT: u16 = 8080;
 /// What Istio's gateway writes into `server` on every answer.
 pub(crate) const GATEWAY_SERVER_NAME: &str = "istio-envoy";

@@ -206,10 +206,16 @@ pub(crate) fn run_blocking(cmd: &Cmd, timeout: Duration) -> Result<String> {
     let mut stderr = child.stderr.take().context("no stderr pipe")?;
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // stderr is read on a thread of its own: read one after the other, a child that fills
+        // the stderr pipe (64 KiB) before closing stdout would block on it until the timeout.
+        let err_reader = std::thread::spawn(move || {
+            let mut err = String::new();
+            let _ = stderr.read_to_string(&mut err);
+            err
+        });
         let mut out = String::new();
-        let mut err = String::new();
         let _ = stdout.read_to_string(&mut out);
-        let _ = stderr.read_to_string(&mut err);
+        let err = err_reader.join().unwrap_or_default();
         let status = child.wait();
         let _ = done_tx.send((status, out, err));
     });
@@ -257,6 +263,27 @@ mod tests {
         run_pending("test again");
         assert_eq!(ran.load(Ordering::SeqCst), 1);
         let _ = kept;
+    }
+
+    /// kubectl can be chatty on stderr (warnings, deprecations) before it prints its answer: the
+    /// two pipes are read at once, so a full stderr pipe cannot stall the call until its bound.
+    #[test]
+    fn a_child_that_fills_stderr_before_stdout_is_not_stalled() {
+        let started = std::time::Instant::now();
+        let out = run_blocking(
+            &Cmd::new("sh").args([
+                "-c",
+                "head -c 300000 /dev/zero | tr '\\0' w >&2; echo answered",
+            ]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(out, "answered\n");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -353,6 +353,23 @@ mod tests {
         assert!(text.contains("sh -c"), "{text}");
     }
 
+    /// tokio's `wait_with_output` reads stdout and stderr together: a child that fills its
+    /// stderr pipe before it answers on stdout is not stalled until the bound.
+    #[tokio::test]
+    async fn a_chatty_stderr_does_not_stall_a_bounded_command() {
+        let cmd = Cmd::new("sh")
+            .args([
+                "-c",
+                "head -c 300000 /dev/zero | tr '\\0' w >&2; echo answered",
+            ])
+            .timeout(Duration::from_secs(10));
+        let started = std::time::Instant::now();
+        let out = Runner::new().run(&cmd).await.unwrap();
+        assert_eq!(out.stdout, "answered\n");
+        assert_eq!(out.stderr.len(), 300_000);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
     #[tokio::test]
     async fn missing_program_says_so() {
         let err = Runner::new()

@@ -1,6 +1,7 @@
 //! Applying `manifests/app.yaml` with kube-rs server-side apply, waiting for the rollout, and
 //! deleting exactly what was created.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -68,6 +69,72 @@ pub(crate) fn prepare(documents: &[Document], image: &str) -> Result<Vec<Value>>
     Ok(prepared)
 }
 
+/// Fits the prepared documents to the mesh an existing cluster has: the app's Namespace gets
+/// the labels its injector honours (`labels`), and each Istio Gateway selects the gateway pods
+/// by `selector`. Returns each change in words.
+pub(crate) fn fit_to_mesh(
+    prepared: &mut [Value],
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    selector: &[(String, String)],
+) -> Vec<String> {
+    let mut changes = Vec::new();
+    let words = |map: &serde_json::Map<String, Value>| {
+        map.iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("?")))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    for document in prepared.iter_mut() {
+        let kind = document["kind"].as_str().unwrap_or("").to_string();
+        let name = document
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let api_version = document["apiVersion"].as_str().unwrap_or("");
+        if kind == "Namespace" && name == namespace {
+            let wanted: serde_json::Map<String, Value> = labels
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            let before = document
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            if before != wanted {
+                changes.push(format!(
+                    "Namespace {name} labelled {} instead of {} (what this cluster's injector \
+                     honours)",
+                    words(&wanted),
+                    words(&before)
+                ));
+                document["metadata"]["labels"] = Value::Object(wanted);
+            }
+        } else if kind == "Gateway" && api_version.starts_with("networking.istio.io/") {
+            let wanted: serde_json::Map<String, Value> = selector
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            let before = document
+                .pointer("/spec/selector")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            if before != wanted {
+                changes.push(format!(
+                    "Gateway {name} selects {} instead of {} (E2E_GATEWAY_SELECTOR)",
+                    words(&wanted),
+                    words(&before)
+                ));
+                document["spec"]["selector"] = Value::Object(wanted);
+            }
+        }
+    }
+    changes
+}
+
 /// One applied object, remembered so that teardown deletes only what the suite created.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
@@ -77,9 +144,29 @@ pub struct Applied {
     pub namespace: Option<String>,
     /// False when the object existed before the apply: it is then left in place.
     pub created: bool,
+    /// On an object that existed: the labels the apply changed, each with its value before
+    /// (`None`: it had none). Teardown puts them back, so a namespace the suite only labelled is
+    /// left as it was found.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub restore_labels: BTreeMap<String, Option<String>>,
 }
 
 impl Applied {
+    /// Whether teardown has something to undo: the object was created, or relabelled.
+    pub(crate) fn is_ours(&self) -> bool {
+        self.created || !self.restore_labels.is_empty()
+    }
+
+    /// The merge patch that puts the changed labels back.
+    pub(crate) fn restore_patch(&self) -> Value {
+        let labels: serde_json::Map<String, Value> = self
+            .restore_labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().map_or(Value::Null, Value::String)))
+            .collect();
+        serde_json::json!({"metadata": {"labels": labels}})
+    }
+
     pub(crate) fn describe(&self) -> String {
         match &self.namespace {
             Some(ns) => format!("{} {ns}/{}", self.kind, self.name),
@@ -188,6 +275,10 @@ pub async fn apply(client: &kube::Client, documents: &[Value]) -> Result<Vec<App
             .await?;
         }
         let existed = current.is_some() && !terminating;
+        let restore_labels = match (&current, existed) {
+            (Some(current), true) => changed_labels(current, raw),
+            _ => BTreeMap::new(),
+        };
         api.patch(
             name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -201,16 +292,30 @@ pub async fn apply(client: &kube::Client, documents: &[Value]) -> Result<Vec<App
             name: name.to_string(),
             namespace: namespace.map(str::to_string),
             created: !existed,
+            restore_labels,
         });
     }
     Ok(applied)
 }
 
-/// Deletes, newest first, the objects the apply created; objects that existed before are left.
+/// The labels of `raw` that applying it changes on `current`, each with its value before.
+fn changed_labels(current: &DynamicObject, raw: &Value) -> BTreeMap<String, Option<String>> {
+    let before = current.metadata.labels.clone().unwrap_or_default();
+    raw.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(key, value)| before.get(*key).map(String::as_str) != value.as_str())
+        .map(|(key, _)| (key.clone(), before.get(key).cloned()))
+        .collect()
+}
+
+/// Deletes, newest first, the objects the apply created, and puts back the labels it changed on
+/// objects that existed before; anything else is left.
 pub async fn delete_created(client: &kube::Client, applied: &[Applied]) -> Result<()> {
     let mut failures = Vec::new();
     for object in applied.iter().rev() {
-        if !object.created {
+        if !object.is_ours() {
             eprintln!(
                 "leaving {}: it existed before the suite applied it",
                 object.describe()
@@ -225,6 +330,27 @@ pub async fn delete_created(client: &kube::Client, applied: &[Applied]) -> Resul
                 object.namespace.as_deref(),
             )
             .await?;
+            if !object.created {
+                eprintln!(
+                    "leaving {}: it existed before; putting back the labels the suite changed",
+                    object.describe()
+                );
+                return match api
+                    .patch(
+                        &object.name,
+                        &PatchParams {
+                            field_manager: Some(FIELD_MANAGER.to_string()),
+                            ..PatchParams::default()
+                        },
+                        &Patch::Merge(object.restore_patch()),
+                    )
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                    Err(err) => Err(err.into()),
+                };
+            }
             match api.delete(&object.name, &DeleteParams::background()).await {
                 Ok(_) => Ok(()),
                 Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
@@ -294,6 +420,76 @@ mod tests {
         assert_eq!(image, "fft-service:3f2a9c01");
         // Everything else is applied as written.
         assert_eq!(prepared[0], documents[0].raw);
+    }
+
+    #[test]
+    fn a_revisioned_mesh_relabels_the_namespace_and_a_helm_gateway_reselects() {
+        let file = crate::config::paths::manifests_dir().join("app.yaml");
+        let documents = crate::manifest::load_file(&file).unwrap();
+        let mut prepared = prepare(&documents, "fft-service:3f2a9c01").unwrap();
+        let untouched = prepared.clone();
+        let default_labels: BTreeMap<String, String> =
+            [("istio-injection".to_string(), "enabled".to_string())].into();
+        let default_selector = [("istio".to_string(), "ingressgateway".to_string())];
+        assert!(
+            fit_to_mesh(
+                &mut prepared,
+                "wty-istio",
+                &default_labels,
+                &default_selector
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            prepared, untouched,
+            "istioctl's default mesh changes nothing"
+        );
+        let revision: BTreeMap<String, String> =
+            [("istio.io/rev".to_string(), "canary".to_string())].into();
+        let selector = [("istio".to_string(), "gateway".to_string())];
+        let changes = fit_to_mesh(&mut prepared, "wty-istio", &revision, &selector);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(
+            prepared[0]["metadata"]["labels"],
+            serde_json::json!({"istio.io/rev": "canary"})
+        );
+        assert_eq!(
+            prepared[3]["spec"]["selector"],
+            serde_json::json!({"istio": "gateway"})
+        );
+    }
+
+    #[test]
+    fn only_the_labels_an_apply_changes_are_put_back() {
+        let current: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "wty-istio", "labels": {"team": "a", "istio-injection": "disabled"}}
+        }))
+        .unwrap();
+        let raw = serde_json::json!({"metadata": {"name": "wty-istio", "labels": {
+            "team": "a", "istio-injection": "enabled", "istio.io/rev": "canary"}}});
+        let changed = changed_labels(&current, &raw);
+        assert_eq!(
+            changed,
+            BTreeMap::from([
+                ("istio-injection".to_string(), Some("disabled".to_string())),
+                ("istio.io/rev".to_string(), None),
+            ])
+        );
+        let applied = Applied {
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            name: "wty-istio".into(),
+            namespace: None,
+            created: false,
+            restore_labels: changed,
+        };
+        assert!(applied.is_ours());
+        assert_eq!(
+            applied.restore_patch(),
+            serde_json::json!({"metadata": {"labels": {
+                "istio-injection": "disabled", "istio.io/rev": null}}})
+        );
     }
 
     #[test]

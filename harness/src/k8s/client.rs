@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::Api;
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -35,17 +35,87 @@ pub(crate) fn is_pod_active(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
 }
 
-/// The active pods of a Deployment (see [`is_pod_active`]), by its selector.
-pub(crate) async fn deployment_pods(
+/// The label the Deployment controller puts on each ReplicaSet and its pods.
+pub(crate) const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+
+/// The `pod-template-hash` of the Deployment's new ReplicaSet, as kubectl finds it
+/// (`pkg/util/deployment/deployment.go` `listReplicaSets`, `findNewReplicaSet`): among the
+/// ReplicaSets the Deployment controls, the oldest whose template is the Deployment's, ignoring
+/// the hash label. `None` until the controller has made it.
+pub(crate) fn new_replica_set_hash(
+    deployment: &Deployment,
+    replica_sets: &[ReplicaSet],
+) -> Option<String> {
+    let uid = deployment.metadata.uid.as_deref();
+    let template = deployment.spec.as_ref().map(|s| without_hash(&s.template));
+    let mut owned: Vec<&ReplicaSet> = replica_sets
+        .iter()
+        .filter(|rs| {
+            rs.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
+        })
+        .collect();
+    owned.sort_by(|a, b| {
+        let key = |rs: &ReplicaSet| {
+            (
+                rs.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                rs.metadata.name.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    owned
+        .into_iter()
+        .find(|rs| {
+            rs.spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .map(without_hash)
+                == template
+        })
+        .and_then(|rs| {
+            rs.metadata
+                .labels
+                .as_ref()?
+                .get(TEMPLATE_HASH_LABEL)
+                .cloned()
+        })
+}
+
+fn without_hash(template: &PodTemplateSpec) -> PodTemplateSpec {
+    let mut copy = template.clone();
+    if let Some(metadata) = copy.metadata.as_mut()
+        && let Some(labels) = metadata.labels.as_mut()
+    {
+        labels.remove(TEMPLATE_HASH_LABEL);
+    }
+    copy
+}
+
+/// [`new_replica_set_hash`] of the live Deployment.
+pub(crate) async fn newest_template_hash(
     client: &kube::Client,
     deployment: &Deployment,
-) -> Result<Vec<Pod>> {
+) -> Result<Option<String>> {
     let namespace = deployment
         .metadata
         .namespace
         .as_deref()
         .unwrap_or("default");
-    let selector = deployment
+    let selector = match_labels_selector(deployment)?;
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+    let list = replica_sets
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .with_context(|| format!("listing ReplicaSets {selector} in namespace {namespace}"))?;
+    Ok(new_replica_set_hash(deployment, &list.items))
+}
+
+fn match_labels_selector(deployment: &Deployment) -> Result<String> {
+    deployment
         .spec
         .as_ref()
         .and_then(|s| s.selector.match_labels.as_ref())
@@ -56,7 +126,20 @@ pub(crate) async fn deployment_pods(
                 .collect::<Vec<_>>()
                 .join(",")
         })
-        .context("the Deployment has no selector.matchLabels")?;
+        .context("the Deployment has no selector.matchLabels")
+}
+
+/// The active pods of a Deployment (see [`is_pod_active`]), by its selector.
+pub(crate) async fn deployment_pods(
+    client: &kube::Client,
+    deployment: &Deployment,
+) -> Result<Vec<Pod>> {
+    let namespace = deployment
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or("default");
+    let selector = match_labels_selector(deployment)?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let list = pods
         .list(&ListParams::default().labels(&selector))
@@ -154,6 +237,49 @@ fn describe_proxy_answer(status: hyper::StatusCode, body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A restart changes only an annotation: the old ReplicaSet runs the same containers and
+    /// images, and only the template (and so the hash) tells its pods apart.
+    #[test]
+    fn the_new_replica_set_is_the_one_with_the_deployments_template() {
+        let template = |restarted: Option<&str>, hash: Option<&str>| {
+            let mut metadata = serde_json::json!({"labels": {"app": "a"}});
+            if let Some(at) = restarted {
+                metadata["annotations"] =
+                    serde_json::json!({"kubectl.kubernetes.io/restartedAt": at});
+            }
+            if let Some(hash) = hash {
+                metadata["labels"]["pod-template-hash"] = serde_json::json!(hash);
+            }
+            serde_json::json!({"metadata": metadata,
+                               "spec": {"containers": [{"name": "c", "image": "i:1"}]}})
+        };
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "d", "namespace": "n", "uid": "u1"},
+            "spec": {"selector": {"matchLabels": {"app": "a"}},
+                     "template": template(Some("2026-01-01T00:00:00Z"), None)}
+        }))
+        .unwrap();
+        let rs = |name: &str, hash: &str, restarted: Option<&str>, owner: &str| -> ReplicaSet {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "n",
+                    "labels": {"app": "a", "pod-template-hash": hash},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                        "name": "d", "uid": owner, "controller": true}]},
+                "spec": {"selector": {"matchLabels": {"app": "a"}},
+                         "template": template(restarted, Some(hash))}
+            }))
+            .unwrap()
+        };
+        let old = rs("d-aaa", "aaa", None, "u1");
+        let new = rs("d-bbb", "bbb", Some("2026-01-01T00:00:00Z"), "u1");
+        let foreign = rs("x-ccc", "ccc", Some("2026-01-01T00:00:00Z"), "u2");
+        assert_eq!(
+            new_replica_set_hash(&deployment, &[foreign.clone(), old.clone(), new]),
+            Some("bbb".to_string())
+        );
+        assert_eq!(new_replica_set_hash(&deployment, &[foreign, old]), None);
+    }
 
     #[test]
     fn evicted_finished_and_deleted_pods_do_not_count() {

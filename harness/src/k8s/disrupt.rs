@@ -9,17 +9,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams};
 
 use crate::env::{Disruption, DisruptionReport, ExitSeen, StoppedReplica};
 use crate::exec::wait::{Attempt, wait_for};
-use crate::k8s::apply::FIELD_MANAGER;
 use crate::k8s::client::deployment_pods;
-use crate::k8s::rollout::{AppPods, wait_rollout};
+use crate::k8s::rollout::{AppPods, rollout_restart, wait_rollout};
 
-/// The pod-template annotation whose change makes a rollout (`kubectl rollout restart`,
-/// kubectl `pkg/polymorphichelpers/objectrestarter.go`).
-pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+pub use crate::k8s::rollout::RESTARTED_AT;
 
 /// How often a stopping pod is looked at.
 const POD_POLL: Duration = Duration::from_millis(250);
@@ -68,26 +65,7 @@ pub async fn disrupt(
     let at = Instant::now();
     match disruption {
         Disruption::RollingRestart => {
-            let now = rfc3339_now();
-            let patch = serde_json::json!({"spec": {"template": {"metadata": {
-                "annotations": {RESTARTED_AT: now}
-            }}}});
-            deployments
-                .patch(
-                    &target.deployment,
-                    &PatchParams {
-                        field_manager: Some(FIELD_MANAGER.to_string()),
-                        ..PatchParams::default()
-                    },
-                    &Patch::Merge(&patch),
-                )
-                .await
-                .with_context(|| {
-                    format!(
-                        "setting {RESTARTED_AT} on Deployment {}/{}",
-                        target.namespace, target.deployment
-                    )
-                })?;
+            rollout_restart(client, &target.namespace, &target.deployment).await?;
         }
         Disruption::Kill | Disruption::Terminate => {
             let params = if disruption == Disruption::Kill {
@@ -199,11 +177,6 @@ pub(crate) fn terminated_exit_code(pod: &Pod, container: &str) -> Option<i32> {
         .map(|t| t.exit_code)
 }
 
-/// Now in RFC 3339 (UTC, seconds), as kubectl writes `restartedAt`.
-fn rfc3339_now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,12 +195,5 @@ mod tests {
         .unwrap();
         assert_eq!(terminated_exit_code(&pod, "app"), Some(0));
         assert_eq!(terminated_exit_code(&pod, "other"), None);
-    }
-
-    #[test]
-    fn restarted_at_is_rfc3339() {
-        let value = rfc3339_now();
-        assert!(humantime::parse_rfc3339(&value).is_ok(), "{value}");
-        assert!(value.ends_with('Z'), "{value}");
     }
 }

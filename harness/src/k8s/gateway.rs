@@ -16,11 +16,11 @@ use kube::Api;
 use kube::api::ListParams;
 
 use crate::config::names::{
-    GATEWAY_SELECTOR, GATEWAY_TARGET_PORT, INGRESS_GATEWAY, ISTIO_NAMESPACE, SERVED_BY_HEADER,
-    UPSTREAM_SERVICE_TIME,
+    GATEWAY_SELECTOR, INGRESS_GATEWAY, ISTIO_NAMESPACE, SERVED_BY_HEADER, UPSTREAM_SERVICE_TIME,
 };
 use crate::exec::probe::{self, ProbeRequest};
 use crate::exec::wait::{Attempt, Retry};
+use crate::k8s::mesh::GatewayTarget;
 use crate::manifest::install::InstallOverlay;
 use crate::manifest::kind_config::KindConfig;
 
@@ -236,13 +236,14 @@ pub(crate) fn ready_gateway_pod(pods: &[Pod]) -> Option<String> {
         .and_then(|p| p.metadata.name.clone())
 }
 
-async fn pick_gateway_pod(pods: &Api<Pod>) -> Result<String> {
+/// A Ready pod of `gateway` and the port its Envoy listens on there.
+async fn pick_gateway_pod(pods: &Api<Pod>, gateway: &GatewayTarget) -> Result<(String, u16)> {
     let listed = pods
-        .list(&ListParams::default().labels(GATEWAY_SELECTOR))
+        .list(&ListParams::default().labels(&gateway.pod_selector))
         .await
         .context("listing the ingress gateway pods")?
         .items;
-    ready_gateway_pod(&listed).with_context(|| {
+    let ready = ready_gateway_pod(&listed).with_context(|| {
         let seen: Vec<String> = listed
             .iter()
             .map(|p| {
@@ -256,22 +257,31 @@ async fn pick_gateway_pod(pods: &Api<Pod>) -> Result<String> {
                 )
             })
             .collect();
-        format!("no Ready pod labelled {GATEWAY_SELECTOR} in {ISTIO_NAMESPACE} (pods: {seen:?})")
-    })
+        format!(
+            "no Ready pod labelled {} in {} (pods: {seen:?})",
+            gateway.pod_selector, gateway.namespace
+        )
+    })?;
+    let pod = listed
+        .iter()
+        .find(|p| p.metadata.name.as_ref() == Some(&ready))
+        .context("the Ready gateway pod")?;
+    Ok((ready.clone(), gateway.port_on(pod)?))
 }
 
 /// Connects to the remembered pod; when that fails (the pod was replaced or deleted), picks a
 /// Ready pod again, remembers it and connects to that one.
-pub(crate) async fn connect_with_repick<T, C, CF, P, PF>(
-    current: &std::sync::Mutex<String>,
+pub(crate) async fn connect_with_repick<T, K, C, CF, P, PF>(
+    current: &std::sync::Mutex<K>,
     mut connect: C,
     pick: P,
 ) -> Result<T>
 where
-    C: FnMut(String) -> CF,
+    K: Clone + std::fmt::Debug,
+    C: FnMut(K) -> CF,
     CF: std::future::Future<Output = Result<T>>,
     P: FnOnce() -> PF,
-    PF: std::future::Future<Output = Result<String>>,
+    PF: std::future::Future<Output = Result<K>>,
 {
     let pod = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let first = match connect(pod.clone()).await {
@@ -279,42 +289,49 @@ where
         Err(err) => err,
     };
     let replacement = pick().await.with_context(|| {
-        format!("port-forwarding to gateway pod {pod} failed ({first:#}), and picking another")
+        format!("port-forwarding to gateway pod {pod:?} failed ({first:#}), and picking another")
     })?;
     *current.lock().unwrap_or_else(|p| p.into_inner()) = replacement.clone();
     connect(replacement.clone())
         .await
-        .with_context(|| format!("port-forwarding to gateway pod {replacement}"))
+        .with_context(|| format!("port-forwarding to gateway pod {replacement:?}"))
 }
 
 /// For the `existing` target: a loopback listener whose every connection is port-forwarded to
-/// a Ready gateway pod's listener, so the suite's traffic stays on 127.0.0.1 whatever the
-/// cluster. A pod that goes away is replaced by another Ready one at the next connection.
+/// a Ready pod of `gateway`, on the port its Envoy listens on (the Service's `http2`
+/// targetPort), so the suite's traffic stays on 127.0.0.1 whatever the cluster. A pod that goes
+/// away is replaced by another Ready one at the next connection.
 pub async fn forward_gateway(
     client: &kube::Client,
+    gateway: &GatewayTarget,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ISTIO_NAMESPACE);
-    let current = std::sync::Arc::new(std::sync::Mutex::new(pick_gateway_pod(&pods).await?));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &gateway.namespace);
+    let current = std::sync::Arc::new(std::sync::Mutex::new(
+        pick_gateway_pod(&pods, gateway).await?,
+    ));
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .await
         .context("binding a loopback port for the gateway port-forward")?;
     let address = listener.local_addr()?;
+    let gateway = std::sync::Arc::new(gateway.clone());
     let task = tokio::spawn(async move {
         while let Ok((mut local, _)) = listener.accept().await {
             let pods = pods.clone();
             let current = std::sync::Arc::clone(&current);
+            let gateway = std::sync::Arc::clone(&gateway);
             tokio::spawn(async move {
-                let connect = |pod: String| {
+                let connect = |(pod, port): (String, u16)| {
                     let pods = pods.clone();
                     async move {
-                        let mut forwarder = pods.portforward(&pod, &[GATEWAY_TARGET_PORT]).await?;
+                        let mut forwarder = pods.portforward(&pod, &[port]).await?;
                         let stream = forwarder
-                            .take_stream(GATEWAY_TARGET_PORT)
+                            .take_stream(port)
                             .context("the port-forward gave no stream")?;
                         anyhow::Ok((forwarder, stream))
                     }
                 };
-                let picked = connect_with_repick(&current, connect, || pick_gateway_pod(&pods));
+                let picked =
+                    connect_with_repick(&current, connect, || pick_gateway_pod(&pods, &gateway));
                 match picked.await {
                     Ok((forwarder, mut remote)) => {
                         let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;

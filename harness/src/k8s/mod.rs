@@ -2,7 +2,8 @@
 //! server-side apply and deletion ([`apply`]), waiting for rollouts ([`rollout`]), the resilience scenarios' rollout restart and pod
 //! deletions ([`disrupt`]), what pods say about
 //! injection, scrape annotations and images ([`pods`]), the
-//! ingress gateway's discovery and port-forward ([`gateway`]), and what explains a failure
+//! ingress gateway's port-forward ([`gateway`]), what an existing cluster's mesh is made of
+//! ([`mesh`]: istiod, the injector, the gateway), and what explains a failure
 //! ([`diagnose`]).
 
 pub mod apply;
@@ -10,6 +11,7 @@ pub mod client;
 pub(crate) mod diagnose;
 pub mod disrupt;
 pub mod gateway;
+pub mod mesh;
 pub(crate) mod pods;
 pub mod rollout;
 

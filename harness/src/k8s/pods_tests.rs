@@ -389,13 +389,15 @@ fn a_config_error_is_waited_for_while_the_kubelet_retries() {
     ];
     let mut watch = RolloutWatch::default();
     for poll in 1..CONFIG_ERROR_POLLS {
-        let Attempt::NotYet(state) = watch.observe(&progressing(), &pods, &on_kind()).unwrap()
+        let Attempt::NotYet(state) = watch
+            .observe(&progressing(), &pods, None, &on_kind())
+            .unwrap()
         else {
             panic!("poll {poll}: not done");
         };
         assert!(state.contains("CreateContainerConfigError"), "{state}");
     }
-    let text = err_text(watch.observe(&progressing(), &pods, &on_kind()));
+    let text = err_text(watch.observe(&progressing(), &pods, None, &on_kind()));
     assert!(
         text.contains(&format!("for {CONFIG_ERROR_POLLS} polls in a row")),
         "{text}"
@@ -416,11 +418,18 @@ fn a_config_error_that_clears_starts_the_count_again() {
     let healed = three(["native-merged", "native-merged", "native-not-ready"]);
     let mut watch = RolloutWatch::default();
     for _ in 1..CONFIG_ERROR_POLLS {
-        watch.observe(&progressing(), &stuck, &on_kind()).unwrap();
+        watch
+            .observe(&progressing(), &stuck, None, &on_kind())
+            .unwrap();
     }
-    watch.observe(&progressing(), &healed, &on_kind()).unwrap();
+    watch
+        .observe(&progressing(), &healed, None, &on_kind())
+        .unwrap();
     for _ in 1..CONFIG_ERROR_POLLS {
-        let Attempt::NotYet(_) = watch.observe(&progressing(), &stuck, &on_kind()).unwrap() else {
+        let Attempt::NotYet(_) = watch
+            .observe(&progressing(), &stuck, None, &on_kind())
+            .unwrap()
+        else {
             panic!("not done");
         };
     }
@@ -579,5 +588,74 @@ fn the_install_overlay_decides_whether_the_mesh_merges() {
             .unmerged_reason()
             .unwrap()
             .contains("enablePrometheusMerge: false")
+    );
+}
+
+/// `pod` as a pod of the ReplicaSet with `hash`.
+fn of_replica_set(mut pod: Pod, hash: &str) -> Pod {
+    pod.metadata
+        .labels
+        .get_or_insert_default()
+        .insert("pod-template-hash".into(), hash.into());
+    pod
+}
+
+/// A pod of the older ReplicaSet without its sidecar (created before the namespace was
+/// labelled) is on its way out: the wait judges the newest ReplicaSet's pods only, and waits
+/// for the old one to go.
+#[test]
+fn an_uninjected_pod_of_an_older_replica_set_is_waited_out_not_fatal() {
+    let mut pods: Vec<Pod> = (0..3)
+        .map(|_| of_replica_set(pod("native-merged"), "new"))
+        .collect();
+    pods.push(of_replica_set(pod("uninjected"), "old"));
+    // Judged by containers and images alone (no ReplicaSet), as before, the old pod looks
+    // current: a restart does not change them, and the wait failed on a pod being replaced.
+    let text =
+        err_text(RolloutWatch::default().observe(&rolled_out(), &pods, None, &on_existing()));
+    assert!(text.contains("created without a sidecar"), "{text}");
+    let mut watch = RolloutWatch::default();
+    let Attempt::NotYet(state) = watch
+        .observe(&rolled_out(), &pods, Some("new"), &on_existing())
+        .unwrap()
+    else {
+        panic!("an old pod still running is not done");
+    };
+    assert!(state.contains("1 pod(s) of an older ReplicaSet"), "{state}");
+    pods.pop();
+    assert!(matches!(
+        watch
+            .observe(&rolled_out(), &pods, Some("new"), &on_existing())
+            .unwrap(),
+        Attempt::Done(())
+    ));
+}
+
+/// The first pod of the newest ReplicaSet found without its sidecar asks for one rollout
+/// restart; the same after the restart is fatal, saying a restart did not cure it.
+#[test]
+fn an_uninjected_pod_gets_one_rollout_restart_then_is_fatal() {
+    let pods: Vec<Pod> = with_one("uninjected")
+        .into_iter()
+        .map(|p| of_replica_set(p, "h1"))
+        .collect();
+    let mut watch = RolloutWatch::with_one_restart();
+    let Attempt::NotYet(state) = watch
+        .observe(&rolled_out(), &pods, Some("h1"), &on_existing())
+        .unwrap()
+    else {
+        panic!("the first uninjected pod asks for a restart");
+    };
+    assert!(state.contains("restarting the rollout once"), "{state}");
+    assert!(watch.take_restart_request());
+    assert!(!watch.take_restart_request(), "asked once");
+    let after: Vec<Pod> = with_one("uninjected")
+        .into_iter()
+        .map(|p| of_replica_set(p, "h2"))
+        .collect();
+    let text = err_text(watch.observe(&rolled_out(), &after, Some("h2"), &on_existing()));
+    assert!(
+        text.contains("istio-injection=enabled") && text.contains("did not cure it"),
+        "{text}"
     );
 }

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 
 use crate::config::names::{INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIOD};
 use crate::exec::wait::{Attempt, wait_for};
@@ -96,10 +96,24 @@ pub struct AppPods {
 pub(crate) const CONFIG_ERROR_POLLS: u32 = 8;
 
 /// One rollout wait's memory across polls: how long each pod has shown a state that is fatal
-/// only when it persists.
+/// only when it persists, and whether a pod found without its sidecar may still be cured by
+/// recreating the pods.
 #[derive(Debug, Default)]
 pub(crate) struct RolloutWatch {
     persisting: BTreeMap<String, u32>,
+    restart: Restart,
+}
+
+/// The one rollout restart a wait may do for pods created without their sidecar.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Restart {
+    /// An uninjected pod is fatal at once.
+    #[default]
+    Spent,
+    /// The next uninjected pod asks for a restart instead.
+    Allowed,
+    /// Asked for; the caller does it.
+    Requested,
 }
 
 #[cfg(test)]
@@ -110,10 +124,30 @@ pub(crate) fn rollout_state(
     pods: &[Pod],
     app: &AppPods,
 ) -> Result<Attempt<()>> {
-    RolloutWatch::default().observe(deployment, pods, app)
+    RolloutWatch::default().observe(deployment, pods, None, app)
 }
 
 impl RolloutWatch {
+    /// A watch that answers the first pod found without its sidecar with one rollout restart
+    /// rather than an error: a pod created before its namespace was labelled, or while the
+    /// injector was not answering, gets its sidecar when it is created again.
+    pub(crate) fn with_one_restart() -> Self {
+        RolloutWatch {
+            restart: Restart::Allowed,
+            ..RolloutWatch::default()
+        }
+    }
+
+    /// Whether the last observation asked for the pods to be recreated (once; the caller
+    /// restarts the rollout).
+    pub(crate) fn take_restart_request(&mut self) -> bool {
+        if self.restart == Restart::Requested {
+            self.restart = Restart::Spent;
+            return true;
+        }
+        false
+    }
+
     /// Whether a Deployment's rollout is complete with every pod ready and injected; the state in
     /// words when not. `Err` for states that never recover by waiting, seen on pods of the
     /// current template (pods of an older template are on their way out), and for
@@ -122,10 +156,11 @@ impl RolloutWatch {
         &mut self,
         deployment: &Deployment,
         pods: &[Pod],
+        newest: Option<&str>,
         app: &AppPods,
     ) -> Result<Attempt<()>> {
         let persisting = std::mem::take(&mut self.persisting);
-        for pod in pods.iter().filter(|p| runs_current_template(deployment, p)) {
+        for pod in pods.iter().filter(|p| is_current(deployment, newest, p)) {
             let pod_name = pod.metadata.name.as_deref().unwrap_or("<unnamed>");
             if let Some((container, message)) = config_error(pod) {
                 let key = format!("{pod_name}/{container}");
@@ -141,10 +176,16 @@ impl RolloutWatch {
                 self.persisting.insert(key, seen);
             }
         }
-        self.look(deployment, pods, app)
+        self.look(deployment, pods, newest, app)
     }
 
-    fn look(&self, deployment: &Deployment, pods: &[Pod], app: &AppPods) -> Result<Attempt<()>> {
+    fn look(
+        &mut self,
+        deployment: &Deployment,
+        pods: &[Pod],
+        newest: Option<&str>,
+        app: &AppPods,
+    ) -> Result<Attempt<()>> {
         let name = deployment.metadata.name.as_deref().unwrap_or("<unnamed>");
         let wanted = deployment
             .spec
@@ -160,16 +201,40 @@ impl RolloutWatch {
             )));
         }
         // Before the counts: a pod that can never start keeps them short forever.
-        for pod in pods.iter().filter(|p| runs_current_template(deployment, p)) {
+        let current: Vec<Pod> = pods
+            .iter()
+            .filter(|p| is_current(deployment, newest, p))
+            .cloned()
+            .collect();
+        for pod in &current {
             let pod_name = pod.metadata.name.as_deref().unwrap_or("<unnamed>");
             if let Some(reason) = never_recovers(pod, app) {
                 bail!("pod {pod_name}: {reason}");
             }
             if let Some(reason) = never_injected(pod) {
-                bail!("pod {pod_name}: {reason}");
+                if self.restart == Restart::Allowed {
+                    self.restart = Restart::Requested;
+                    return Ok(Attempt::NotYet(format!(
+                        "pod {pod_name} has no sidecar: restarting the rollout once, so that its \
+                         pods are created again through the injector"
+                    )));
+                }
+                let restarted = if self.restart == Restart::Spent && newest.is_some() {
+                    " A rollout restart did not cure it."
+                } else {
+                    ""
+                };
+                bail!("pod {pod_name}: {reason}{restarted}");
             }
         }
-        rollout_counts(&status, wanted, name, pods)
+        let older = pods.len() - current.len();
+        if older > 0 && newest.is_some() {
+            return Ok(Attempt::NotYet(format!(
+                "Deployment {name}: {older} pod(s) of an older ReplicaSet still running{}",
+                describe_pods(pods)
+            )));
+        }
+        rollout_counts(&status, wanted, name, &current)
     }
 }
 
@@ -257,6 +322,23 @@ fn rollout_counts(
     Ok(Attempt::Done(()))
 }
 
+/// Whether the pod belongs to the Deployment's newest ReplicaSet: its `pod-template-hash` is
+/// `newest`'s. Without the ReplicaSet (a look at pods alone), whether every container of the
+/// template is in the pod with the same image, which a restart does not change.
+fn is_current(deployment: &Deployment, newest: Option<&str>, pod: &Pod) -> bool {
+    match newest {
+        Some(hash) => {
+            pod.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::k8s::client::TEMPLATE_HASH_LABEL))
+                .map(String::as_str)
+                == Some(hash)
+        }
+        None => runs_current_template(deployment, pod),
+    }
+}
+
 /// Whether the pod was made from the Deployment's current template: every container of the
 /// template is in the pod with the same image (the injector adds containers, never changes
 /// these).
@@ -301,10 +383,12 @@ fn never_injected(pod: &Pod) -> Option<String> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("<namespace>");
     Some(format!(
         "it was created without a sidecar (no `{}` annotation, no `{}` container), and the \
-         injector acts only when a pod is created: the namespace label `istio-injection=enabled` \
-         must be on namespace {namespace} before the pod is created, and the injector webhook \
-         (istiod in istio-system) must be reachable then. Fix that, then recreate the pods \
-         (`kubectl -n {namespace} rollout restart deployment`)",
+         injector acts only when a pod is created: namespace {namespace} must carry a label an \
+         injector webhook selects before the pod is created (`istio-injection=enabled` when \
+         Istio has a default revision, else `istio.io/rev=<revision or tag>`: `kubectl get \
+         mutatingwebhookconfigurations` lists them), and that webhook's istiod must be reachable \
+         then. Fix that, then recreate the pods (`kubectl -n {namespace} rollout restart \
+         deployment`)",
         pods::SIDECAR_STATUS_ANNOTATION,
         pods::SIDECAR_CONTAINER
     ))
@@ -439,8 +523,9 @@ fn describe_pods(pods: &[Pod]) -> String {
     }
 }
 
-/// Waits until the Deployment has all replicas available and every pod is ready with its
-/// sidecar.
+/// Waits until the Deployment has all replicas available and every pod of its newest
+/// ReplicaSet is ready with its sidecar. A pod of it found without its sidecar gets one rollout
+/// restart (its pods are created again, through the injector) before that is fatal.
 pub(crate) async fn wait_rollout(
     client: &kube::Client,
     namespace: &str,
@@ -449,7 +534,7 @@ pub(crate) async fn wait_rollout(
     timeout: Duration,
 ) -> Result<()> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let watch = std::sync::Mutex::new(RolloutWatch::default());
+    let watch = std::sync::Mutex::new(RolloutWatch::with_one_restart());
     wait_for(
         &format!("Deployment {namespace}/{name}: every replica available, ready and injected"),
         timeout,
@@ -460,22 +545,86 @@ pub(crate) async fn wait_rollout(
                 Ok(None) => return Ok(Attempt::NotYet(format!("Deployment {name} not found"))),
                 Err(err) => return Ok(Attempt::NotYet(format!("API error: {err}"))),
             };
+            let newest = match crate::k8s::client::newest_template_hash(client, &deployment).await {
+                Ok(Some(hash)) => hash,
+                Ok(None) => {
+                    return Ok(Attempt::NotYet(format!(
+                        "Deployment {name}: its ReplicaSet for the current template does not \
+                         exist yet"
+                    )));
+                }
+                Err(err) => return Ok(Attempt::NotYet(format!("{err:#}"))),
+            };
             let pods = match crate::k8s::client::deployment_pods(client, &deployment).await {
                 Ok(p) => p,
                 Err(err) => return Ok(Attempt::NotYet(format!("{err:#}"))),
             };
-            watch
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .observe(&deployment, &pods, app)
+            let (seen, restart) = {
+                let mut watch = watch.lock().unwrap_or_else(|p| p.into_inner());
+                let seen = watch.observe(&deployment, &pods, Some(&newest), app);
+                (seen, watch.take_restart_request())
+            };
+            if restart {
+                eprintln!(
+                    "warning: Deployment {namespace}/{name}: {}",
+                    match &seen {
+                        Ok(Attempt::NotYet(state)) => state.as_str(),
+                        _ => "a pod has no sidecar",
+                    }
+                );
+                rollout_restart(client, namespace, name).await?;
+            }
+            seen
         },
     )
     .await
 }
 
+/// What `kubectl rollout restart` does: a new `kubectl.kubernetes.io/restartedAt` on the pod
+/// template, so the Deployment replaces every pod.
+pub(crate) async fn rollout_restart(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let now = rfc3339_now();
+    let patch = serde_json::json!({"spec": {"template": {"metadata": {
+        "annotations": {RESTARTED_AT: now}
+    }}}});
+    deployments
+        .patch(
+            name,
+            &PatchParams {
+                field_manager: Some(crate::k8s::apply::FIELD_MANAGER.to_string()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+        .with_context(|| format!("setting {RESTARTED_AT} on Deployment {namespace}/{name}"))?;
+    Ok(())
+}
+
+/// Now in RFC 3339 (UTC, seconds), as kubectl writes `restartedAt`.
+fn rfc3339_now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// The pod-template annotation whose change makes a rollout (`kubectl rollout restart`,
+/// kubectl `pkg/polymorphichelpers/objectrestarter.go`).
+pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restarted_at_is_rfc3339() {
+        let value = rfc3339_now();
+        assert!(humantime::parse_rfc3339(&value).is_ok(), "{value}");
+        assert!(value.ends_with('Z'), "{value}");
+    }
 
     #[test]
     fn availability_needs_the_condition_and_the_current_generation() {

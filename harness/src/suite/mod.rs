@@ -290,12 +290,18 @@ fn run(
         let artifacts = knobs.artifacts.clone();
         let keep = knobs.keep.keeps(true);
         let deadline = knobs.deadline;
-        runtime.spawn(async move {
-            let mut signals = crate::exec::cleanup::TerminationSignals::listen()
+        // Listening starts here, before the bring-up below, not inside the task: a spawned task
+        // may not have run when the bring-up's first command starts, and a Ctrl-C in between
+        // would meet the default action and end the process without its cleanup.
+        let mut signals = {
+            let _in_runtime = runtime.enter();
+            crate::exec::cleanup::TerminationSignals::listen()
                 .inspect_err(|err| {
                     eprintln!("warning: {err:#}; only E2E_DEADLINE ends this run early")
                 })
-                .ok();
+                .ok()
+        };
+        runtime.spawn(async move {
             let why = next_interruption(signals.as_mut(), deadline).await;
             let cleanup = cut_short(why, environment.get(), &artifacts, keep);
             let code = crate::exec::cleanup::clean_up_once(signals.as_mut(), cleanup).await;

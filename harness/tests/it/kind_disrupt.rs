@@ -24,6 +24,7 @@ const CONTAINER: &str = "wtyfft-container-name";
 const IMAGE: &str = "fft-service:3f2a9c01d4e5";
 const DEPLOYMENT_PATH: &str = "/apis/apps/v1/namespaces/wty-istio/deployments/fft";
 const PODS_PATH: &str = "/api/v1/namespaces/wty-istio/pods";
+const REPLICA_SETS_PATH: &str = "/apis/apps/v1/namespaces/wty-istio/replicasets";
 
 /// The app's Deployment as `app.yaml` makes it: three replicas of our image, scraped by
 /// Prometheus, in an injected namespace.
@@ -179,19 +180,32 @@ async fn a_rolling_restart_patches_restarted_at_and_waits_for_every_replica_to_b
         watched_in_order, before,
         "each old pod polled until gone, in order"
     );
+    // Each rollout poll reads the Deployment, its ReplicaSets (which one is new) and its pods;
+    // the final look reads the Deployment and the new pods.
     let after_watch = &lines[patch_at + 1 + watched.len()..];
-    assert_eq!(after_watch.len() % 2, 0, "{after_watch:#?}");
-    for pair in after_watch.chunks(2) {
-        assert_eq!(pair[0], format!("GET {DEPLOYMENT_PATH}"), "{lines:#?}");
+    let (polls, last) = after_watch.split_at(after_watch.len().saturating_sub(2));
+    assert_eq!(polls.len() % 3, 0, "{after_watch:#?}");
+    assert!(!polls.is_empty(), "at least one rollout poll: {lines:#?}");
+    for poll in polls.chunks(3) {
+        assert_eq!(poll[0], format!("GET {DEPLOYMENT_PATH}"), "{lines:#?}");
         assert_eq!(
-            pair[1],
+            poll[1],
+            format!("GET {REPLICA_SETS_PATH}?labelSelector=app%3Dfft"),
+            "{lines:#?}"
+        );
+        assert_eq!(
+            poll[2],
             format!("GET {PODS_PATH}?labelSelector=app%3Dfft"),
             "{lines:#?}"
         );
     }
-    assert!(
-        after_watch.len() >= 4,
-        "at least one rollout poll and the final listing: {lines:#?}"
+    assert_eq!(
+        last,
+        [
+            format!("GET {DEPLOYMENT_PATH}"),
+            format!("GET {PODS_PATH}?labelSelector=app%3Dfft")
+        ],
+        "{lines:#?}"
     );
     assert!(with_method(&calls, "DELETE").is_empty(), "{lines:#?}");
 }

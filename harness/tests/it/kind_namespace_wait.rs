@@ -147,6 +147,7 @@ async fn apply_waits_for_a_terminating_namespace_to_be_gone_then_creates_it() {
             name: "wty-istio".into(),
             namespace: None,
             created: true,
+            restore_labels: Default::default(),
         }],
         "a namespace that was on its way out is created again, so teardown deletes it"
     );
@@ -175,6 +176,7 @@ async fn teardown_waits_until_the_deleted_namespace_is_gone() {
         name: "wty-istio".into(),
         namespace: None,
         created: true,
+        restore_labels: Default::default(),
     };
     tokio::time::timeout(
         Duration::from_secs(30),

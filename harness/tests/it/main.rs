@@ -7,6 +7,7 @@
 mod fake_api_server;
 mod kind_support;
 
+mod existing_cycle;
 mod ingress_no_proxy;
 mod install_tools;
 mod kind_cli;

@@ -124,7 +124,12 @@ async fn the_gateway_forward_carries_connection_after_connection() {
         .label("istio", "ingressgateway")
         .port(GATEWAY_TARGET_PORT, envoy);
     let api = FakeApiServer::start(vec![gateway]).await;
-    let (address, task) = forward_gateway(&api.client()).await.unwrap();
+    let (address, task) = forward_gateway(
+        &api.client(),
+        &harness::k8s::mesh::GatewayTarget::istioctl_default(),
+    )
+    .await
+    .unwrap();
     for round in 0..3 {
         let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
         connection

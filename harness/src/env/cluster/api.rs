@@ -18,6 +18,7 @@ use crate::exec::cmd::Runner;
 use crate::k8s::apply::{self, Applied};
 use crate::k8s::disrupt::{self, DisruptTarget};
 use crate::k8s::gateway;
+use crate::k8s::mesh::{self, GatewayTarget, Mesh, MeshQuery};
 use crate::k8s::rollout::{self, AppPods};
 
 /// The image name a dry run plans with (the content tag is known only after the build).
@@ -38,8 +39,11 @@ pub trait ClusterApi: Send + Sync {
         timeout: Duration,
     ) -> BoxFuture<'_, Result<()>>;
     fn wait_for_route(&self, ingress: SocketAddr, timeout: Duration) -> BoxFuture<'_, Result<()>>;
-    /// A loopback address forwarded to the gateway pod (for clusters without a port mapping).
-    fn forward_gateway(&self) -> BoxFuture<'_, Result<SocketAddr>>;
+    /// Finds istiod, the injector for the app's namespace and the ingress gateway (the
+    /// `existing` target: Istio installed by someone else, in any supported way).
+    fn discover_mesh(&self, query: MeshQuery, timeout: Duration) -> BoxFuture<'_, Result<Mesh>>;
+    /// A loopback address forwarded to a pod of `gateway` (for clusters without a port mapping).
+    fn forward_gateway(&self, gateway: GatewayTarget) -> BoxFuture<'_, Result<SocketAddr>>;
     fn delete_created(&self, applied: Vec<Applied>) -> BoxFuture<'_, Result<()>>;
     /// Disrupts the app's pods and waits until its Deployment is whole again.
     fn disrupt(
@@ -83,12 +87,17 @@ impl Backend for LiveBackend {
     ) -> BoxFuture<'_, Result<Arc<dyn ClusterApi>>> {
         Box::pin(async move {
             let client = crate::k8s::client::live_client(kubeconfig, &context).await?;
-            Ok(Arc::new(LiveApi {
-                client,
-                forward: Mutex::new(None),
-            }) as Arc<dyn ClusterApi>)
+            Ok(live_api(client))
         })
     }
+}
+
+/// The live calls over `client` (a test's client of a fake API server, for one).
+pub fn live_api(client: kube::Client) -> Arc<dyn ClusterApi> {
+    Arc::new(LiveApi {
+        client,
+        forward: Mutex::new(None),
+    })
 }
 
 /// The service image: the static binary, then the image from service/Dockerfile through
@@ -152,9 +161,13 @@ impl ClusterApi for LiveApi {
         Box::pin(gateway::wait_for_route(ingress, timeout))
     }
 
-    fn forward_gateway(&self) -> BoxFuture<'_, Result<SocketAddr>> {
+    fn discover_mesh(&self, query: MeshQuery, timeout: Duration) -> BoxFuture<'_, Result<Mesh>> {
+        Box::pin(async move { mesh::discover(&self.client, &query, timeout).await })
+    }
+
+    fn forward_gateway(&self, target: GatewayTarget) -> BoxFuture<'_, Result<SocketAddr>> {
         Box::pin(async move {
-            let (address, task) = gateway::forward_gateway(&self.client).await?;
+            let (address, task) = gateway::forward_gateway(&self.client, &target).await?;
             if let Ok(mut slot) = self.forward.lock()
                 && let Some(old) = slot.replace(task)
             {
@@ -231,7 +244,18 @@ impl ClusterApi for DryRunApi {
     fn wait_for_route(&self, _: SocketAddr, _: Duration) -> BoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
     }
-    fn forward_gateway(&self) -> BoxFuture<'_, Result<SocketAddr>> {
+    fn discover_mesh(&self, query: MeshQuery, _: Duration) -> BoxFuture<'_, Result<Mesh>> {
+        // A plan cannot know the cluster: istioctl's layout stands in for it.
+        Box::pin(async move {
+            Ok(Mesh {
+                istiod: Vec::new(),
+                gateway: GatewayTarget::istioctl_default(),
+                namespace_labels: query.namespace_labels,
+                existing_namespace_labels: None,
+            })
+        })
+    }
+    fn forward_gateway(&self, _: GatewayTarget) -> BoxFuture<'_, Result<SocketAddr>> {
         Box::pin(async { Ok(SocketAddr::from(([127, 0, 0, 1], 0))) })
     }
     fn delete_created(&self, _: Vec<Applied>) -> BoxFuture<'_, Result<()>> {

@@ -9,18 +9,18 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::{Backend, ClusterApi, Preflight, Running, Settings};
-use crate::config::names::{INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIOD};
 use crate::env::timings::Timings;
 use crate::env::{BoxFuture, Environment};
 use crate::exec::cleanup::{self, CleanupTicket};
 use crate::exec::cmd::Runner;
-use crate::k8s::apply::Applied;
+use crate::k8s::apply::{self, Applied};
+use crate::k8s::mesh::MeshQuery;
 use crate::tools::istioctl::KubeTarget;
 use crate::tools::kind::StateDir;
 use crate::tools::preflight::Tool;
 
 /// The current kube context with the app applied, ready for the scenarios.
-pub(crate) struct ExistingEnvironment {
+pub struct ExistingEnvironment {
     running: Running,
     applied: Vec<Applied>,
     abort_cleanup: Option<CleanupTicket>,
@@ -40,7 +40,7 @@ struct Partial {
 impl ExistingEnvironment {
     /// Brings the target up, recording each phase in `times`. On failure, collects diagnostics,
     /// deletes (or keeps, per `E2E_KEEP`) what it created, and returns the first error.
-    pub(crate) async fn up_with(
+    pub async fn up_with(
         runner: Runner,
         settings: Settings,
         backend: &dyn Backend,
@@ -86,7 +86,7 @@ impl ExistingEnvironment {
     }
 
     /// `harness up`: the app stays applied; the interruption cleanup is no longer wanted.
-    pub(crate) fn keep_running(mut self) {
+    pub fn keep_running(mut self) {
         if let Some(ticket) = self.abort_cleanup.take() {
             cleanup::unregister(ticket);
         }
@@ -140,25 +140,53 @@ async fn bring_up(
         .time("connect", super::connect(runner, backend, None, &kube))
         .await?;
     partial.api = Some(api.clone());
-    times
+    let mesh = times
         .time("istio", async {
+            let query = mesh_query(settings)?;
             runner.step(format!(
-                "check that Deployments {ISTIO_NAMESPACE}/{ISTIOD} and {ISTIO_NAMESPACE}/{INGRESS_GATEWAY} are Available"
+                "find istiod (Deployments labelled {}, any namespace), the sidecar injector that \
+                 selects namespace {}, and the ingress gateway's Service ({}{})",
+                crate::k8s::mesh::ISTIOD_SELECTOR,
+                query.app_namespace,
+                settings.mesh.gateway_selector,
+                settings
+                    .mesh
+                    .gateway_namespace
+                    .as_deref()
+                    .map(|n| format!(" in {n}"))
+                    .unwrap_or_default()
             ));
-            api.wait_control_plane(Duration::from_secs(30)).await.context(
-                "E2E_TARGET=existing expects Istio already installed in the current context \
-                 (install it with `istioctl install -f manifests/istio-install.yaml`, or use \
-                 E2E_TARGET=kind)",
-            )
+            let mesh = api
+                .discover_mesh(query, settings.timeouts.control_plane)
+                .await?;
+            if !runner.is_dry_run() {
+                eprintln!(
+                    "istiod: {}; gateway: Service {}/{} → pods {} port {}",
+                    mesh.istiod.join(", "),
+                    mesh.gateway.namespace,
+                    mesh.gateway.service,
+                    mesh.gateway.pod_selector,
+                    mesh.gateway.describe_port()
+                );
+            }
+            anyhow::Ok(mesh)
         })
         .await?;
     let app = times
         .time("deploy", async {
-            let (app, prepared) = super::prepare_app(runner, settings, &image)?;
+            let (app, mut prepared) = super::prepare_app(runner, settings, &image)?;
+            for change in apply::fit_to_mesh(
+                &mut prepared,
+                &app.namespace,
+                &mesh.namespace_labels,
+                &settings.mesh.selector_labels()?,
+            ) {
+                runner.step(change);
+            }
             partial.app_namespace = Some(app.namespace.clone());
-            // What this run creates, shared with the interruption cleanup, which is registered
-            // before the first object is applied: a Ctrl-C or a failure halfway through an
-            // apply still deletes what was created so far.
+            // What this run creates or relabels, shared with the interruption cleanup, which is
+            // registered before the first object is applied: a Ctrl-C or a failure halfway
+            // through an apply still undoes what was done so far.
             let created = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
             let record =
                 (!runner.is_dry_run()).then(|| applied_record(&settings.state, &kube.context));
@@ -177,7 +205,7 @@ async fn bring_up(
                 created
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .extend(applied.iter().filter(|a| a.created).cloned());
+                    .extend(applied.iter().filter(|a| a.is_ours()).cloned());
                 partial.applied.extend(applied);
             }
             super::wait_for_app(runner, settings, api.as_ref(), &app).await?;
@@ -187,10 +215,12 @@ async fn bring_up(
     let ingress = times
         .time("ingress", async {
             runner.step(format!(
-                "port-forward a loopback port to the ingress gateway pod's {}",
-                crate::config::names::GATEWAY_TARGET_PORT
+                "port-forward a loopback port to port {} of a Ready pod of Service {}/{}",
+                mesh.gateway.describe_port(),
+                mesh.gateway.namespace,
+                mesh.gateway.service
             ));
-            let address = api.forward_gateway().await?;
+            let address = api.forward_gateway(mesh.gateway.clone()).await?;
             super::probe_route(runner, settings, api.as_ref(), address).await?;
             anyhow::Ok(address)
         })
@@ -203,6 +233,32 @@ async fn bring_up(
         app,
         image,
         ingress,
+    })
+}
+
+/// What the app needs of the mesh, from its manifests: its namespace's labels and its pods'.
+fn mesh_query(settings: &Settings) -> Result<MeshQuery> {
+    let documents = crate::manifest::load_file(&settings.app_manifest)?;
+    let app = super::app_info(&documents)?;
+    let labels_at = |kind: &str, name: &str, pointer: &str| {
+        documents
+            .iter()
+            .find(|d| d.raw["kind"] == kind && d.name() == name)
+            .and_then(|d| d.raw.pointer(pointer).cloned())
+            .map(serde_json::from_value)
+            .transpose()
+            .with_context(|| format!("{kind} {name}: {pointer} is not a map of strings"))
+            .map(Option::unwrap_or_default)
+    };
+    Ok(MeshQuery {
+        namespace_labels: labels_at("Namespace", &app.namespace, "/metadata/labels")?,
+        pod_labels: labels_at(
+            "Deployment",
+            &app.deployment,
+            "/spec/template/metadata/labels",
+        )?,
+        app_namespace: app.namespace,
+        knobs: settings.mesh.clone(),
     })
 }
 
@@ -246,7 +302,7 @@ fn register_interruption_cleanup(
                 let delete = kubectl
                     .clone()
                     .args(kube.flags())
-                    .args(kubectl_delete_args(object));
+                    .args(kubectl_undo_args(object));
                 if !have_kubectl {
                     eprintln!("kubectl not found; delete it yourself: {delete}");
                     continue;
@@ -289,18 +345,28 @@ fn merge_record(file: &Path, applied: &[Applied]) -> Result<()> {
     let mut record = read_record(file)?;
     for object in applied {
         match record.iter_mut().find(|known| same_object(known, object)) {
-            Some(known) => known.created |= object.created,
+            Some(known) => {
+                known.created |= object.created;
+                // The value first seen is the one the object had before the suite.
+                for (key, before) in &object.restore_labels {
+                    known
+                        .restore_labels
+                        .entry(key.clone())
+                        .or_insert_with(|| before.clone());
+                }
+            }
             None => record.push(object.clone()),
         }
     }
     write_record(file, &record)
 }
 
-/// Takes `deleted` out of the record; the record goes once nothing it lists is the suite's.
+/// Takes `deleted` (deleted, or relabelled back) out of the record; the record goes once nothing
+/// it lists is the suite's.
 fn forget_deleted(file: &Path, deleted: &[Applied]) -> Result<()> {
     let mut record = read_record(file)?;
     record.retain(|known| !deleted.iter().any(|d| same_object(known, d)));
-    if record.iter().any(|known| known.created) {
+    if record.iter().any(Applied::is_ours) {
         write_record(file, &record)
     } else {
         match std::fs::remove_file(file) {
@@ -332,9 +398,17 @@ async fn delete_created(
         }
         return Ok(());
     }
-    let created: Vec<Applied> = applied.into_iter().filter(|a| a.created).collect();
+    let created: Vec<Applied> = applied.into_iter().filter(Applied::is_ours).collect();
     for object in created.iter().rev() {
-        runner.step(format!("delete {}", object.describe()));
+        if object.created {
+            runner.step(format!("delete {}", object.describe()));
+        } else {
+            runner.step(format!(
+                "put back the labels the suite changed on {} ({})",
+                object.describe(),
+                describe_restore(object)
+            ));
+        }
     }
     if let Some(api) = api {
         api.delete_created(created.clone()).await?;
@@ -348,19 +422,15 @@ async fn delete_created(
 }
 
 /// `harness down --target existing`: deletes exactly what the suite recorded as created in the
-/// current context, then forgets the record.
-pub(crate) async fn down(
-    runner: &Runner,
-    settings: &Settings,
-    backend: &dyn Backend,
-) -> Result<()> {
+/// current context (and puts back the labels it changed), then forgets the record.
+pub async fn down(runner: &Runner, settings: &Settings, backend: &dyn Backend) -> Result<()> {
     let context = settings
         .existing_context
         .clone()
         .context("no current kube context")?;
     let file = applied_record(&settings.state, &context);
     let applied = read_record(&file)?;
-    if !applied.iter().any(|a| a.created) {
+    if !applied.iter().any(Applied::is_ours) {
         println!(
             "nothing recorded as created by the suite in context {context}: nothing to delete"
         );
@@ -386,17 +456,39 @@ pub(crate) async fn down(
     .await
 }
 
-/// `kubectl delete` arguments for one applied object (`Deployment.v1.apps/name -n ns`).
-pub(crate) fn kubectl_delete_args(object: &Applied) -> Vec<String> {
+/// `key=before` for each label to put back, `key-` for one to remove.
+fn describe_restore(object: &Applied) -> String {
+    object
+        .restore_labels
+        .iter()
+        .map(|(key, before)| match before {
+            Some(value) => format!("{key}={value}"),
+            None => format!("{key}-"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The kubectl arguments that undo what the suite did to one object: `delete` what it created
+/// (`Deployment.v1.apps/name -n ns`), `label --overwrite` back what it only relabelled.
+pub(crate) fn kubectl_undo_args(object: &Applied) -> Vec<String> {
     let resource = match object.api_version.rsplit_once('/') {
         Some((group, version)) => format!("{}.{version}.{group}/{}", object.kind, object.name),
         None => format!("{}/{}", object.kind, object.name),
     };
-    let mut args = vec!["delete".to_string(), resource];
+    let mut args = if object.created {
+        vec!["delete".to_string(), resource]
+    } else {
+        let mut args = vec!["label".to_string(), resource, "--overwrite".to_string()];
+        args.extend(describe_restore(object).split(' ').map(str::to_string));
+        args
+    };
     if let Some(ns) = &object.namespace {
         args.extend(["-n".to_string(), ns.clone()]);
     }
-    args.extend(["--ignore-not-found".to_string(), "--wait=false".to_string()]);
+    if object.created {
+        args.extend(["--ignore-not-found".to_string(), "--wait=false".to_string()]);
+    }
     args
 }
 
@@ -451,6 +543,7 @@ mod tests {
             name: "x".into(),
             namespace: Some("wty-istio".into()),
             created,
+            restore_labels: Default::default(),
         }
     }
 
@@ -493,6 +586,26 @@ mod tests {
         assert!(!file.exists());
     }
 
+    /// A namespace that existed and was only labelled stays recorded until its label is put
+    /// back, and the label's value from before the first run is the one kept.
+    #[test]
+    fn a_relabelled_namespace_stays_recorded_with_its_first_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("record.json");
+        let mut labelled = object("Namespace", false);
+        labelled.restore_labels = [("istio.io/rev".to_string(), None)].into();
+        merge_record(&file, &[labelled.clone()]).unwrap();
+        let mut again = object("Namespace", false);
+        again.restore_labels = [("istio.io/rev".to_string(), Some("canary".to_string()))].into();
+        merge_record(&file, &[again, object("Service", false)]).unwrap();
+        let record = read_record(&file).unwrap();
+        assert_eq!(record[0].restore_labels, labelled.restore_labels);
+        forget_deleted(&file, &[]).unwrap();
+        assert!(file.exists(), "the label is still to be put back");
+        forget_deleted(&file, &[labelled]).unwrap();
+        assert!(!file.exists());
+    }
+
     #[test]
     fn a_damaged_record_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -510,11 +623,28 @@ mod tests {
             name: "wtyfft-vs".into(),
             namespace: Some("wty-istio".into()),
             created: true,
+            restore_labels: Default::default(),
         };
         assert_eq!(
-            kubectl_delete_args(&object).join(" "),
+            kubectl_undo_args(&object).join(" "),
             "delete VirtualService.v1alpha3.networking.istio.io/wtyfft-vs -n wty-istio \
              --ignore-not-found --wait=false"
+        );
+        let relabelled = Applied {
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            name: "team-ns".into(),
+            namespace: None,
+            created: false,
+            restore_labels: [
+                ("istio.io/rev".to_string(), None),
+                ("team".to_string(), Some("a".to_string())),
+            ]
+            .into(),
+        };
+        assert_eq!(
+            kubectl_undo_args(&relabelled).join(" "),
+            "label Namespace/team-ns --overwrite istio.io/rev- team=a"
         );
     }
 }

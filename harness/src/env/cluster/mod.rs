@@ -12,7 +12,7 @@
 //! nothing is created, deleted, built or written.
 
 pub(crate) mod api;
-pub(crate) mod existing;
+pub mod existing;
 pub(crate) mod kind;
 pub(crate) mod settings;
 
@@ -27,8 +27,8 @@ use kube::Api;
 use serde_json::Value;
 
 pub(crate) use api::LiveBackend;
-pub use api::{Backend, ClusterApi, DryRunBackend, PLANNED_IMAGE};
-pub(crate) use existing::ExistingEnvironment;
+pub use api::{Backend, ClusterApi, DryRunBackend, PLANNED_IMAGE, live_api};
+pub use existing::ExistingEnvironment;
 pub use kind::KindEnvironment;
 pub(crate) use settings::{AppInfo, app_info};
 pub use settings::{ClusterChoice, Mode, Settings, Timeouts};

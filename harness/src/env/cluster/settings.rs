@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use kube::config::Kubeconfig;
 
-use crate::config::knobs::{Keep, Knobs};
+use crate::config::knobs::{Keep, Knobs, MeshKnobs};
 use crate::config::names::{IMAGE_REPOSITORY, is_service_image};
 use crate::config::paths;
 use crate::config::versions::Versions;
@@ -83,6 +83,8 @@ pub struct Settings {
     pub existing_context: Option<String>,
     /// `E2E_OFFLINE=1`: kind only with its node image already present.
     pub offline: bool,
+    /// Where the existing target finds the injector and the ingress gateway.
+    pub mesh: MeshKnobs,
 }
 
 impl Settings {
@@ -114,6 +116,7 @@ impl Settings {
             timeouts: Timeouts::default(),
             existing_context,
             offline: knobs.offline,
+            mesh: knobs.mesh.clone(),
         })
     }
 }

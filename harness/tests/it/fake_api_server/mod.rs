@@ -84,8 +84,21 @@
 //!   pods, `updatedReplicas` those of the observed template, `availableReplicas` the ready ones
 //!   (`minReadySeconds` 0), `observedGeneration` what the controller last observed. Upstream the
 //!   counts lag the pods a little too; here only the generation does.
+//! - `GET …/namespaces/{ns}/replicasets?labelSelector=`: each ReplicaSet the controller made,
+//!   named `{deployment}-{hash}`, its template the Deployment's then with `pod-template-hash`
+//!   added, controlled by the Deployment (`pkg/controller/deployment/sync.go`
+//!   `getNewReplicaSet`).
+//! - An evicted pod ([`FakeApiServer::evict_first_pod`]) stays listed as `Failed` with reason
+//!   `Evicted` (`pkg/kubelet/eviction/eviction_manager.go` `evictPod`) and is no longer counted
+//!   (`controller_utils.go` `IsPodActive`), so its ReplicaSet replaces it.
+//! - Namespaces, Services, Istio's Gateway and VirtualService, MutatingWebhookConfigurations,
+//!   discovery, server-side apply and deletion, a Namespace's termination and the admission of
+//!   each new pod by the webhooks that select it (injection, or a refusal that becomes the
+//!   Deployment's `ReplicaFailure`): `objects.rs`, each behaviour with its upstream file.
 
 #![allow(dead_code)]
+
+mod objects;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -185,6 +198,8 @@ pub struct FakePod {
     ready_in: Option<u32>,
     deletion: Option<Deletion>,
     terminated: bool,
+    /// The kubelet evicted it: `Failed`, reason `Evicted`, and it stays listed.
+    evicted: bool,
 }
 
 impl FakePod {
@@ -205,6 +220,7 @@ impl FakePod {
             ready_in: None,
             deletion: None,
             terminated: false,
+            evicted: false,
         }
     }
 
@@ -224,8 +240,14 @@ impl FakePod {
         self.deletion.is_some()
     }
 
+    /// Whether its ReplicaSet counts it (kubernetes `pkg/controller/controller_utils.go`
+    /// `IsPodActive`): not being deleted, not Failed (evicted) or Succeeded.
+    fn active(&self) -> bool {
+        !self.deleting() && !self.evicted
+    }
+
     fn json(&self) -> Value {
-        let running = !self.terminated;
+        let running = !self.terminated && !self.evicted;
         let statuses: Vec<Value> = self
             .containers
             .iter()
@@ -268,19 +290,24 @@ impl FakePod {
             .iter()
             .map(|(name, image)| json!({"name": name, "image": image}))
             .collect();
-        json!({
+        let mut pod = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": metadata,
             "spec": {"containers": containers, "nodeName": self.node_name,
                      "terminationGracePeriodSeconds": self.termination_grace_period_seconds},
             "status": {
-                "phase": "Running",
+                "phase": if self.evicted { "Failed" } else { "Running" },
                 "podIP": self.pod_ip,
                 "conditions": [{"type": "Ready",
                                 "status": if self.ready && running { "True" } else { "False" }}],
                 "containerStatuses": statuses
             }
-        })
+        });
+        if self.evicted {
+            pod["status"]["reason"] = json!("Evicted");
+            pod["status"]["message"] = json!("The node was low on resource: memory.");
+        }
+        pod
     }
 }
 
@@ -396,6 +423,10 @@ struct DeploymentState {
     observed_hash: String,
     /// Requests left before the controller observes the current generation.
     observe_wait: Option<u32>,
+    /// Each ReplicaSet the controller made, oldest first: its hash and the template it copied.
+    replica_sets: Vec<(String, Value)>,
+    /// Why the API refused the last pod its ReplicaSet tried to create, if it did.
+    failure: Option<String>,
 }
 
 impl DeploymentState {
@@ -461,10 +492,7 @@ impl DeploymentState {
     }
 
     fn json(&self, pods: &[FakePod]) -> Value {
-        let active: Vec<&FakePod> = pods
-            .iter()
-            .filter(|p| self.owns(p) && !p.deleting())
-            .collect();
+        let active: Vec<&FakePod> = pods.iter().filter(|p| self.owns(p) && p.active()).collect();
         let updated = active
             .iter()
             .filter(|p| p.labels.get(TEMPLATE_HASH_LABEL) == Some(&self.observed_hash))
@@ -474,6 +502,15 @@ impl DeploymentState {
         let (_, unavailable) = self.fenceposts();
         let available = ready >= self.replicas() - unavailable;
         let mut object = self.object.clone();
+        let mut conditions = vec![
+            json!({"type": "Available", "status": if available { "True" } else { "False" },
+                   "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }}),
+            json!({"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}),
+        ];
+        if let Some(failure) = &self.failure {
+            conditions.push(json!({"type": "ReplicaFailure", "status": "True",
+                                   "reason": "FailedCreate", "message": failure}));
+        }
         object["status"] = json!({
             "observedGeneration": self.observed_generation,
             "replicas": total,
@@ -481,13 +518,52 @@ impl DeploymentState {
             "readyReplicas": ready,
             "availableReplicas": ready,
             "unavailableReplicas": (total - ready).max(0),
-            "conditions": [
-                {"type": "Available", "status": if available { "True" } else { "False" },
-                 "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }},
-                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
-            ]
+            "conditions": conditions
         });
         object
+    }
+}
+
+impl DeploymentState {
+    /// Its ReplicaSets as the controller writes them (kubernetes
+    /// `pkg/controller/deployment/sync.go` `getNewReplicaSet`): named `{deployment}-{hash}`, the
+    /// template copied with the `pod-template-hash` label added to it, to the labels and to the
+    /// selector, controlled by the Deployment; `status.replicas` its active pods.
+    fn replica_set_json(&self, pods: &[FakePod]) -> Vec<Value> {
+        self.replica_sets
+            .iter()
+            .enumerate()
+            .map(|(index, (hash, template))| {
+                let mut template = template.clone();
+                template["metadata"]["labels"][TEMPLATE_HASH_LABEL] = json!(hash);
+                let mut selector = self.object["spec"]["selector"].clone();
+                selector["matchLabels"][TEMPLATE_HASH_LABEL] = json!(hash);
+                let active = pods
+                    .iter()
+                    .filter(|p| {
+                        self.owns(p)
+                            && p.active()
+                            && p.labels.get(TEMPLATE_HASH_LABEL) == Some(hash)
+                    })
+                    .count();
+                json!({
+                    "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "metadata": {
+                        "name": format!("{}-{hash}", self.name()),
+                        "namespace": self.namespace(),
+                        "uid": format!("uid-{}-{hash}", self.name()),
+                        "labels": template["metadata"]["labels"],
+                        "creationTimestamp": format!("2025-01-01T00:{:02}:00Z", index.min(59)),
+                        "annotations": {"deployment.kubernetes.io/revision": (index + 1).to_string()},
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                            "name": self.name(), "uid": format!("uid-{}", self.name()),
+                            "controller": true, "blockOwnerDeletion": true}]
+                    },
+                    "spec": {"replicas": active, "selector": selector, "template": template},
+                    "status": {"replicas": active, "observedGeneration": 1}
+                })
+            })
+            .collect()
     }
 }
 
@@ -530,6 +606,10 @@ impl Call {
 struct State {
     pods: Vec<FakePod>,
     deployments: Vec<DeploymentState>,
+    /// Namespaces, Services, Gateways, VirtualServices, MutatingWebhookConfigurations.
+    objects: Vec<Value>,
+    /// MutatingWebhookConfigurations whose webhooks deny every pod they select, with the message.
+    denials: BTreeMap<String, String>,
     calls: Vec<Call>,
     resource_version: u64,
     created: u32,
@@ -565,14 +645,16 @@ impl FakeApiServer {
             let hash = template_hash(&object["spec"]["template"]);
             state.deployments.push(DeploymentState {
                 config,
-                object,
+                object: object.clone(),
                 observed_generation: 1,
-                observed_hash: hash,
+                observed_hash: hash.clone(),
                 observe_wait: None,
+                replica_sets: vec![(hash, object["spec"]["template"].clone())],
+                failure: None,
             });
             let index = state.deployments.len() - 1;
             for _ in 0..state.deployments[index].replicas() {
-                let pod = create_pod(&mut state, index);
+                let pod = create_pod(&mut state, index).expect("admitted");
                 let pod = state.pods.iter_mut().find(|p| p.name == pod).unwrap();
                 pod.ready = true;
                 pod.ready_in = None;
@@ -637,6 +719,62 @@ impl FakeApiServer {
         self.pods().into_iter().map(|p| p.name).collect()
     }
 
+    /// Adds objects as they are before the run (an Istio install's Services and webhooks, a
+    /// namespace the user made), each with the metadata the API server sets.
+    pub fn add_objects(&self, objects: Vec<Value>) {
+        let mut state = self.state.lock().unwrap();
+        for mut object in objects {
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            object["metadata"]["uid"] = json!(format!("uid-preexisting-{name}"));
+            if object["kind"] == "Namespace" {
+                object["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+                object["status"] = json!({"phase": "Active"});
+            }
+            state.objects.push(object);
+        }
+    }
+
+    /// The webhooks of MutatingWebhookConfiguration `configuration` deny every pod they select.
+    pub fn deny_pods(&self, configuration: &str, message: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .denials
+            .insert(configuration.into(), message.into());
+    }
+
+    /// Every object stored now, one line each (`Kind namespace/name`, Namespaces with their
+    /// labels), sorted: what is left on the cluster.
+    pub fn inventory(&self) -> Vec<String> {
+        objects::inventory(&self.state.lock().unwrap())
+    }
+
+    /// The kubelet evicts the first pod (by name) of Deployment `namespace/name` under memory
+    /// pressure (kubernetes `pkg/kubelet/eviction/eviction_manager.go` `evictPod`): the pod
+    /// stays listed as `Failed` with reason `Evicted`, and the ReplicaSet, which no longer
+    /// counts it, creates a replacement. Returns the evicted pod's name.
+    pub fn evict_first_pod(&self, namespace: &str, name: &str) -> String {
+        let mut state = self.state.lock().unwrap();
+        let deployment = state
+            .deployments
+            .iter()
+            .position(|d| d.namespace() == namespace && d.name() == name)
+            .expect("the Deployment");
+        let mut owned: Vec<usize> = (0..state.pods.len())
+            .filter(|&i| {
+                state.deployments[deployment].owns(&state.pods[i]) && state.pods[i].active()
+            })
+            .collect();
+        owned.sort_by(|a, b| state.pods[*a].name.cmp(&state.pods[*b].name));
+        let pod = &mut state.pods[owned[0]];
+        pod.evicted = true;
+        pod.ready = false;
+        pod.name.clone()
+    }
+
     /// A Deployment as a GET would answer it now (without moving the controllers).
     pub fn deployment(&self, namespace: &str, name: &str) -> Option<Value> {
         let state = self.state.lock().unwrap();
@@ -699,12 +837,21 @@ fn unsupported_media_type(accepted: &[&str]) -> Response<FakeBody> {
 }
 
 fn selector_matches(selector: &str, pod: &FakePod) -> bool {
+    labels_match(selector, &json!(pod.labels))
+}
+
+/// A label selector of equalities and bare keys (`k=v,k2`: `k2` exists), as
+/// apimachinery `labels.Parse` reads them, against a JSON map of labels.
+fn labels_match(selector: &str, labels: &Value) -> bool {
     selector
         .split(',')
         .filter(|s| !s.is_empty())
-        .all(|pair| match pair.split_once('=') {
-            Some((k, v)) => pod.labels.get(k).map(String::as_str) == Some(v),
-            None => false,
+        .all(|term| match term.split_once('=') {
+            Some((k, v)) => {
+                let v = v.strip_prefix('=').unwrap_or(v);
+                labels[k].as_str() == Some(v)
+            }
+            None => labels.get(term).is_some(),
         })
 }
 
@@ -771,9 +918,9 @@ fn now_plus(seconds: i64) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-/// The ReplicaSet of the Deployment's observed template creates a pod from it; the injector
-/// mutates it on its way in. Returns its name.
-fn create_pod(state: &mut State, index: usize) -> String {
+/// The ReplicaSet of the Deployment's observed template creates a pod from it; admission may
+/// refuse it, and the injector mutates it on its way in. Returns its name, `None` when refused.
+fn create_pod(state: &mut State, index: usize) -> Option<String> {
     let deployment = &state.deployments[index];
     let hash = deployment.observed_hash.clone();
     let template = deployment.object["spec"]["template"].clone();
@@ -802,7 +949,16 @@ fn create_pod(state: &mut State, index: usize) -> String {
             )
         })
         .collect();
-    if config.inject {
+    let inject = match objects::admit(state, &config.namespace, &pod.labels) {
+        None => config.inject,
+        Some(objects::Admission::Created { injected }) => injected,
+        Some(objects::Admission::Denied(message)) => {
+            state.deployments[index].failure = Some(message);
+            return None;
+        }
+    };
+    state.deployments[index].failure = None;
+    if inject {
         pod.annotations
             .insert("sidecar.istio.io/status".into(), SIDECAR_STATUS.into());
         pod.containers.push((SIDECAR.into(), SIDECAR_IMAGE.into()));
@@ -821,7 +977,7 @@ fn create_pod(state: &mut State, index: usize) -> String {
         }
     }
     state.pods.push(pod);
-    name
+    Some(name)
 }
 
 /// `CheckGracefulDelete`: the grace period a delete of `pod` gets.
@@ -876,6 +1032,7 @@ fn tick(state: &mut State) {
     for index in 0..state.deployments.len() {
         controller_step(state, index);
     }
+    objects::namespace_controller_step(state);
 }
 
 /// One action of the Deployment controller (and the ReplicaSet controller under it).
@@ -887,7 +1044,13 @@ fn controller_step(state: &mut State, index: usize) {
             None => {}
             Some(0) => {
                 deployment.observed_generation = generation;
-                deployment.observed_hash = template_hash(&deployment.object["spec"]["template"]);
+                let template = deployment.object["spec"]["template"].clone();
+                let hash = template_hash(&template);
+                // `getNewReplicaSet` makes the ReplicaSet of a template not seen before.
+                if !deployment.replica_sets.iter().any(|(h, _)| *h == hash) {
+                    deployment.replica_sets.push((hash.clone(), template));
+                }
+                deployment.observed_hash = hash;
                 deployment.observe_wait = None;
             }
             Some(n) => deployment.observe_wait = Some(n - 1),
@@ -900,7 +1063,7 @@ fn controller_step(state: &mut State, index: usize) {
     let active: Vec<&FakePod> = state
         .pods
         .iter()
-        .filter(|p| deployment.owns(p) && !p.deleting())
+        .filter(|p| deployment.owns(p) && p.active())
         .collect();
     let new = active
         .iter()
@@ -991,6 +1154,38 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Respons
             body: body.clone(),
         });
         tick(&mut state);
+    }
+    if let Some(routed) = objects::route(&path) {
+        return match routed {
+            Err(discovery) => ok_json(discovery),
+            Ok(target) => objects::handle(
+                &state,
+                &method,
+                target,
+                &query,
+                content_type.as_deref(),
+                body,
+            ),
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/apis/apps/v1/namespaces/")
+        && let [namespace, "replicasets"] = rest.split('/').collect::<Vec<_>>().as_slice()
+    {
+        if method != Method::GET {
+            return method_not_allowed();
+        }
+        let selector = query_param(&query, "labelSelector").unwrap_or_default();
+        let state = state.lock().unwrap();
+        let items: Vec<Value> = state
+            .deployments
+            .iter()
+            .filter(|d| d.namespace() == *namespace)
+            .flat_map(|d| d.replica_set_json(&state.pods))
+            .filter(|rs| labels_match(&selector, &rs["metadata"]["labels"]))
+            .collect();
+        return ok_json(json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList",
+                              "metadata": {"resourceVersion": state.resource_version.to_string()},
+                              "items": items}));
     }
     if let Some(rest) = path.strip_prefix("/apis/apps/v1/namespaces/") {
         return deployments(&state, &method, rest, &query, content_type.as_deref(), body);
@@ -1182,6 +1377,18 @@ fn deployments(
         )
     };
     let mut state = state.lock().unwrap();
+    if *method == Method::PATCH && media_type(content_type) == "application/apply-patch+yaml" {
+        let applied: Value = match serde_json::from_str(body.as_deref().unwrap_or("")) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => return bad_request("the applied configuration is not a JSON object"),
+        };
+        let (code, answer) = objects::apply_deployment(&mut state, namespace, name, applied);
+        return Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(answer.to_string())))
+            .unwrap();
+    }
     let Some(index) = state
         .deployments
         .iter()
@@ -1189,6 +1396,14 @@ fn deployments(
     else {
         return missing();
     };
+    if *method == Method::DELETE {
+        // Background propagation: the garbage collector deletes its pods after it.
+        state.resource_version += 1;
+        let removed = state.deployments.remove(index);
+        let answer = removed.json(&state.pods);
+        state.pods.retain(|p| !removed.owns(p));
+        return ok_json(answer);
+    }
     if *method == Method::GET {
         return ok_json(state.deployments[index].json(&state.pods));
     }
@@ -1467,6 +1682,38 @@ pub async fn pod_server(
                                 .unwrap(),
                         )
                     }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (address, task)
+}
+
+/// A loopback HTTP server standing in for the gateway pod's Envoy once the app's Gateway and
+/// VirtualService reached it: every request is answered as a routed one, with what Envoy adds
+/// (`server: istio-envoy`, `x-envoy-upstream-service-time`, istio `pilot/pkg/networking/util/
+/// proxy_headers.go`) and the app's `x-served-by`.
+pub async fn gateway_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request: Request<Incoming>| async {
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .header("content-type", "text/plain")
+                            .header("server", "istio-envoy")
+                            .header("x-envoy-upstream-service-time", "1")
+                            .header("x-served-by", "wtyfft-deploy-0")
+                            .body(Full::new(Bytes::from_static(
+                                b"fft_http_requests_total 1\n",
+                            )))
+                            .unwrap(),
+                    )
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)

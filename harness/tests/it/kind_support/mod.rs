@@ -20,6 +20,7 @@ use harness::env::{BoxFuture, Disruption, DisruptionReport};
 use harness::exec::cmd::Runner;
 use harness::k8s::apply::Applied;
 use harness::k8s::disrupt::DisruptTarget;
+use harness::k8s::mesh::{GatewayTarget, Mesh, MeshQuery};
 use harness::k8s::rollout::AppPods;
 use harness::tools::kind::StateDir;
 use harness::tools::preflight::{ToolSearch, Tools};
@@ -187,6 +188,7 @@ impl Fake {
             },
             existing_context: None,
             offline: false,
+            mesh: Default::default(),
         }
     }
 }
@@ -271,6 +273,7 @@ impl ClusterApi for FakeBackend {
                     name: d["metadata"]["name"].as_str().unwrap().into(),
                     namespace: d["metadata"]["namespace"].as_str().map(Into::into),
                     created: true,
+                    restore_labels: Default::default(),
                 })
                 .collect();
             *self.applied.lock().unwrap() = documents;
@@ -293,7 +296,18 @@ impl ClusterApi for FakeBackend {
             self.call("route")
         })
     }
-    fn forward_gateway(&self) -> BoxFuture<'_, Result<SocketAddr>> {
+    fn discover_mesh(&self, query: MeshQuery, _: Duration) -> BoxFuture<'_, Result<Mesh>> {
+        Box::pin(async move {
+            self.call("discover-mesh")?;
+            Ok(Mesh {
+                istiod: vec!["istio-system/istiod (default)".into()],
+                gateway: GatewayTarget::istioctl_default(),
+                namespace_labels: query.namespace_labels,
+                existing_namespace_labels: None,
+            })
+        })
+    }
+    fn forward_gateway(&self, _: GatewayTarget) -> BoxFuture<'_, Result<SocketAddr>> {
         Box::pin(async move {
             self.call("forward")?;
             Ok(SocketAddr::from(([127, 0, 0, 1], 41234)))
