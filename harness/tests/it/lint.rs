@@ -293,6 +293,15 @@ fn the_project_manifests_pass() {
     );
 }
 
+/// The README's canary is what a user copies: it must lint clean.
+#[test]
+fn the_canary_example_passes() {
+    let dir = harness::config::paths::project_root().join("examples/canary");
+    let report = lint::lint_paths(&[dir]).unwrap();
+    assert!(report.is_clean(), "findings:{}", show(&report.findings));
+    assert_eq!((report.files, report.resources), (2, 7));
+}
+
 #[test]
 fn the_articles_manifests_pass_as_published() {
     let report = lint::lint_paths(&[fixture("article-app.yaml")]).unwrap();
