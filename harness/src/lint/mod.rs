@@ -44,10 +44,11 @@ pub enum Rule {
     IstioAnnotation,
     VsRouteWeights,
     VsWeightSum,
+    VsInvalidRoute,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 20] = [
+    pub const ALL: [Rule; 21] = [
         Rule::SingleNamespace,
         Rule::DeploymentSelector,
         Rule::ServiceSelector,
@@ -68,6 +69,7 @@ impl Rule {
         Rule::IstioAnnotation,
         Rule::VsRouteWeights,
         Rule::VsWeightSum,
+        Rule::VsInvalidRoute,
     ];
 
     pub(crate) fn id(self) -> &'static str {
@@ -92,6 +94,7 @@ impl Rule {
             Rule::IstioAnnotation => "istio-annotation",
             Rule::VsRouteWeights => "vs-route-weights",
             Rule::VsWeightSum => "vs-weight-sum",
+            Rule::VsInvalidRoute => "vs-invalid-route",
         }
     }
 }
@@ -163,6 +166,9 @@ impl Rule {
                 "no destination weight is negative and several destinations weigh more than 0"
             }
             Rule::VsWeightSum => "the weights of several destinations add up to 100",
+            Rule::VsInvalidRoute => {
+                "no http rule has what Istio's webhook rejects (conflicting actions, empty matches, bad retries, durations, redirects, percentages)"
+            }
         }
     }
 }

@@ -56,6 +56,17 @@ impl IngressGateway {
             .all(|(key, value)| self.labels.get(key) == Some(value))
     }
 
+    /// The port Envoy listens on for a Gateway server's port: the targetPort of the Service
+    /// port with that number, else the number itself (`resolvePorts`, pilot/pkg/model/gateway.go).
+    pub(crate) fn listen_port(&self, server_port: u32) -> u32 {
+        self.ports
+            .iter()
+            .find(|p| p.port == i64::from(server_port))
+            .and_then(|p| p.target_port)
+            .and_then(|t| u32::try_from(t).ok())
+            .unwrap_or(server_port)
+    }
+
     pub(crate) fn describe_ports(&self) -> String {
         self.ports
             .iter()

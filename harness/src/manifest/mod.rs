@@ -7,6 +7,7 @@
 pub(crate) mod hosts;
 pub(crate) mod install;
 pub(crate) mod kind_config;
+pub(crate) mod validation;
 
 pub(crate) mod istio;
 

@@ -177,6 +177,12 @@ fn leak(text: String) -> &'static str {
 #[case::regex_too_long(Rule::VsInvalidRegex, &[(METRICS_MATCH, LONG_REGEX)])]
 #[case::cors_origin_regex(Rule::VsInvalidRegex, &[(VS_PORT, leak(format!("{VS_PORT}      corsPolicy:\n        allowOrigins:\n          - regex: \"https://(?!evil)\"\n")))])]
 #[case::uri_regex_rewrite(Rule::VsInvalidRegex, &[(VS_PORT, leak(format!("{VS_PORT}      rewrite:\n        uriRegexRewrite:\n          match: \"^/fft(\"\n          rewrite: /\n")))])]
+#[case::star_is_not_a_header_regex(Rule::VsInvalidRegex, &[("            prefix: /fft\n", "            prefix: /fft\n          headers:\n            x-id:\n              regex: \"*\"\n")])]
+// vs-invalid-route (validateHTTPRoute)
+#[case::retry_on_with_a_space(Rule::VsInvalidRoute, &[(VS_PORT, leak(format!("{VS_PORT}      retries:\n        attempts: 2\n        retryOn: \"5xx, reset\"\n")))])]
+#[case::redirect_and_route(Rule::VsInvalidRoute, &[(VS_PORT, leak(format!("{VS_PORT}      redirect:\n        uri: /x\n")))])]
+#[case::sub_millisecond_timeout(Rule::VsInvalidRoute, &[(VS_PORT, leak(format!("{VS_PORT}      timeout: 0.0005s\n")))])]
+#[case::empty_header_prefix(Rule::VsInvalidRoute, &[("            prefix: /fft\n", "            prefix: /fft\n          headers:\n            x-id:\n              prefix: \"\"\n")])]
 // vs-route-weights, vs-weight-sum (validateHTTPRouteDestinations)
 #[case::negative_weight(Rule::VsRouteWeights, &[(VS_PORT, two_destinations(110, "wtyfft-svc", -10))])]
 #[case::total_weight_zero(Rule::VsRouteWeights, &[(VS_PORT, two_destinations(0, "wtyfft-svc", 0))])]
@@ -257,7 +263,7 @@ fn a_missing_document_is_reported_once_under_its_rule(#[case] rule: Rule, #[case
 #[case::wildcard_server_covers_vs_host(&[(GW_HOSTS, "        - \"*.example.com\"\n---"), (VS_HOSTS, "  hosts:\n    - \"fft.example.com\"")])]
 #[case::vs_host_upper_layer_of_server(&[(GW_HOSTS, "        - \"fft.example.com\"\n---"), (VS_HOSTS, "  hosts:\n    - \"*.example.com\"")])]
 #[case::re2_regex(&[("            prefix: /fft", "            regex: \"/fft(/.*)?\"")])]
-#[case::a_later_prefix_no_earlier_one_covers(&[(METRICS_MATCH, "            exact: \"/metrics\"\n    - match:\n        - uri:\n            prefix: /metricsx")])]
+#[case::a_later_prefix_no_earlier_one_covers(&[(METRICS_MATCH, "            exact: \"/metrics\"\n      route:\n        - destination:\n            host: wtyfft-svc\n            port:\n              number: 8000\n    - match:\n        - uri:\n            prefix: /metricsx")])]
 #[case::same_prefix_other_method(&[(METRICS_MATCH, "            exact: \"/metrics\"\n        - uri:\n            prefix: /fft/real\n          method:\n            exact: GET")])]
 #[case::known_pod_annotation(&[(SCRAPE, "        prometheus.io/scrape: \"true\"\n        sidecar.istio.io/proxyCPU: \"100m\"\n")])]
 #[case::pod_label_true(&[("      labels:\n        app: wtyfft-app\n", "      labels:\n        app: wtyfft-app\n        sidecar.istio.io/inject: \"true\"\n")])]

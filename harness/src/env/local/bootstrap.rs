@@ -104,12 +104,12 @@ pub(crate) fn bootstrap(plan: &GatewayPlan, runtime: &RuntimeAddresses) -> Resul
     }
     let connection_manager = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": format!("outbound_0.0.0.0_{}", plan.server_port),
+        "stat_prefix": format!("outbound_0.0.0.0_{}", plan.listen_port),
         // As `buildGatewayHTTPRouteConfig` (pilot/pkg/networking/core/gateway.go): a Host
         // header's port plays no part in choosing the virtual host, and a direct response
         // may carry up to 1 MiB.
         "route_config": {
-            "name": format!("http.{}", plan.server_port),
+            "name": format!("http.{}", plan.listen_port),
             "virtual_hosts": virtual_hosts,
             "validate_clusters": false,
             "ignore_port_in_host_matching": true,
@@ -118,6 +118,12 @@ pub(crate) fn bootstrap(plan: &GatewayPlan, runtime: &RuntimeAddresses) -> Resul
         "server_name": GATEWAY_SERVER_NAME,
         "server_header_transformation": "OVERWRITE",
         "normalize_path": true,
+        // As `buildGatewayConnectionManager` and `buildHTTPConnectionManager`
+        // (pilot/pkg/networking/core/gateway.go, listener_builder.go): `Expect: 100-continue`
+        // passes to the app (ENABLE_100_CONTINUE_HEADERS defaults to true), and an idle stream
+        // is never cut.
+        "proxy_100_continue": true,
+        "stream_idle_timeout": "0s",
         "merge_slashes": false,
         "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
         "use_remote_address": true,
@@ -161,7 +167,7 @@ pub(crate) fn bootstrap(plan: &GatewayPlan, runtime: &RuntimeAddresses) -> Resul
         "admin": {"address": socket_address(runtime.admin)},
         "static_resources": {
             "listeners": [{
-                "name": format!("0.0.0.0_{}", plan.server_port),
+                "name": format!("0.0.0.0_{}", plan.listen_port),
                 "address": socket_address(runtime.listener),
                 // Envoy shares ports by default (SO_REUSEPORT): a second gateway on a taken
                 // `--port` would silently take half the traffic instead of failing.

@@ -149,7 +149,6 @@ spec:
       retries: {attempts: 4, perTryTimeout: 500ms, retryOn: "5xx,503,reset", retryRemoteLocalities: true, retryIgnorePreviousHosts: false, backoff: 30ms}
       mirror: {host: fft-v2}
       mirrorPercentage: {value: 12.5}
-      mirrors: [{destination: {host: fft-v1}, percentage: {value: 1}}]
       corsPolicy: {allowOrigins: [{prefix: "https://"}], allowMethods: [GET], allowHeaders: [x-h], exposeHeaders: [x-e], maxAge: 1h, allowCredentials: false}
       fault: {delay: {fixedDelay: 1ms, percentage: {value: 0.5}}, abort: {grpcStatus: UNAVAILABLE, percentage: {value: 0.1}}}
       route:
@@ -159,6 +158,9 @@ spec:
       redirect: {uri: /x, authority: other.example, derivePort: FROM_REQUEST_PORT, scheme: https, redirectCode: 307}
     - match: [{uri: {prefix: /prefix-redirect}}]
       redirect: {prefixRewrite: /y, port: 8080}
+    - match: [{uri: {prefix: /mirrors}}]
+      mirrors: [{destination: {host: fft-v1}, percentage: {value: 1}}, {destination: {host: fft-v2}}]
+      route: [{destination: {host: fft-v1}}]
     - match: [{uri: {exact: /bytes}}]
       directResponse: {status: 503, body: {bytes: aGVsbG8=}}
     - match: [{uri: {prefix: /nothing}}]

@@ -30,7 +30,7 @@ pub(crate) fn check_all(inventory: &Inventory) -> Vec<Finding> {
     gateway::conflicts(inventory, &mut findings);
     virtual_service_binding::hosts_bind(inventory, &mut findings);
     virtual_service_matches::unreachable_matches(inventory, &mut findings);
-    virtual_service_matches::regexes(inventory, &mut findings);
+    virtual_service_matches::webhook_rejections(inventory, &mut findings);
     annotations::known(inventory, &mut findings);
     kind::port_mapping(inventory, &mut findings);
     findings

@@ -16,9 +16,7 @@
 use super::super::inventory::Inventory;
 use super::super::{Finding, Rule};
 use crate::manifest::istio::{HttpMatchRequest, StringMatch};
-
-/// Istio's limit on a regex's length (`validateStringRegexp`).
-const MAX_REGEX_LEN: usize = 1024;
+use crate::manifest::validation::{ProblemKind, virtual_service_problems};
 
 pub(crate) fn unreachable_matches(inv: &Inventory, findings: &mut Vec<Finding>) {
     for (doc, vs) in &inv.virtual_services {
@@ -89,89 +87,30 @@ fn shadows(earlier: &HttpMatchRequest, later: &HttpMatchRequest) -> Option<&'sta
     covered.then_some("has a uri.prefix that covers it, with every other condition equal,")
 }
 
-pub(crate) fn regexes(inv: &Inventory, findings: &mut Vec<Finding>) {
+/// `vs-invalid-regex` and `vs-invalid-route`: what Istio's webhook rejects, as
+/// [`crate::manifest::validation`] reads it (the local gateway refuses the same).
+pub(crate) fn webhook_rejections(inv: &Inventory, findings: &mut Vec<Finding>) {
     for (doc, vs) in &inv.virtual_services {
-        for (field, pattern) in regex_fields(vs) {
-            let problem = if pattern.chars().count() > MAX_REGEX_LEN {
-                Some(format!(
-                    "is {} characters, more than Istio's {MAX_REGEX_LEN}",
-                    pattern.chars().count()
-                ))
-            } else {
-                regex::Regex::new(&pattern).err().map(|err| {
-                    format!(
-                        "is not RE2 syntax: {}",
-                        err.to_string().lines().last().unwrap_or_default().trim()
-                    )
-                })
+        for problem in virtual_service_problems(vs) {
+            let (rule, fix) = match problem.kind {
+                ProblemKind::Regex => (
+                    Rule::VsInvalidRegex,
+                    "write it in RE2 syntax (no look-around or back-references; escape `.`, `?`, `+` and `*` meant literally), or use `prefix` or `exact`",
+                ),
+                ProblemKind::Other => (
+                    Rule::VsInvalidRoute,
+                    "change the field as the message says; `kubectl apply` shows the webhook's own words",
+                ),
             };
-            if let Some(problem) = problem {
-                findings.push(Finding::at(Rule::VsInvalidRegex, doc, field.clone()).says(
-                    format!("the regex {pattern:?} {problem}; Istio's webhook rejects the VirtualService, so none of its routes exist"),
-                    "write it in RE2 syntax (no look-around or back-references; escape `.`, `?`, `+` and `*` meant literally), or use `prefix` or `exact`".to_string(),
-                ));
-            }
-        }
-    }
-}
-
-/// Every regex a VirtualService's http rules hold, with its field. A header's or query
-/// parameter's regex `*` is Istio's spelling of "present", not a regex.
-fn regex_fields(vs: &crate::manifest::VirtualService) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    for (r, rule) in vs.spec.http.iter().enumerate() {
-        for (m, entry) in rule.matches.iter().enumerate() {
-            for (key, matcher) in [
-                ("uri", &entry.uri),
-                ("scheme", &entry.scheme),
-                ("method", &entry.method),
-                ("authority", &entry.authority),
-            ] {
-                if let Some(StringMatch::Regex(pattern)) = matcher {
-                    found.push((
-                        format!("spec.http[{r}].match[{m}].{key}.regex"),
-                        pattern.clone(),
-                    ));
-                }
-            }
-            for (map_name, map) in [
-                ("headers", &entry.headers),
-                ("queryParams", &entry.query_params),
-                ("withoutHeaders", &entry.without_headers),
-            ] {
-                for (name, matcher) in map {
-                    if let StringMatch::Regex(pattern) = matcher
-                        && pattern != "*"
-                    {
-                        found.push((
-                            format!("spec.http[{r}].match[{m}].{map_name}.{name}.regex"),
-                            pattern.clone(),
-                        ));
-                    }
-                }
-            }
-        }
-        let origins = rule.cors_policy.iter().flat_map(|c| c.allow_origins.iter());
-        for (o, origin) in origins.enumerate() {
-            if let StringMatch::Regex(pattern) = origin {
-                found.push((
-                    format!("spec.http[{r}].corsPolicy.allowOrigins[{o}].regex"),
-                    pattern.clone(),
-                ));
-            }
-        }
-        if let Some(rewrite) = rule
-            .rewrite
-            .as_ref()
-            .and_then(|w| w.uri_regex_rewrite.as_ref())
-        {
-            found.push((
-                format!("spec.http[{r}].rewrite.uriRegexRewrite.match"),
-                rewrite.pattern.clone(),
+            findings.push(Finding::at(rule, doc, problem.field.clone()).says(
+                format!(
+                    "{}; Istio's webhook rejects the VirtualService, so none of its routes exist",
+                    problem.message
+                ),
+                fix.to_string(),
             ));
         }
     }
-    found
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
+    /// The thread reading stderr; it ends when the server's stderr closes (at its exit).
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -46,10 +48,10 @@ impl Server {
             .spawn()
             .unwrap_or_else(|err| panic!("starting {}: {err}", binary.display()));
         let stderr = Arc::new(Mutex::new(String::new()));
-        drain(
+        let stderr_reader = Some(drain(
             child.stderr.take().expect("piped stderr"),
             Arc::clone(&stderr),
-        );
+        ));
         let (lines, first_lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped stdout");
         std::thread::spawn(move || {
@@ -82,6 +84,7 @@ impl Server {
             child,
             addr,
             stderr,
+            stderr_reader,
         }
     }
 
@@ -112,6 +115,11 @@ impl Server {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("polling the server process") {
+                // The last lines may still be in the pipe: read it to its end (the server has
+                // exited, so the end comes at once) before anyone looks at the log.
+                if let Some(reader) = self.stderr_reader.take() {
+                    let _ = reader.join();
+                }
                 return status;
             }
             assert!(
@@ -143,7 +151,10 @@ impl Drop for Server {
     }
 }
 
-fn drain(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+fn drain(
+    mut from: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buffer = [0u8; 4096];
         while let Ok(read) = from.read(&mut buffer) {
@@ -154,7 +165,7 @@ fn drain(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
                 .unwrap()
                 .push_str(&String::from_utf8_lossy(&buffer[..read]));
         }
-    });
+    })
 }
 
 /// The value of the first sample of `series` (name with labels) in a metrics text.

@@ -165,13 +165,14 @@ fn route_names_join_rule_and_match_names() {
         {"name": ":scheme", "string_match": {"exact": "http"}},
     ]})
 )]
-// route_test.go "for virtual service with presence matching on header": `{}` and the regex `*`
-// (`canBeConvertedToPresentMatch`) are presence matches; the header name keeps its case.
+// route_test.go "for virtual service with presence matching on header": `{}` is a presence
+// match (`canBeConvertedToPresentMatch`, as is the regex `*`, which the webhook allows only in
+// withoutHeaders); the header name keeps its case.
 #[case::present_header(
-    "{headers: {FOO-HEADER: {}, x-star: {regex: '*'}}}",
+    "{headers: {FOO-HEADER: {}}, withoutHeaders: {x-star: {regex: '*'}}}",
     json!({"prefix": "/", "case_sensitive": true, "headers": [
         {"name": "FOO-HEADER", "present_match": true},
-        {"name": "x-star", "present_match": true},
+        {"name": "x-star", "present_match": true, "invert_match": true},
     ]})
 )]
 // route_test.go "for virtual service with regex matching on without_header": inverted, with a
@@ -246,7 +247,7 @@ fn explicit_retries_follow_convert_policy() {
         only_route(&format!("    - retries: {retries}\n{TO_V1}"))["route"]["retry_policy"].clone()
     };
     assert_eq!(
-        with("{attempts: 3, perTryTimeout: 2s, retryOn: '5xx,503, gateway-error'}"),
+        with("{attempts: 3, perTryTimeout: 2s, retryOn: '5xx,503,gateway-error'}"),
         json!({
             "retry_on": "5xx,gateway-error,retriable-status-codes",
             "retriable_status_codes": [503],
@@ -428,16 +429,34 @@ fn cors_follows_translate_cors_policy() {
 /// (`DISABLE_SHADOW_HOST_SUFFIX` defaults to true).
 #[test]
 fn mirrors_follow_translate_request_mirror_policy() {
-    let route = only_route(&format!(
-        "    - mirror: {{host: v2}}\n      mirrorPercentage: {{value: 25}}\n      mirrors: [{{destination: {{host: v2}}}}, {{destination: {{host: v1}}, percentage: {{value: 0}}}}]\n{TO_V1}"
-    ));
     let policy = |numerator: u32, denominator: &str| {
         json!({"cluster": V2, "runtime_fraction": {"default_value": {"numerator": numerator, "denominator": denominator}},
                "trace_sampled": false, "disable_shadow_host_suffix_append": true})
     };
+    let mirror = |fields: &str| {
+        only_route(&format!("    - {fields}\n{TO_V1}"))["route"]["request_mirror_policies"].clone()
+    };
     assert_eq!(
-        route["route"]["request_mirror_policies"],
-        json!([policy(250000, "MILLION"), policy(100, "HUNDRED")])
+        mirror("mirror: {host: v2}\n      mirrorPercentage: {value: 25}"),
+        json!([policy(250000, "MILLION")])
+    );
+    assert_eq!(
+        mirror("mirror: {host: v2}"),
+        json!([policy(100, "HUNDRED")])
+    );
+    assert_eq!(
+        mirror("mirror: {host: v2}\n      mirrorPercent: 30"),
+        json!([policy(30, "HUNDRED")])
+    );
+    assert_eq!(
+        mirror("mirror: {host: v2}\n      mirrorPercentage: {value: 0}"),
+        Value::Null
+    );
+    assert_eq!(
+        mirror(
+            "mirrors: [{destination: {host: v2}}, {destination: {host: v1}, percentage: {value: 0}}]"
+        ),
+        json!([policy(100, "HUNDRED")])
     );
 }
 
@@ -741,7 +760,18 @@ fn clusters_of_one_deployment_share_it() {
     "    - match: [{headers: {'@request.auth.claims.group': {exact: admin}}}]\n      route: [{destination: {host: v1}}]",
     "matches a JWT claim"
 )]
-#[case::no_destination("    - match: [{uri: {prefix: /fft}}]", "spec.http[0].route is empty")]
+#[case::no_destination(
+    "    - match: [{uri: {prefix: /fft}}]",
+    "spec.http[0].route: a rule needs a route, a redirect or a directResponse; Istio's webhook rejects"
+)]
+#[case::redirect_and_route(
+    "    - redirect: {uri: /x}\n      route: [{destination: {host: v1}}]",
+    "cannot have both redirect and route"
+)]
+#[case::retry_on_with_a_space(
+    "    - retries: {attempts: 2, retryOn: '5xx, reset'}\n      route: [{destination: {host: v1}}]",
+    "spec.http[0].retries.retryOn"
+)]
 #[case::zero_total_weight(
     "    - route:\n      - {destination: {host: v1}, weight: 0}\n      - {destination: {host: v2}, weight: 0}",
     "total weight of 0"

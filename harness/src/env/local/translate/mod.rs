@@ -26,6 +26,7 @@ use crate::config::names::{INGRESS_GATEWAY_LABELS, ISTIO_NAMESPACE};
 use crate::manifest::hosts::{
     ServerHost, intersect_hosts, more_specific_first, resolve_gateway_name, resolve_short_name,
 };
+use crate::manifest::install::IngressGateway;
 use crate::manifest::istio::Server;
 use crate::manifest::{Document, Gateway, Resource, VirtualService};
 
@@ -41,6 +42,9 @@ pub(crate) struct GatewayPlan {
     pub gateway: String,
     /// The Gateway servers' port number (the local listener binds another, free port).
     pub server_port: u32,
+    /// The port Istio's ingress gateway listens on for it (80 → 8080 on Istio's charts): the
+    /// listener's, the route configuration's and the statistics' names use it.
+    pub listen_port: u32,
     pub virtual_hosts: Vec<VirtualHostPlan>,
     pub upstreams: Vec<Upstream>,
     /// What Istio does with these manifests that their author may not expect (a VirtualService
@@ -113,6 +117,7 @@ pub(crate) fn plan(documents: &[Document]) -> Result<GatewayPlan> {
     Ok(GatewayPlan {
         gateway: gateway_ids.join(", "),
         server_port,
+        listen_port: IngressGateway::chart_default().listen_port(server_port),
         virtual_hosts,
         upstreams,
         warnings,
@@ -144,15 +149,10 @@ fn ingress_servers<'a>(
         let gw_ns = namespace_of(&gateway.metadata);
         let gw_id = format!("{gw_ns}/{}", name_of(&gateway.metadata));
         let what = format!("Gateway {gw_id}");
-        // A Gateway applies to the gateway pods whose labels include its selector.
+        // A Gateway applies to the gateway pods whose labels include its selector; an empty
+        // selector to every gateway (`mergeGateways`, pilot/pkg/model/push_context.go).
         let selector = &gateway.spec.selector;
-        let selects_ingress = !selector.is_empty()
-            && selector.iter().all(|(k, v)| {
-                INGRESS_GATEWAY_LABELS
-                    .iter()
-                    .any(|(lk, lv)| lk == k && lv == v)
-            });
-        if !selects_ingress {
+        if !IngressGateway::chart_default().selected_by(selector) {
             warnings.push(format!(
                 "{what}: spec.selector {selector:?} does not select Istio's default ingress \
                  gateway (labels {INGRESS_GATEWAY_LABELS:?}), the only gateway the local target \

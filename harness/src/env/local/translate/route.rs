@@ -74,6 +74,15 @@ pub(super) fn build_http_routes(
         gateway_names,
         upstreams,
     };
+    if let Some(problem) = crate::manifest::validation::virtual_service_problems(bound.vs).first() {
+        bail!(
+            "VirtualService {}: {}: {}; Istio's webhook rejects the VirtualService, so none of \
+             its routes would exist (`harness lint` lists every such problem)",
+            bound.id,
+            problem.field,
+            problem.message
+        );
+    }
     let mut out = Vec::new();
     for (index, rule) in bound.vs.spec.http.iter().enumerate() {
         let at = format!("VirtualService {}: spec.http[{index}]", bound.id);
@@ -123,9 +132,6 @@ fn refuse_untranslated(rule: &HttpRoute, at: &str) -> Result<()> {
                 );
             }
         }
-    }
-    if rule.redirect.is_none() && rule.direct_response.is_none() && rule.route.is_empty() {
-        bail!("{at}.route is empty: nothing to route to (Istio's validation rejects it)");
     }
     Ok(())
 }
@@ -546,13 +552,6 @@ fn fractional_percent_of(percent: &Percent) -> Value {
     json!({"numerator": (percent.value * 10000.0) as u32, "denominator": "MILLION"})
 }
 
-/// The status codes Go's `http.StatusText` knows: `parseRetryOn` takes those as status codes.
-fn is_known_status(code: u32) -> bool {
-    matches!(code,
-        100..=103 | 200..=208 | 226 | 300..=305 | 307 | 308 | 400..=418 | 421..=426 | 428 | 429
-        | 431 | 451 | 500..=508 | 510 | 511)
-}
-
 /// `ConvertPolicy` (retry.go): no `retries` is the default policy; `attempts: 0` none at all;
 /// otherwise the default with the rule's fields, status codes in `retryOn` moved to
 /// `retriable_status_codes`.
@@ -570,7 +569,7 @@ fn convert_retry_policy(retries: Option<&HttpRetry>, at: &str) -> Result<Option<
         let mut codes = Vec::new();
         for part in retry_on.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part.parse::<u32>() {
-                Ok(code) if is_known_status(code) => codes.push(code),
+                Ok(code) if crate::manifest::validation::is_known_status(code) => codes.push(code),
                 _ => policies.push(part),
             }
         }
