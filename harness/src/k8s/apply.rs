@@ -149,6 +149,11 @@ pub struct Applied {
     /// left as it was found.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub restore_labels: BTreeMap<String, Option<String>>,
+    /// The object's `metadata.uid` after the apply. Deletes are conditional on it, so an object
+    /// of the same name that someone else made after ours was deleted (or one in another
+    /// cluster behind a context of the same name) is never deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 impl Applied {
@@ -279,13 +284,14 @@ pub async fn apply(client: &kube::Client, documents: &[Value]) -> Result<Vec<App
             (Some(current), true) => changed_labels(current, raw),
             _ => BTreeMap::new(),
         };
-        api.patch(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(raw),
-        )
-        .await
-        .with_context(|| format!("server-side apply of {what}"))?;
+        let after = api
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(raw),
+            )
+            .await
+            .with_context(|| format!("server-side apply of {what}"))?;
         applied.push(Applied {
             api_version: api_version.to_string(),
             kind: kind.to_string(),
@@ -293,6 +299,7 @@ pub async fn apply(client: &kube::Client, documents: &[Value]) -> Result<Vec<App
             namespace: namespace.map(str::to_string),
             created: !existed,
             restore_labels,
+            uid: after.metadata.uid,
         });
     }
     Ok(applied)
@@ -351,9 +358,25 @@ pub async fn delete_created(client: &kube::Client, applied: &[Applied]) -> Resul
                     Err(err) => Err(err.into()),
                 };
             }
-            match api.delete(&object.name, &DeleteParams::background()).await {
+            // Only the object the suite created: the API answers 409 if the uid differs.
+            let params = DeleteParams {
+                preconditions: object.uid.clone().map(|uid| kube::api::Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::background()
+            };
+            match api.delete(&object.name, &params).await {
                 Ok(_) => Ok(()),
                 Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    eprintln!(
+                        "leaving {}: an object of that name exists, but not the one the suite \
+                         created (its uid differs)",
+                        object.describe()
+                    );
+                    Ok(())
+                }
                 Err(err) => Err(err.into()),
             }
         }
@@ -373,7 +396,16 @@ pub async fn delete_created(client: &kube::Client, applied: &[Applied]) -> Resul
             wait_until_gone(
                 &format!("{} to be deleted", namespace.describe()),
                 TERMINATION_TIMEOUT,
-                || async { Ok(api.get_opt(&namespace.name).await?.as_ref().map(presence)) },
+                // Ours is gone once no object of its uid is there (another of the same name is
+                // not ours to wait for).
+                || async {
+                    Ok(api
+                        .get_opt(&namespace.name)
+                        .await?
+                        .filter(|o| namespace.uid.is_none() || o.metadata.uid == namespace.uid)
+                        .as_ref()
+                        .map(presence))
+                },
             )
             .await
         }
@@ -483,6 +515,7 @@ mod tests {
             namespace: None,
             created: false,
             restore_labels: changed,
+            uid: None,
         };
         assert!(applied.is_ours());
         assert_eq!(

@@ -373,6 +373,56 @@ async fn up_then_down_puts_a_users_namespace_back() {
     assert!(!record_exists(&settings));
 }
 
+/// The record names objects by uid: after ours is gone and someone made another of the same
+/// name (here the user re-created the namespace after an interrupted run's cleanup deleted
+/// it), `harness down` leaves it (the API answers 409 to a delete conditional on our uid).
+#[tokio::test]
+async fn down_leaves_an_object_of_the_same_name_that_is_not_ours() {
+    let (api, _envoy) = cluster(Install {
+        objects: vec![
+            namespace("istio-system", &[]),
+            injector("istio-sidecar-injector", "default", true),
+            gateway_service("istio-system", "istio-ingressgateway", 8080),
+        ],
+        istiod: vec![istiod("istio-system", "default")],
+        gateway: Some(("istio-system", "istio-ingressgateway", 8080)),
+    })
+    .await;
+    let fake = Fake::new(&[]);
+    let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(40));
+    let backend = FakeCluster(api.client());
+    let mut times = Timings::default();
+    let env = ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
+        .await
+        .expect("up");
+    env.keep_running();
+    // Our namespace is deleted behind the suite's back, and the user makes their own.
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(api.client());
+    namespaces
+        .delete("wty-istio", &Default::default())
+        .await
+        .unwrap();
+    harness::exec::wait::Retry::within(Duration::from_secs(20))
+        .run(
+            "the fake namespace controller to remove wty-istio",
+            || async {
+                match namespaces.get_opt("wty-istio").await? {
+                    None => Ok(()),
+                    Some(_) => Err(anyhow::anyhow!("still there")),
+                }
+            },
+        )
+        .await
+        .unwrap();
+    api.add_objects(vec![namespace("wty-istio", &[("team", "payments")])]);
+    let users = api.inventory();
+    harness::env::cluster::existing::down(&Runner::new(), &settings, &backend)
+        .await
+        .expect("down");
+    assert_eq!(api.inventory(), users, "the user's namespace stays");
+    assert!(!record_exists(&settings), "the record is gone");
+}
+
 /// Gateway API only: istiod and its injector, no ingress gateway Service. The error lists what
 /// was found and the knobs; nothing is applied.
 #[tokio::test]

@@ -148,6 +148,7 @@ async fn apply_waits_for_a_terminating_namespace_to_be_gone_then_creates_it() {
             namespace: None,
             created: true,
             restore_labels: Default::default(),
+            uid: None,
         }],
         "a namespace that was on its way out is created again, so teardown deletes it"
     );
@@ -177,6 +178,7 @@ async fn teardown_waits_until_the_deleted_namespace_is_gone() {
         namespace: None,
         created: true,
         restore_labels: Default::default(),
+        uid: None,
     };
     tokio::time::timeout(
         Duration::from_secs(30),

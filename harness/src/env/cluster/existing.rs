@@ -345,8 +345,18 @@ fn merge_record(file: &Path, applied: &[Applied]) -> Result<()> {
     let mut record = read_record(file)?;
     for object in applied {
         match record.iter_mut().find(|known| same_object(known, object)) {
+            // Another object now has the name (the one recorded was deleted and someone made
+            // this one): what the record said of the old one no longer holds.
+            Some(known)
+                if known.uid.is_some() && object.uid.is_some() && known.uid != object.uid =>
+            {
+                *known = object.clone();
+            }
             Some(known) => {
                 known.created |= object.created;
+                if object.uid.is_some() {
+                    known.uid = object.uid.clone();
+                }
                 // The value first seen is the one the object had before the suite.
                 for (key, before) in &object.restore_labels {
                     known
@@ -544,6 +554,7 @@ mod tests {
             namespace: Some("wty-istio".into()),
             created,
             restore_labels: Default::default(),
+            uid: None,
         }
     }
 
@@ -624,6 +635,7 @@ mod tests {
             namespace: Some("wty-istio".into()),
             created: true,
             restore_labels: Default::default(),
+            uid: None,
         };
         assert_eq!(
             kubectl_undo_args(&object).join(" "),
@@ -641,6 +653,7 @@ mod tests {
                 ("team".to_string(), Some("a".to_string())),
             ]
             .into(),
+            uid: None,
         };
         assert_eq!(
             kubectl_undo_args(&relabelled).join(" "),

@@ -798,6 +798,30 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<FakeBody> {
         .unwrap()
 }
 
+/// A `DELETE` whose `DeleteOptions` carry `preconditions.uid` that is not the object's: 409
+/// Conflict (apiserver `pkg/storage/interfaces.go` `Preconditions.Check`, turned into a
+/// Conflict by `pkg/registry/generic/registry/store.go`).
+fn delete_precondition_failed(
+    body: Option<&str>,
+    object: &Value,
+    resource: &str,
+    name: &str,
+) -> Option<Response<FakeBody>> {
+    let options: Value = serde_json::from_str(body?).ok()?;
+    let wanted = options.pointer("/preconditions/uid")?.as_str()?;
+    let actual = object["metadata"]["uid"].as_str().unwrap_or_default();
+    (wanted != actual).then(|| {
+        status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            &format!(
+                "Operation cannot be fulfilled on {resource} \"{name}\": Precondition failed: \
+                 UID in precondition: {wanted}, UID in object meta: {actual}"
+            ),
+        )
+    })
+}
+
 fn ok_json(body: Value) -> Response<FakeBody> {
     Response::builder()
         .header("content-type", "application/json")
@@ -1397,6 +1421,12 @@ fn deployments(
         return missing();
     };
     if *method == Method::DELETE {
+        let current = state.deployments[index].json(&state.pods);
+        if let Some(conflict) =
+            delete_precondition_failed(body.as_deref(), &current, "deployments.apps", name)
+        {
+            return conflict;
+        }
         // Background propagation: the garbage collector deletes its pods after it.
         state.resource_version += 1;
         let removed = state.deployments.remove(index);

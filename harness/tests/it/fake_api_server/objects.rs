@@ -17,11 +17,15 @@
 //!   (apiserver `pkg/endpoints/handlers/fieldmanager`); the suite always applies the same
 //!   fields, so merging the applied configuration into the object (RFC 7386 without `null`)
 //!   gives the same object. A namespaced object in a namespace that does not exist is refused
-//!   with 404 `namespaces "x" not found` (kubernetes `plugin/pkg/admission/namespace/lifecycle/
-//!   admission.go`). A created Namespace gets the label `kubernetes.io/metadata.name`
+//!   with 404 `namespaces "x" not found`, and one in a namespace being deleted with 403
+//!   `unable to create new content in namespace x because it is being terminated` (kubernetes
+//!   `plugin/pkg/admission/namespace/lifecycle/admission.go`); an object being deleted still
+//!   takes updates. A created Namespace gets the label `kubernetes.io/metadata.name`
 //!   (kubernetes `pkg/registry/core/namespace/strategy.go` `PrepareForCreate`).
 //! - `PATCH` with `application/merge-patch+json`: RFC 7386, as for Deployments.
-//! - `DELETE`: a namespaced object goes at once (no finalizers here). A Namespace gets
+//! - `DELETE`: `DeleteOptions.preconditions.uid` that is not the object's is a 409 Conflict
+//!   (apiserver `pkg/storage/interfaces.go` `Preconditions.Check`). A namespaced object goes at
+//!   once (no finalizers here). A Namespace gets
 //!   `deletionTimestamp` and `status.phase: Terminating`; the namespace controller then deletes
 //!   everything in it, one step per request, and removes the Namespace once it is empty
 //!   (kubernetes `pkg/controller/namespace/deletion/namespaced_resources_deleter.go`). A
@@ -263,6 +267,14 @@ pub(super) fn handle(
         ("GET", None) => not_found(resource, name),
         ("DELETE", None) => not_found(resource, name),
         ("DELETE", Some(i)) => {
+            if let Some(conflict) = super::delete_precondition_failed(
+                body.as_deref(),
+                &state.objects[i],
+                resource.plural,
+                name,
+            ) {
+                return conflict;
+            }
             state.resource_version += 1;
             if resource.kind == "Namespace" {
                 let object = &mut state.objects[i];
@@ -281,17 +293,34 @@ pub(super) fn handle(
             };
             match (media.as_str(), found) {
                 ("application/apply-patch+yaml", None) => {
-                    if let Some(ns) = namespace
-                        && !state
+                    if let Some(ns) = namespace {
+                        let home = state
                             .objects
                             .iter()
-                            .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == ns)
-                    {
-                        return status(
-                            StatusCode::NOT_FOUND,
-                            "NotFound",
-                            &format!("namespaces \"{ns}\" not found"),
-                        );
+                            .find(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == ns);
+                        match home {
+                            None => {
+                                return status(
+                                    StatusCode::NOT_FOUND,
+                                    "NotFound",
+                                    &format!("namespaces \"{ns}\" not found"),
+                                );
+                            }
+                            // NamespaceLifecycle refuses new objects in a namespace being
+                            // deleted (plugin/pkg/admission/namespace/lifecycle/admission.go).
+                            Some(home) if home["metadata"]["deletionTimestamp"].is_string() => {
+                                return status(
+                                    StatusCode::FORBIDDEN,
+                                    "Forbidden",
+                                    &format!(
+                                        "{} \"{name}\" is forbidden: unable to create new \
+                                         content in namespace {ns} because it is being terminated",
+                                        resource.plural
+                                    ),
+                                );
+                            }
+                            Some(_) => {}
+                        }
                     }
                     let created = create(&mut state, patch, resource, namespace, name);
                     super::Response::builder()
@@ -302,18 +331,9 @@ pub(super) fn handle(
                         )))
                         .unwrap()
                 }
+                // An object being deleted still takes updates; only creating content in a
+                // terminating namespace is refused (above).
                 ("application/apply-patch+yaml", Some(i)) => {
-                    if state.objects[i]["metadata"]["deletionTimestamp"].is_string() {
-                        return status(
-                            StatusCode::FORBIDDEN,
-                            "Forbidden",
-                            &format!(
-                                "{} \"{name}\" is forbidden: unable to apply: the object is \
-                                 being deleted",
-                                resource.plural
-                            ),
-                        );
-                    }
                     state.resource_version += 1;
                     let mut applied = patch;
                     strip_nulls(&mut applied);
@@ -357,7 +377,11 @@ fn create(
     if let Some(ns) = namespace {
         metadata["namespace"] = json!(ns);
     }
-    metadata["uid"] = json!(format!("uid-{}-{name}", resource.plural));
+    // Unique per object, as real uids are: a re-created object has a new one.
+    metadata["uid"] = json!(format!(
+        "uid-{}-{name}-{}",
+        resource.plural, state.resource_version
+    ));
     metadata["resourceVersion"] = json!(state.resource_version.to_string());
     metadata["creationTimestamp"] = json!(super::now_plus(0));
     if resource.kind == "Namespace" {
@@ -404,17 +428,35 @@ pub(super) fn apply_deployment(
     name: &str,
     applied: Value,
 ) -> (StatusCode, Value) {
-    if !state
+    let home = state
         .objects
         .iter()
-        .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == namespace)
-    {
-        return (
-            StatusCode::NOT_FOUND,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                   "reason": "NotFound", "code": 404,
-                   "message": format!("namespaces \"{namespace}\" not found")}),
-        );
+        .find(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == namespace);
+    let exists = state
+        .deployments
+        .iter()
+        .any(|d| d.namespace() == namespace && d.name() == name);
+    match home {
+        None => {
+            return (
+                StatusCode::NOT_FOUND,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": "NotFound", "code": 404,
+                       "message": format!("namespaces \"{namespace}\" not found")}),
+            );
+        }
+        // NamespaceLifecycle (see the module's notes).
+        Some(home) if !exists && home["metadata"]["deletionTimestamp"].is_string() => {
+            return (
+                StatusCode::FORBIDDEN,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": "Forbidden", "code": 403,
+                       "message": format!("deployments.apps \"{name}\" is forbidden: unable to \
+                                           create new content in namespace {namespace} because \
+                                           it is being terminated")}),
+            );
+        }
+        Some(_) => {}
     }
     state.resource_version += 1;
     let version = state.resource_version.to_string();

@@ -274,6 +274,7 @@ impl ClusterApi for FakeBackend {
                     namespace: d["metadata"]["namespace"].as_str().map(Into::into),
                     created: true,
                     restore_labels: Default::default(),
+                    uid: None,
                 })
                 .collect();
             *self.applied.lock().unwrap() = documents;
