@@ -24,6 +24,9 @@ pub(crate) const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(240);
 type Cleanup = Box<dyn FnOnce() + Send>;
 
 static PENDING: Mutex<BTreeMap<u64, (String, Cleanup)>> = Mutex::new(BTreeMap::new());
+/// The labels of the cleanups [`run_pending`] has taken and not finished: a second signal
+/// names them as left undone.
+static RUNNING: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
 
 /// Proof of a registration, to unregister after the orderly teardown.
@@ -67,10 +70,37 @@ pub fn run_pending(reason: &str) {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         std::mem::take(&mut *map).into_values().rev().collect()
     };
+    RUNNING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .extend(pending.iter().map(|(label, _)| label.clone()));
     for (label, cleanup) in pending {
         eprintln!("cleanup ({reason}): {label}");
         cleanup();
+        let mut running = RUNNING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(at) = running.iter().position(|l| *l == label) {
+            running.remove(at);
+        }
     }
+}
+
+/// The cleanups not yet done: those running or waiting to run, in order.
+fn left_undone() -> Vec<String> {
+    let mut left = RUNNING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    left.extend(
+        PENDING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .rev()
+            .map(|(label, _)| label.clone()),
+    );
+    left
 }
 
 /// Held by `main` (the e2e runner, the CLI): dropping it, including while a panic unwinds,
@@ -134,12 +164,7 @@ pub(crate) fn signal_exit_code(name: &str) -> i32 {
 /// once (the person pressing Ctrl-C twice wants out).
 pub(crate) async fn exit_on_second_signal(signals: &mut TerminationSignals) -> ! {
     let name = signals.recv().await;
-    let left: Vec<String> = PENDING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .values()
-        .map(|(label, _)| label.clone())
-        .collect();
+    let left = left_undone();
     if left.is_empty() {
         eprintln!("\n{name} again: exiting now");
     } else {
@@ -263,6 +288,25 @@ mod tests {
         run_pending("test again");
         assert_eq!(ran.load(Ordering::SeqCst), 1);
         let _ = kept;
+    }
+
+    /// A second signal names what is not done yet, including the cleanup running at that
+    /// moment (before, it was taken off the list when it started and went unnamed).
+    #[test]
+    fn a_cleanup_still_running_is_named_as_left_undone() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let during = seen.clone();
+        let _ticket = register("delete the left-undone test's objects", move || {
+            *during.lock().unwrap() = left_undone();
+        });
+        run_pending("test");
+        let label = "delete the left-undone test's objects".to_string();
+        assert!(
+            seen.lock().unwrap().contains(&label),
+            "{:?}",
+            seen.lock().unwrap()
+        );
+        assert!(!left_undone().contains(&label));
     }
 
     /// kubectl can be chatty on stderr (warnings, deprecations) before it prints its answer: the

@@ -49,10 +49,8 @@ pub(crate) const REVISION_LABEL: &str = "istio.io/rev";
 /// Set by the API server on every namespace (`NamespaceDefaultLabelName`), so webhooks can
 /// select on it.
 const NAME_LABEL: &str = "kubernetes.io/metadata.name";
-/// The Service port that carries plain HTTP in both gateway charts.
-const HTTP2_PORT: &str = "http2";
-
-/// The port of the gateway pods that the Service's `http2` port sends to.
+/// The port of the gateway pods that the app's Gateway server port reaches (see
+/// [`gateway_target`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetPort {
     Number(u16),
@@ -120,6 +118,9 @@ impl GatewayTarget {
 #[derive(Clone, Debug, Default)]
 pub struct MeshQuery {
     pub app_namespace: String,
+    /// The port of the app's Gateway server (80): the gateway listens on the targetPort of the
+    /// Service port with that number.
+    pub gateway_port: u32,
     pub namespace_labels: BTreeMap<String, String>,
     pub pod_labels: BTreeMap<String, String>,
     pub knobs: MeshKnobs,
@@ -368,36 +369,27 @@ pub(crate) fn choose_gateway_service<'a>(
     }
 }
 
-/// The gateway target of a Service: its `http2` port's targetPort (the port itself when
-/// unset, as the API server defaults it) and its pods' selector.
-pub(crate) fn gateway_target(service: &Service) -> Result<GatewayTarget> {
+/// The gateway target of a Service for a Gateway server on `server_port`: as Istio resolves
+/// the port its Envoy listens on (`resolvePorts`, pilot/pkg/model/gateway.go), the targetPort of
+/// the Service port whose number is the server's (80 → 8080 with istioctl, 80 → 80 with the
+/// gateway chart), else the server's port itself; and its pods' selector.
+pub(crate) fn gateway_target(service: &Service, server_port: u32) -> Result<GatewayTarget> {
     let name = service_name(service);
     let spec = service
         .spec
         .as_ref()
         .with_context(|| format!("Service {name} has no spec"))?;
     let ports = spec.ports.as_deref().unwrap_or_default();
-    let http2 = ports
+    let by_number = ports
         .iter()
-        .find(|p| p.name.as_deref() == Some(HTTP2_PORT))
-        .with_context(|| {
-            let seen: Vec<String> = ports
-                .iter()
-                .map(|p| format!("{} {}", p.name.as_deref().unwrap_or("(unnamed)"), p.port))
-                .collect();
-            format!(
-                "Service {name} has no port named `{HTTP2_PORT}` (its ports: {}): both Istio \
-                 gateway charts name the plain HTTP port so; set E2E_GATEWAY_SERVICE to the \
-                 gateway's Service",
-                seen.join(", ")
-            )
-        })?;
-    let target_port = match &http2.target_port {
-        None => TargetPort::Number(u16::try_from(http2.port).context("port out of range")?),
-        Some(IntOrString::Int(port)) => {
+        .find(|p| u32::try_from(p.port) == Ok(server_port));
+    let target_port = match by_number.map(|p| (p.port, &p.target_port)) {
+        None => TargetPort::Number(u16::try_from(server_port).context("port out of range")?),
+        Some((port, None)) => TargetPort::Number(u16::try_from(port).context("port out of range")?),
+        Some((_, Some(IntOrString::Int(port)))) => {
             TargetPort::Number(u16::try_from(*port).context("targetPort out of range")?)
         }
-        Some(IntOrString::String(port)) => match port.parse::<u16>() {
+        Some((_, Some(IntOrString::String(port)))) => match port.parse::<u16>() {
             Ok(number) => TargetPort::Number(number),
             Err(_) => TargetPort::Name(port.clone()),
         },
@@ -627,7 +619,7 @@ async fn discover_inner(
         .with_context(|| format!("listing Services in {looked_in}"))?
         .items;
     let service = choose_gateway_service(&listed, &query.knobs, &looked_in)?;
-    let gateway = gateway_target(service)?;
+    let gateway = gateway_target(service, query.gateway_port)?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &gateway.namespace);
     wait_for(
         &format!(
@@ -741,6 +733,7 @@ mod tests {
 
     fn query(revision: Option<&str>) -> MeshQuery {
         MeshQuery {
+            gateway_port: 80,
             app_namespace: "wty-istio".into(),
             namespace_labels: labels(&[("istio-injection", "enabled")]),
             pod_labels: labels(&[("app", "wtyfft-app")]),
@@ -869,7 +862,8 @@ mod tests {
 
     #[test]
     fn the_helm_gateway_forwards_to_80_and_istioctls_to_8080() {
-        let helm = gateway_target(&helm_gateway("istio-system", "istio-ingressgateway")).unwrap();
+        let helm =
+            gateway_target(&helm_gateway("istio-system", "istio-ingressgateway"), 80).unwrap();
         assert_eq!(helm.target_port, TargetPort::Number(80));
         assert_eq!(
             helm.pod_selector,
@@ -881,7 +875,7 @@ mod tests {
                 {"name": "http2", "port": 80, "targetPort": 8080}]}
         }));
         assert_eq!(
-            gateway_target(&istioctl).unwrap().target_port,
+            gateway_target(&istioctl, 80).unwrap().target_port,
             TargetPort::Number(8080)
         );
         let named = service(json!({
@@ -890,17 +884,24 @@ mod tests {
                 {"name": "http2", "port": 80, "targetPort": "http-envoy"}]}
         }));
         assert_eq!(
-            gateway_target(&named).unwrap().target_port,
+            gateway_target(&named, 80).unwrap().target_port,
             TargetPort::Name("http-envoy".into())
         );
-        let no_http2 = service(json!({
+        // The port is found by number, not by the chart's name `http2`; without one of that
+        // number Istio binds the server's port itself.
+        let renamed = service(json!({
             "metadata": {"name": "gw", "namespace": "n"},
-            "spec": {"selector": {"istio": "gw"}, "ports": [{"name": "web", "port": 80}]}
+            "spec": {"selector": {"istio": "gw"}, "ports": [
+                {"name": "http2", "port": 8081, "targetPort": 9999},
+                {"name": "web", "port": 80, "targetPort": 8080}]}
         }));
-        let err = gateway_target(&no_http2).unwrap_err().to_string();
-        assert!(
-            err.contains("no port named `http2`") && err.contains("web 80"),
-            "{err}"
+        assert_eq!(
+            gateway_target(&renamed, 80).unwrap().target_port,
+            TargetPort::Number(8080)
+        );
+        assert_eq!(
+            gateway_target(&renamed, 8443).unwrap().target_port,
+            TargetPort::Number(8443)
         );
     }
 

@@ -187,25 +187,25 @@ async fn bring_up(
             // What this run creates or relabels, shared with the interruption cleanup, which is
             // registered before the first object is applied: a Ctrl-C or a failure halfway
             // through an apply still undoes what was done so far.
-            let created = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let progress = std::sync::Arc::new(ApplyProgress::default());
             let record =
                 (!runner.is_dry_run()).then(|| applied_record(&settings.state, &kube.context));
             if let Some(record) = &record {
                 merge_record(record, &[])?;
-                partial.abort_cleanup = register_interruption_cleanup(settings, &kube, &created);
+                partial.abort_cleanup =
+                    register_interruption_cleanup(settings, &kube, record, &progress);
             }
             for document in prepared {
                 let what = document_name(&document);
-                let applied = super::apply_app(api.as_ref(), vec![document])
-                    .await
-                    .with_context(|| format!("applying {what}"))?;
-                if let Some(record) = &record {
-                    merge_record(record, &applied)?;
-                }
-                created
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(applied.iter().filter(|a| a.is_ours()).cloned());
+                progress.start(&what)?;
+                let applied = super::apply_app(api.as_ref(), vec![document]).await;
+                let recorded = match (&applied, &record) {
+                    (Ok(applied), Some(record)) => merge_record(record, applied),
+                    _ => Ok(()),
+                };
+                progress.finish(applied.as_deref().unwrap_or_default());
+                let applied = applied.with_context(|| format!("applying {what}"))?;
+                recorded?;
                 partial.applied.extend(applied);
             }
             super::wait_for_app(runner, settings, api.as_ref(), &app).await?;
@@ -250,7 +250,16 @@ fn mesh_query(settings: &Settings) -> Result<MeshQuery> {
             .with_context(|| format!("{kind} {name}: {pointer} is not a map of strings"))
             .map(Option::unwrap_or_default)
     };
+    // The app's Gateway server port (the first HTTP server's; 80 in the tutorial).
+    let gateway_port = documents
+        .iter()
+        .find_map(|d| match &d.resource {
+            crate::manifest::Resource::Gateway(g) => g.spec.servers.first().map(|s| s.port.number),
+            _ => None,
+        })
+        .context("the app's manifests define no Gateway server")?;
     Ok(MeshQuery {
+        gateway_port,
         namespace_labels: labels_at("Namespace", &app.namespace, "/metadata/labels")?,
         pod_labels: labels_at(
             "Deployment",
@@ -280,12 +289,74 @@ fn document_name(document: &serde_json::Value) -> String {
     }
 }
 
+/// What the apply loop has done, shared with the interruption cleanup: the objects this run
+/// created or relabelled, and the one being applied. A signal's cleanup runs on another thread
+/// while the apply goes on; it marks the run cancelled, waits (bounded) for the apply in flight
+/// to finish and be recorded, and only then reads what to undo, so that an object whose apply
+/// was under way when Ctrl-C came is undone too.
+#[derive(Default)]
+struct ApplyProgress {
+    state: std::sync::Mutex<ProgressState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    ours: Vec<Applied>,
+    /// `Kind namespace/name` of the object being applied.
+    in_flight: Option<String>,
+    cancelled: bool,
+}
+
+/// How long the cleanup waits for an apply in flight (a server-side apply is one request).
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
+
+impl ApplyProgress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProgressState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next object is about to be applied; refused once an interruption is cleaning up.
+    fn start(&self, what: &str) -> Result<()> {
+        let mut state = self.lock();
+        if state.cancelled {
+            anyhow::bail!("interrupted before applying {what}: its cleanup is running");
+        }
+        state.in_flight = Some(what.to_string());
+        Ok(())
+    }
+
+    /// The object's apply ended (`applied` is empty when it failed).
+    fn finish(&self, applied: &[Applied]) {
+        let mut state = self.lock();
+        state
+            .ours
+            .extend(applied.iter().filter(|a| a.is_ours()).cloned());
+        state.in_flight = None;
+        self.changed.notify_all();
+    }
+
+    /// For the cleanup: stops further applies, waits for the one in flight, and returns what to
+    /// undo, with the name of an apply that did not finish in time.
+    fn cancel(&self) -> (Vec<Applied>, Option<String>) {
+        let mut state = self.lock();
+        state.cancelled = true;
+        let (mut state, _) = self
+            .changed
+            .wait_timeout_while(state, IN_FLIGHT_WAIT, |s| s.in_flight.is_some())
+            .unwrap_or_else(|p| p.into_inner());
+        (state.ours.clone(), state.in_flight.take())
+    }
+}
+
 /// The cleanup an interruption runs: deletes, newest first, what this run has created so far
-/// (read when it runs). Nothing is registered when `E2E_KEEP` keeps a failed run's objects.
+/// (see [`ApplyProgress`]), forgets from the record what it deleted, and says what is left.
+/// Nothing is registered when `E2E_KEEP` keeps a failed run's objects.
 fn register_interruption_cleanup(
     settings: &Settings,
     kube: &KubeTarget,
-    created: &std::sync::Arc<std::sync::Mutex<Vec<Applied>>>,
+    record: &Path,
+    progress: &std::sync::Arc<ApplyProgress>,
 ) -> Option<CleanupTicket> {
     if settings.keep.keeps(true) {
         return None;
@@ -293,11 +364,19 @@ fn register_interruption_cleanup(
     let kubectl = settings.tools.cmd(Tool::Kubectl);
     let have_kubectl = settings.tools.path_of(Tool::Kubectl).is_some();
     let kube = kube.clone();
-    let created = std::sync::Arc::clone(created);
+    let progress = std::sync::Arc::clone(progress);
+    let record = record.to_path_buf();
     Some(cleanup::register(
         "delete what the suite applied",
         move || {
-            let created = created.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let (created, unfinished) = progress.cancel();
+            if let Some(what) = unfinished {
+                eprintln!(
+                    "warning: the apply of {what} had not finished after {IN_FLIGHT_WAIT:?}; \
+                     if it exists now, the suite made it: delete it yourself"
+                );
+            }
+            let mut undone = Vec::new();
             for object in created.iter().rev() {
                 let delete = kubectl
                     .clone()
@@ -307,9 +386,20 @@ fn register_interruption_cleanup(
                     eprintln!("kubectl not found; delete it yourself: {delete}");
                     continue;
                 }
-                if let Err(err) = cleanup::run_blocking(&delete, Duration::from_secs(60)) {
-                    eprintln!("warning: {err:#}");
+                match cleanup::run_blocking(&delete, Duration::from_secs(60)) {
+                    Ok(_) => undone.push(object.clone()),
+                    Err(err) => eprintln!("warning: {err:#}"),
                 }
+            }
+            if let Err(err) = forget_deleted(&record, &undone) {
+                eprintln!("warning: {err:#}");
+            }
+            if read_record(&record).is_ok_and(|left| left.iter().any(Applied::is_ours)) {
+                eprintln!(
+                    "what the suite made and did not delete is listed in {}; \
+                     `harness down --target existing` deletes it",
+                    record.display()
+                );
             }
         },
     ))
@@ -556,6 +646,37 @@ mod tests {
             restore_labels: Default::default(),
             uid: None,
         }
+    }
+
+    /// A Ctrl-C while an object is being applied: the cleanup waits for that apply and undoes
+    /// its object too, and no apply starts after it. (Before, the cleanup copied the list when
+    /// it started and missed the object in flight.)
+    #[test]
+    fn the_cleanup_waits_for_the_apply_in_flight() {
+        let progress = std::sync::Arc::new(ApplyProgress::default());
+        progress.start("Namespace wty-istio").unwrap();
+        let canceller = {
+            let progress = std::sync::Arc::clone(&progress);
+            std::thread::spawn(move || progress.cancel())
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !progress.lock().cancelled {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cleanup never started"
+            );
+            std::thread::yield_now();
+        }
+        assert!(
+            !canceller.is_finished(),
+            "the cleanup must wait for the apply in flight"
+        );
+        progress.finish(&[object("Namespace", true)]);
+        let (undo, unfinished) = canceller.join().unwrap();
+        assert_eq!(undo, [object("Namespace", true)]);
+        assert_eq!(unfinished, None);
+        let refused = progress.start("Service wty-istio/wtyfft-svc").unwrap_err();
+        assert!(refused.to_string().contains("interrupted"), "{refused}");
     }
 
     /// `harness up` creates everything; a test run then finds it all present and creates
