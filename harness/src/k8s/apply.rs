@@ -305,6 +305,33 @@ pub async fn apply(client: &kube::Client, documents: &[Value]) -> Result<Vec<App
     Ok(applied)
 }
 
+/// The uid of each document's object, if one exists now (a Terminating one counts as gone).
+pub async fn present_uids(
+    client: &kube::Client,
+    documents: &[Value],
+) -> Result<Vec<Option<String>>> {
+    let mut uids = Vec::new();
+    for raw in documents {
+        let field = |name: &str| raw.get(name).and_then(Value::as_str).unwrap_or("");
+        let name = raw
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let namespace = raw.pointer("/metadata/namespace").and_then(Value::as_str);
+        let api = dynamic_api(client, field("apiVersion"), field("kind"), namespace).await?;
+        let current = api
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading {} {name}", field("kind")))?;
+        uids.push(
+            current
+                .filter(|o| o.metadata.deletion_timestamp.is_none())
+                .map(|o| o.metadata.uid.unwrap_or_default()),
+        );
+    }
+    Ok(uids)
+}
+
 /// The labels of `raw` that applying it changes on `current`, each with its value before.
 fn changed_labels(current: &DynamicObject, raw: &Value) -> BTreeMap<String, Option<String>> {
     let before = current.metadata.labels.clone().unwrap_or_default();

@@ -423,6 +423,85 @@ async fn down_leaves_an_object_of_the_same_name_that_is_not_ours() {
     assert!(!record_exists(&settings), "the record is gone");
 }
 
+/// `harness up`, then a test run (which finds everything present and creates nothing), then
+/// `harness down`: the test run's teardown leaves `up`'s objects, and `down` deletes them all.
+#[tokio::test]
+async fn up_then_a_test_run_then_down_leaves_nothing() {
+    let (api, _envoy) = cluster(Install {
+        objects: vec![
+            namespace("istio-system", &[]),
+            injector("istio-sidecar-injector", "default", true),
+            gateway_service("istio-system", "istio-ingressgateway", 8080),
+        ],
+        istiod: vec![istiod("istio-system", "default")],
+        gateway: Some(("istio-system", "istio-ingressgateway", 8080)),
+    })
+    .await;
+    let before = api.inventory();
+    let fake = Fake::new(&[]);
+    let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(40));
+    let backend = FakeCluster(api.client());
+    let mut times = Timings::default();
+    let up = ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
+        .await
+        .expect("harness up");
+    up.keep_running();
+    let after_up = api.inventory();
+    let mut test_run =
+        ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
+            .await
+            .expect("the test run reuses what up made");
+    test_run
+        .teardown(false)
+        .await
+        .expect("the test run's teardown");
+    assert_eq!(api.inventory(), after_up, "the test run left up's objects");
+    assert!(record_exists(&settings), "and their record");
+    harness::env::cluster::existing::down(&Runner::new(), &settings, &backend)
+        .await
+        .expect("down");
+    assert_eq!(api.inventory(), before, "nothing left behind");
+    assert!(!record_exists(&settings));
+}
+
+/// A copy of the tutorial someone applied by hand (same names, not made by the suite): the run
+/// refuses before changing anything, naming the objects, instead of overwriting them.
+#[tokio::test]
+async fn objects_the_suite_did_not_make_are_not_overwritten() {
+    let users_service = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "wtyfft-svc", "namespace": "wty-istio", "labels": {"owner": "alice"}},
+        "spec": {"selector": {"app": "wtyfft-app"}, "ports": [{"name": "http", "port": 8000}]}});
+    let (api, _envoy) = cluster(Install {
+        objects: vec![
+            namespace("istio-system", &[]),
+            namespace("wty-istio", &[("istio-injection", "enabled")]),
+            users_service,
+            injector("istio-sidecar-injector", "default", true),
+            gateway_service("istio-system", "istio-ingressgateway", 8080),
+        ],
+        istiod: vec![istiod("istio-system", "default")],
+        gateway: Some(("istio-system", "istio-ingressgateway", 8080)),
+    })
+    .await;
+    let before = api.inventory();
+    let fake = Fake::new(&[]);
+    let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(40));
+    let backend = FakeCluster(api.client());
+    let mut times = Timings::default();
+    let err = ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
+        .await
+        .err()
+        .expect("the run refuses");
+    let text = format!("{err:#}");
+    println!("{text}");
+    assert!(
+        text.contains("Service wty-istio/wtyfft-svc") && text.contains("did not create"),
+        "{text}"
+    );
+    assert_eq!(api.inventory(), before, "nothing changed");
+    assert!(!record_exists(&settings));
+}
+
 /// Gateway API only: istiod and its injector, no ingress gateway Service. The error lists what
 /// was found and the knobs; nothing is applied.
 #[tokio::test]

@@ -31,6 +31,8 @@ pub trait ClusterApi: Send + Sync {
     /// The tag of istiod's image (`1.31.1`), if istiod exists.
     fn installed_istio_version(&self) -> BoxFuture<'_, Result<Option<String>>>;
     fn apply(&self, documents: Vec<Value>) -> BoxFuture<'_, Result<Vec<Applied>>>;
+    /// The uid of each document's object, if it exists now.
+    fn present_uids(&self, documents: Vec<Value>) -> BoxFuture<'_, Result<Vec<Option<String>>>>;
     fn wait_rollout(
         &self,
         namespace: String,
@@ -145,6 +147,10 @@ impl ClusterApi for LiveApi {
         Box::pin(async move { apply::apply(&self.client, &documents).await })
     }
 
+    fn present_uids(&self, documents: Vec<Value>) -> BoxFuture<'_, Result<Vec<Option<String>>>> {
+        Box::pin(async move { apply::present_uids(&self.client, &documents).await })
+    }
+
     fn wait_rollout(
         &self,
         namespace: String,
@@ -231,6 +237,9 @@ impl ClusterApi for DryRunApi {
     }
     fn apply(&self, _: Vec<Value>) -> BoxFuture<'_, Result<Vec<Applied>>> {
         Box::pin(async { Ok(Vec::new()) })
+    }
+    fn present_uids(&self, documents: Vec<Value>) -> BoxFuture<'_, Result<Vec<Option<String>>>> {
+        Box::pin(async move { Ok(vec![None; documents.len()]) })
     }
     fn wait_rollout(
         &self,

@@ -187,6 +187,7 @@ async fn bring_up(
             // What this run creates or relabels, shared with the interruption cleanup, which is
             // registered before the first object is applied: a Ctrl-C or a failure halfway
             // through an apply still undoes what was done so far.
+            refuse_foreign_objects(api.as_ref(), settings, &kube, &prepared).await?;
             let progress = std::sync::Arc::new(ApplyProgress::default());
             let record =
                 (!runner.is_dry_run()).then(|| applied_record(&settings.state, &kube.context));
@@ -287,6 +288,48 @@ fn document_name(document: &serde_json::Value) -> String {
         Some(namespace) => format!("{} {namespace}/{}", field("/kind"), field("/metadata/name")),
         None => format!("{} {}", field("/kind"), field("/metadata/name")),
     }
+}
+
+/// Refuses to apply over objects the suite did not make: a same-named Service, Deployment,
+/// Gateway or VirtualService that someone else created (the tutorial applied by hand, say)
+/// would be overwritten by the forced server-side apply and restarted by the scenarios. Objects
+/// the record lists as the suite's (a `harness up` before this run) are fine, and so is an
+/// existing Namespace: the suite only labels it, and puts the labels back.
+async fn refuse_foreign_objects(
+    api: &dyn ClusterApi,
+    settings: &Settings,
+    kube: &KubeTarget,
+    prepared: &[serde_json::Value],
+) -> Result<()> {
+    let uids = api.present_uids(prepared.to_vec()).await?;
+    let record = read_record(&applied_record(&settings.state, &kube.context))?;
+    let foreign: Vec<String> = prepared
+        .iter()
+        .zip(uids)
+        .filter(|(document, _)| document["kind"] != "Namespace")
+        .filter_map(|(document, uid)| {
+            let uid = uid?;
+            let ours = record.iter().any(|known| {
+                known.created
+                    && known.kind == document["kind"].as_str().unwrap_or_default()
+                    && known.name == document["metadata"]["name"].as_str().unwrap_or_default()
+                    && known.namespace.as_deref() == document["metadata"]["namespace"].as_str()
+                    && known.uid.as_ref().is_none_or(|k| *k == uid)
+            });
+            (!ours).then(|| document_name(document))
+        })
+        .collect();
+    if !foreign.is_empty() {
+        anyhow::bail!(
+            "these objects exist already and the suite did not create them: {}. Applying the \
+             app would overwrite them (and the resilience scenarios restart its pods), so \
+             nothing was changed. Delete them (`kubectl delete -f {}`) if they are a copy of the \
+             tutorial, or run the suite against another cluster",
+            foreign.join(", "),
+            settings.app_manifest.display()
+        );
+    }
+    Ok(())
 }
 
 /// What the apply loop has done, shared with the interruption cleanup: the objects this run

@@ -281,6 +281,10 @@ impl ClusterApi for FakeBackend {
             Ok(applied)
         })
     }
+    /// Nothing exists before the suite applies it (a fresh kind cluster).
+    fn present_uids(&self, documents: Vec<Value>) -> BoxFuture<'_, Result<Vec<Option<String>>>> {
+        Box::pin(async move { Ok(vec![None; documents.len()]) })
+    }
     fn wait_rollout(
         &self,
         _: String,
