@@ -132,6 +132,21 @@ struct Install {
     gateway: Option<(&'static str, &'static str, u16)>,
 }
 
+/// `istioctl install` with the default revision, plus `extra` objects.
+fn istioctl_install(extra: Vec<Value>) -> Install {
+    let mut objects = vec![
+        namespace("istio-system", &[]),
+        injector("istio-sidecar-injector", "default", true),
+        gateway_service("istio-system", "istio-ingressgateway", 8080),
+    ];
+    objects.extend(extra);
+    Install {
+        objects,
+        istiod: vec![istiod("istio-system", "default")],
+        gateway: Some(("istio-system", "istio-ingressgateway", 8080)),
+    }
+}
+
 async fn cluster(install: Install) -> (FakeApiServer, tokio::task::JoinHandle<()>) {
     let (envoy, envoy_task) = gateway_server().await;
     let pods = install
@@ -378,16 +393,7 @@ async fn up_then_down_puts_a_users_namespace_back() {
 /// it), `harness down` leaves it (the API answers 409 to a delete conditional on our uid).
 #[tokio::test]
 async fn down_leaves_an_object_of_the_same_name_that_is_not_ours() {
-    let (api, _envoy) = cluster(Install {
-        objects: vec![
-            namespace("istio-system", &[]),
-            injector("istio-sidecar-injector", "default", true),
-            gateway_service("istio-system", "istio-ingressgateway", 8080),
-        ],
-        istiod: vec![istiod("istio-system", "default")],
-        gateway: Some(("istio-system", "istio-ingressgateway", 8080)),
-    })
-    .await;
+    let (api, _envoy) = cluster(istioctl_install(Vec::new())).await;
     let fake = Fake::new(&[]);
     let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(40));
     let backend = FakeCluster(api.client());
@@ -427,16 +433,7 @@ async fn down_leaves_an_object_of_the_same_name_that_is_not_ours() {
 /// `harness down`: the test run's teardown leaves `up`'s objects, and `down` deletes them all.
 #[tokio::test]
 async fn up_then_a_test_run_then_down_leaves_nothing() {
-    let (api, _envoy) = cluster(Install {
-        objects: vec![
-            namespace("istio-system", &[]),
-            injector("istio-sidecar-injector", "default", true),
-            gateway_service("istio-system", "istio-ingressgateway", 8080),
-        ],
-        istiod: vec![istiod("istio-system", "default")],
-        gateway: Some(("istio-system", "istio-ingressgateway", 8080)),
-    })
-    .await;
+    let (api, _envoy) = cluster(istioctl_install(Vec::new())).await;
     let before = api.inventory();
     let fake = Fake::new(&[]);
     let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(40));
@@ -471,17 +468,10 @@ async fn objects_the_suite_did_not_make_are_not_overwritten() {
     let users_service = json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "wtyfft-svc", "namespace": "wty-istio", "labels": {"owner": "alice"}},
         "spec": {"selector": {"app": "wtyfft-app"}, "ports": [{"name": "http", "port": 8000}]}});
-    let (api, _envoy) = cluster(Install {
-        objects: vec![
-            namespace("istio-system", &[]),
-            namespace("wty-istio", &[("istio-injection", "enabled")]),
-            users_service,
-            injector("istio-sidecar-injector", "default", true),
-            gateway_service("istio-system", "istio-ingressgateway", 8080),
-        ],
-        istiod: vec![istiod("istio-system", "default")],
-        gateway: Some(("istio-system", "istio-ingressgateway", 8080)),
-    })
+    let (api, _envoy) = cluster(istioctl_install(vec![
+        namespace("wty-istio", &[("istio-injection", "enabled")]),
+        users_service,
+    ]))
     .await;
     let before = api.inventory();
     let fake = Fake::new(&[]);
