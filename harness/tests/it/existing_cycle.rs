@@ -136,13 +136,13 @@ struct Install {
 fn istioctl_install(extra: Vec<Value>) -> Install {
     let mut objects = vec![
         namespace("istio-system", &[]),
-        injector("istio-sidecar-injector", "default", true),
+        injector("istio-sidecar-injector", "", true),
         gateway_service("istio-system", "istio-ingressgateway", 8080),
     ];
     objects.extend(extra);
     Install {
         objects,
-        istiod: vec![istiod("istio-system", "default")],
+        istiod: vec![istiod("istio-system", "")],
         gateway: Some(("istio-system", "istio-ingressgateway", 8080)),
     }
 }
@@ -254,16 +254,7 @@ fn forwarded_ports(api: &FakeApiServer) -> Vec<String> {
 
 #[tokio::test]
 async fn istioctl_default_install() {
-    let install = Install {
-        objects: vec![
-            namespace("istio-system", &[]),
-            injector("istio-sidecar-injector", "", true),
-            gateway_service("istio-system", "istio-ingressgateway", 8080),
-        ],
-        istiod: vec![istiod("istio-system", "")],
-        gateway: Some(("istio-system", "istio-ingressgateway", 8080)),
-    };
-    let (api, _, during) = full_cycle(install, MeshKnobs::default()).await;
+    let (api, _, during) = full_cycle(istioctl_install(Vec::new()), MeshKnobs::default()).await;
     assert!(
         during.contains(
             &"Namespace wty-istio [istio-injection=enabled,kubernetes.io/metadata.name=wty-istio]"
