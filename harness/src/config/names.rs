@@ -20,6 +20,24 @@ pub(crate) const INGRESS_GATEWAY: &str = "istio-ingressgateway";
 /// The labels of Istio's default ingress gateway pods (the chart's `istio` and `app`).
 pub(crate) const INGRESS_GATEWAY_LABELS: [(&str, &str); 2] =
     [("istio", "ingressgateway"), ("app", INGRESS_GATEWAY)];
+/// Every label of those pods as istioctl's default install makes them
+/// (`manifests/charts/gateways/istio-ingress/templates/deployment.yaml`, istio 1.31): what a
+/// VirtualService match's `sourceLabels` is compared with on the gateway.
+pub(crate) const INGRESS_GATEWAY_POD_LABELS: [(&str, &str); 13] = [
+    ("istio", "ingressgateway"),
+    ("app", INGRESS_GATEWAY),
+    ("heritage", "Tiller"),
+    ("release", "istio"),
+    ("chart", "gateways"),
+    ("service.istio.io/canonical-name", INGRESS_GATEWAY),
+    ("service.istio.io/canonical-revision", "latest"),
+    ("istio.io/rev", "default"),
+    ("install.operator.istio.io/owning-resource", "unknown"),
+    ("operator.istio.io/component", "IngressGateways"),
+    ("sidecar.istio.io/inject", "false"),
+    ("app.kubernetes.io/name", INGRESS_GATEWAY),
+    ("istio.io/dataplane-mode", "none"),
+];
 /// The label the Gateway selects the ingress gateway by, as a label selector (the first of
 /// [`INGRESS_GATEWAY_LABELS`]).
 pub(crate) const GATEWAY_SELECTOR: &str = "istio=ingressgateway";

@@ -212,13 +212,13 @@ fn matches_are_translated_as_istio_does(#[case] matcher: &str, #[case] expected:
 #[test]
 fn matches_for_other_ports_gateways_or_sources_add_no_route() {
     let http = format!(
-        "    - match: [{{port: 8080, uri: {{prefix: /a}}}}, {{gateways: [other], uri: {{prefix: /b}}}}, {{sourceLabels: {{app: reviews}}, uri: {{prefix: /c}}}}, {{port: 80, uri: {{prefix: /d}}}}, {{gateways: [gw], sourceNamespace: istio-system, uri: {{prefix: /e}}}}]\n{TO_V1}"
+        "    - match: [{{port: 8080, uri: {{prefix: /a}}}}, {{gateways: [other], uri: {{prefix: /b}}}}, {{sourceLabels: {{app: reviews}}, uri: {{prefix: /c}}}}, {{port: 80, uri: {{prefix: /d}}}}, {{gateways: [gw], sourceNamespace: istio-system, uri: {{prefix: /e}}}}, {{sourceLabels: {{istio.io/rev: default, istio: ingressgateway}}, uri: {{prefix: /f}}}}]\n{TO_V1}"
     );
     let prefixes: Vec<Value> = routes(&http)
         .iter()
         .map(|r| r["match"]["prefix"].clone())
         .collect();
-    assert_eq!(prefixes, [json!("/d"), json!("/e")]);
+    assert_eq!(prefixes, [json!("/d"), json!("/e"), json!("/f")]);
 }
 
 /// route_test.go "for virtual service with timeout": the route's timeout, and the same for

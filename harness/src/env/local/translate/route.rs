@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use super::BoundVirtualService;
 use super::upstream::Upstreams;
-use crate::config::names::{INGRESS_GATEWAY_LABELS, ISTIO_NAMESPACE};
+use crate::config::names::{INGRESS_GATEWAY_POD_LABELS, ISTIO_NAMESPACE};
 use crate::manifest::istio::{
     CorsPolicy, HttpFaultInjection, HttpMatchRequest, HttpRedirect, HttpRetry, HttpRoute,
     HttpRouteDestination, Percent, StringMatch, parse_duration,
@@ -150,7 +150,7 @@ fn applies_to_gateway(matcher: &HttpMatchRequest, context: &Context) -> bool {
         });
     }
     let labels_match = matcher.source_labels.iter().all(|(k, v)| {
-        INGRESS_GATEWAY_LABELS
+        INGRESS_GATEWAY_POD_LABELS
             .iter()
             .any(|(lk, lv)| lk == k && lv == v)
     });
