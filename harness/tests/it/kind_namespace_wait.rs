@@ -148,7 +148,8 @@ async fn apply_waits_for_a_terminating_namespace_to_be_gone_then_creates_it() {
             namespace: None,
             created: true,
             restore_labels: Default::default(),
-            uid: None,
+            // The uid the API gave the new namespace: teardown deletes that one only.
+            uid: Some("5f1e".into()),
         }],
         "a namespace that was on its way out is created again, so teardown deletes it"
     );
