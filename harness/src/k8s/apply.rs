@@ -169,7 +169,13 @@ impl Applied {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone().map_or(Value::Null, Value::String)))
             .collect();
-        serde_json::json!({"metadata": {"labels": labels}})
+        let mut patch = serde_json::json!({"metadata": {"labels": labels}});
+        // A uid in a patch must be the object's (uid is immutable): the API refuses the patch
+        // on another object of the same name.
+        if let Some(uid) = &self.uid {
+            patch["metadata"]["uid"] = Value::String(uid.clone());
+        }
+        patch
     }
 
     pub(crate) fn describe(&self) -> String {
@@ -348,6 +354,8 @@ fn changed_labels(current: &DynamicObject, raw: &Value) -> BTreeMap<String, Opti
 /// objects that existed before; anything else is left.
 pub async fn delete_created(client: &kube::Client, applied: &[Applied]) -> Result<()> {
     let mut failures = Vec::new();
+    // Objects not deleted (left, or failed): their namespace is not waited for.
+    let mut not_deleted: Vec<&Applied> = Vec::new();
     for object in applied.iter().rev() {
         if !object.is_ours() {
             eprintln!(
@@ -356,7 +364,8 @@ pub async fn delete_created(client: &kube::Client, applied: &[Applied]) -> Resul
             );
             continue;
         }
-        let result: Result<()> = async {
+        // Ok(true): undone; Ok(false): left, since the object there is not the suite's.
+        let result: Result<bool> = async {
             let api = dynamic_api(
                 client,
                 &object.api_version,
@@ -369,6 +378,8 @@ pub async fn delete_created(client: &kube::Client, applied: &[Applied]) -> Resul
                     "leaving {}: it existed before; putting back the labels the suite changed",
                     object.describe()
                 );
+                // The patch names the uid: on another object of the name the API refuses it
+                // (uid is immutable: 422), and its labels are left alone.
                 return match api
                     .patch(
                         &object.name,
@@ -380,8 +391,16 @@ pub async fn delete_created(client: &kube::Client, applied: &[Applied]) -> Resul
                     )
                     .await
                 {
-                    Ok(_) => Ok(()),
-                    Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                    Ok(_) => Ok(true),
+                    Err(kube::Error::Api(status)) if status.code == 404 => Ok(true),
+                    Err(kube::Error::Api(status)) if status.code == 422 || status.code == 409 => {
+                        eprintln!(
+                            "leaving the labels of {}: it is not the object the suite relabelled \
+                             (its uid differs)",
+                            object.describe()
+                        );
+                        Ok(false)
+                    }
                     Err(err) => Err(err.into()),
                 };
             }
@@ -394,30 +413,42 @@ pub async fn delete_created(client: &kube::Client, applied: &[Applied]) -> Resul
                 ..DeleteParams::background()
             };
             match api.delete(&object.name, &params).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-                Err(kube::Error::Api(status)) if status.code == 409 => {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(true),
+                Err(kube::Error::Api(status))
+                    if status.code == 409 && status.message.contains("Precondition failed") =>
+                {
                     eprintln!(
                         "leaving {}: an object of that name exists, but not the one the suite \
                          created (its uid differs)",
                         object.describe()
                     );
-                    Ok(())
+                    Ok(false)
                 }
+                // A Namespace already being deleted: the deletion the suite asks for is under
+                // way (`pkg/registry/core/namespace/storage/storage.go`).
+                Err(kube::Error::Api(status)) if status.code == 409 => Ok(true),
                 Err(err) => Err(err.into()),
             }
         }
         .await;
-        if let Err(err) = result {
-            failures.push(format!("{}: {err:#}", object.describe()));
+        match result {
+            Ok(true) => {}
+            Ok(false) => not_deleted.push(object),
+            Err(err) => {
+                failures.push(format!("{}: {err:#}", object.describe()));
+                not_deleted.push(object);
+            }
         }
     }
     // A Namespace goes only after everything in it: wait, so that a rerun does not apply into
     // a Terminating namespace.
-    for namespace in applied
-        .iter()
-        .filter(|o| o.created && o.kind == "Namespace" && o.namespace.is_none())
-    {
+    for namespace in applied.iter().filter(|o| {
+        o.created
+            && o.kind == "Namespace"
+            && o.namespace.is_none()
+            && !not_deleted.iter().any(|left| left == o)
+    }) {
         let result = async {
             let api = dynamic_api(client, &namespace.api_version, &namespace.kind, None).await?;
             wait_until_gone(

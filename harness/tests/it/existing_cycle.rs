@@ -420,6 +420,53 @@ async fn down_leaves_an_object_of_the_same_name_that_is_not_ours() {
     assert!(!record_exists(&settings), "the record is gone");
 }
 
+/// The labels the suite put on a user's namespace are put back on that namespace only: after
+/// it was deleted and the user made a new one (with injection on, this time), `harness down`
+/// leaves the new one's labels (the restore names the uid, which the API refuses to change).
+#[tokio::test]
+async fn down_puts_labels_back_only_on_the_namespace_it_relabelled() {
+    let (api, _envoy) = cluster(istioctl_install(vec![namespace(
+        "wty-istio",
+        &[("team", "payments")],
+    )]))
+    .await;
+    let fake = Fake::new(&[]);
+    let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(40));
+    let backend = FakeCluster(api.client());
+    let mut times = Timings::default();
+    let env = ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
+        .await
+        .expect("up");
+    env.keep_running();
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(api.client());
+    namespaces
+        .delete("wty-istio", &Default::default())
+        .await
+        .unwrap();
+    harness::exec::wait::Retry::within(Duration::from_secs(20))
+        .run(
+            "the fake namespace controller to remove wty-istio",
+            || async {
+                match namespaces.get_opt("wty-istio").await? {
+                    None => Ok(()),
+                    Some(_) => Err(anyhow::anyhow!("still there")),
+                }
+            },
+        )
+        .await
+        .unwrap();
+    api.add_objects(vec![namespace(
+        "wty-istio",
+        &[("team", "payments"), ("istio-injection", "enabled")],
+    )]);
+    let users = api.inventory();
+    harness::env::cluster::existing::down(&Runner::new(), &settings, &backend)
+        .await
+        .expect("down");
+    assert_eq!(api.inventory(), users, "the new namespace keeps its labels");
+    assert!(!record_exists(&settings));
+}
+
 /// `harness up`, then a test run (which finds everything present and creates nothing), then
 /// `harness down`: the test run's teardown leaves `up`'s objects, and `down` deletes them all.
 #[tokio::test]

@@ -199,15 +199,20 @@ async fn bring_up(
             for document in prepared {
                 let what = document_name(&document);
                 progress.start(&what)?;
+                // A panic inside the apply still ends it for the cleanup, which would otherwise
+                // wait its whole bound for an apply that will never finish.
+                let in_flight = InFlight(&progress);
                 let applied = super::apply_app(api.as_ref(), vec![document]).await;
+                std::mem::forget(in_flight);
                 let recorded = match (&applied, &record) {
                     (Ok(applied), Some(record)) => merge_record(record, applied),
                     _ => Ok(()),
                 };
                 progress.finish(applied.as_deref().unwrap_or_default());
                 let applied = applied.with_context(|| format!("applying {what}"))?;
-                recorded?;
+                // Known to the failed start's undo even if the record could not be written.
                 partial.applied.extend(applied);
+                recorded?;
             }
             super::wait_for_app(runner, settings, api.as_ref(), &app).await?;
             anyhow::Ok(app)
@@ -351,6 +356,15 @@ struct ProgressState {
     cancelled: bool,
 }
 
+/// Ends the apply in flight with nothing applied when dropped (a panic unwinding through it).
+struct InFlight<'a>(&'a ApplyProgress);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.finish(&[]);
+    }
+}
+
 /// How long the cleanup waits for an apply in flight (a server-side apply is one request).
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
 
@@ -464,52 +478,64 @@ fn read_record(file: &Path) -> Result<Vec<Applied>> {
 }
 
 fn write_record(file: &Path, record: &[Applied]) -> Result<()> {
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(file, serde_json::to_vec_pretty(record)?)
-        .with_context(|| format!("writing {}", file.display()))
+    let partial = file.with_extension("json.partial");
+    std::fs::write(&partial, serde_json::to_vec_pretty(record)?)
+        .with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, file).with_context(|| format!("renaming into {}", file.display()))
 }
 
 /// Adds `applied` to the record of what the suite has applied in a context. An object the suite
 /// created stays recorded as created when a later run finds it present (it is still ours, and
 /// `harness down` deletes it); an object recorded earlier stays in the record.
 fn merge_record(file: &Path, applied: &[Applied]) -> Result<()> {
-    let mut record = read_record(file)?;
-    for object in applied {
-        match record.iter_mut().find(|known| same_object(known, object)) {
-            // Another object now has the name (the one recorded was deleted and someone made
-            // this one): what the record said of the old one no longer holds.
-            Some(known)
-                if known.uid.is_some() && object.uid.is_some() && known.uid != object.uid =>
-            {
-                *known = object.clone();
-            }
-            Some(known) => {
-                known.created |= object.created;
-                if object.uid.is_some() {
-                    known.uid = object.uid.clone();
+    update_record(file, |record| {
+        for object in applied {
+            match record.iter_mut().find(|known| same_object(known, object)) {
+                // Another object now has the name (the one recorded was deleted and someone made
+                // this one): what the record said of the old one no longer holds.
+                Some(known)
+                    if known.uid.is_some() && object.uid.is_some() && known.uid != object.uid =>
+                {
+                    *known = object.clone();
                 }
-                // The value first seen is the one the object had before the suite.
-                for (key, before) in &object.restore_labels {
-                    known
-                        .restore_labels
-                        .entry(key.clone())
-                        .or_insert_with(|| before.clone());
+                Some(known) => {
+                    known.created |= object.created;
+                    if object.uid.is_some() {
+                        known.uid = object.uid.clone();
+                    }
+                    // The value first seen is the one the object had before the suite.
+                    for (key, before) in &object.restore_labels {
+                        known
+                            .restore_labels
+                            .entry(key.clone())
+                            .or_insert_with(|| before.clone());
+                    }
                 }
+                None => record.push(object.clone()),
             }
-            None => record.push(object.clone()),
         }
-    }
-    write_record(file, &record)
+        false
+    })
 }
 
 /// Takes `deleted` (deleted, or relabelled back) out of the record; the record goes once nothing
 /// it lists is the suite's.
 fn forget_deleted(file: &Path, deleted: &[Applied]) -> Result<()> {
+    update_record(file, |record| {
+        record.retain(|known| !deleted.iter().any(|d| same_object(known, d)));
+        !record.iter().any(Applied::is_ours)
+    })
+}
+
+/// Reads, changes and writes the record under a lock (a run, its interruption cleanup and a
+/// `harness down` may update it at once), writing to a temporary file renamed into place so
+/// that a reader never sees half a record. `change` says whether the record is to go.
+fn update_record(file: &Path, change: impl FnOnce(&mut Vec<Applied>) -> bool) -> Result<()> {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let _lock = crate::exec::file_lock::FileLock::acquire(&file.with_extension("lock"))?;
     let mut record = read_record(file)?;
-    record.retain(|known| !deleted.iter().any(|d| same_object(known, d)));
-    if record.iter().any(Applied::is_ours) {
+    if !change(&mut record) {
         write_record(file, &record)
     } else {
         match std::fs::remove_file(file) {

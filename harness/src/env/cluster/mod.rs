@@ -257,12 +257,16 @@ pub(crate) async fn after_failed_start(
     if !runner.is_dry_run() && reached.is_some() {
         collect(runner, reached, &settings.artifacts).await;
     }
-    let result = undo.await;
-    if let Some(ticket) = abort_cleanup {
-        cleanup::unregister(ticket);
-    }
-    if let Err(cleanup) = result {
-        eprintln!("warning: cleaning up after the failed start: {cleanup:#}");
+    match undo.await {
+        Ok(()) => {
+            if let Some(ticket) = abort_cleanup {
+                cleanup::unregister(ticket);
+            }
+        }
+        // The interruption cleanup stays registered: the exit guard tries again with it.
+        Err(err) => {
+            eprintln!("warning: cleaning up after the failed start: {err:#}; trying again on exit")
+        }
     }
 }
 

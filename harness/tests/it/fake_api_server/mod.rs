@@ -728,7 +728,10 @@ impl FakeApiServer {
                 .as_str()
                 .unwrap_or("")
                 .to_string();
-            object["metadata"]["uid"] = json!(format!("uid-preexisting-{name}"));
+            // Unique, as real uids are: an object added again is another object.
+            state.resource_version += 1;
+            object["metadata"]["uid"] =
+                json!(format!("uid-preexisting-{name}-{}", state.resource_version));
             if object["kind"] == "Namespace" {
                 object["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
                 object["status"] = json!({"phase": "Active"});

@@ -275,6 +275,20 @@ pub(super) fn handle(
             ) {
                 return conflict;
             }
+            if resource.kind == "Namespace"
+                && state.objects[i]["metadata"]["deletionTimestamp"].is_string()
+            {
+                // kubernetes pkg/registry/core/namespace/storage/storage.go `Delete`.
+                return status(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    &format!(
+                        "Operation cannot be fulfilled on namespaces \"{name}\": The system is \
+                         ensuring all content is removed from this namespace.  Upon completion, \
+                         this namespace will automatically be purged by the system."
+                    ),
+                );
+            }
             state.resource_version += 1;
             if resource.kind == "Namespace" {
                 let object = &mut state.objects[i];
@@ -341,6 +355,21 @@ pub(super) fn handle(
                     ok_json(state.objects[i].clone())
                 }
                 ("application/merge-patch+json", Some(i)) => {
+                    // uid is immutable (apimachinery pkg/api/validation/objectmeta.go
+                    // `ValidateObjectMetaUpdate`).
+                    if let Some(uid) = patch.pointer("/metadata/uid").and_then(Value::as_str)
+                        && Some(uid) != state.objects[i]["metadata"]["uid"].as_str()
+                    {
+                        return status(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "Invalid",
+                            &format!(
+                                "{} \"{name}\" is invalid: metadata.uid: Invalid value: \
+                                 \"{uid}\": field is immutable",
+                                resource.plural
+                            ),
+                        );
+                    }
                     state.resource_version += 1;
                     merge_patch(&mut state.objects[i], &patch);
                     ok_json(state.objects[i].clone())
