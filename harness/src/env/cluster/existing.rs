@@ -661,8 +661,12 @@ pub(crate) fn kubectl_undo_args(object: &Applied) -> Vec<String> {
     args
 }
 
-/// Where the existing target records what it applied in `context`.
+/// The record of what the suite applied to one cluster: `existing-<context>-<id>.applied.json`
+/// in the state folder, `<id>` a digest of the context's name and API server URL, so that two
+/// kubeconfigs with a context of the same name (`kind-kind`, `minikube`) keep separate records.
+/// A record written under the older name (the context alone) is moved to the new one.
 pub(crate) fn applied_record(state: &StateDir, context: &str) -> PathBuf {
+    use sha2::Digest;
     let safe: String = context
         .chars()
         .map(|c| {
@@ -673,7 +677,39 @@ pub(crate) fn applied_record(state: &StateDir, context: &str) -> PathBuf {
             }
         })
         .collect();
-    state.dir.join(format!("existing-{safe}.applied.json"))
+    let server = cluster_server(context).unwrap_or_default();
+    let digest = sha2::Sha256::digest(format!("{context}\n{server}").as_bytes());
+    let id: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let file = state.dir.join(format!("existing-{safe}-{id}.applied.json"));
+    let legacy = state.dir.join(format!("existing-{safe}.applied.json"));
+    if legacy.exists() && !file.exists() {
+        match std::fs::rename(&legacy, &file) {
+            Ok(()) => eprintln!("moved {} to {}", legacy.display(), file.display()),
+            Err(err) => eprintln!("warning: moving {}: {err}", legacy.display()),
+        }
+    }
+    file
+}
+
+/// The API server URL of `context` in the default kubeconfig, if it says.
+fn cluster_server(context: &str) -> Option<String> {
+    let kubeconfig = kube::config::Kubeconfig::read().ok()?;
+    let cluster = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context)?
+        .context
+        .as_ref()?
+        .cluster
+        .clone();
+    kubeconfig
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster)?
+        .cluster
+        .as_ref()?
+        .server
+        .clone()
 }
 
 impl Environment for ExistingEnvironment {
@@ -715,6 +751,22 @@ mod tests {
             restore_labels: Default::default(),
             uid: None,
         }
+    }
+
+    /// Contexts whose names differ only where the file name cannot show it keep separate
+    /// records, and a record under the older name (the context alone) is taken over.
+    #[test]
+    fn each_context_has_its_own_record_and_an_older_one_is_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let dotted = applied_record(&state, "a.b");
+        let underscored = applied_record(&state, "a_b");
+        assert_ne!(dotted, underscored);
+        let legacy = dir.path().join("existing-kind-kind.applied.json");
+        std::fs::write(&legacy, "[]").unwrap();
+        let file = applied_record(&state, "kind-kind");
+        assert!(file.exists() && !legacy.exists(), "{}", file.display());
+        assert_eq!(applied_record(&state, "kind-kind"), file);
     }
 
     /// A Ctrl-C while an object is being applied: the cleanup waits for that apply and undoes
