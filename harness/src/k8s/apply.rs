@@ -290,14 +290,33 @@ pub async fn apply(client: &kube::Client, documents: &[Value]) -> Result<Vec<App
             (Some(current), true) => changed_labels(current, raw),
             _ => BTreeMap::new(),
         };
-        let after = api
+        let after = match api
             .patch(
                 name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(raw),
             )
             .await
-            .with_context(|| format!("server-side apply of {what}"))?;
+        {
+            Ok(after) => after,
+            Err(err) => {
+                // The answer can be lost after the server applied the object (a timeout, a
+                // reset connection). An object that was not there before and is there now is
+                // the suite's: it is recorded as created, so that it is deleted like the others.
+                let now = if existed {
+                    None
+                } else {
+                    api.get_opt(name).await.ok().flatten()
+                };
+                match now {
+                    Some(now) if now.metadata.deletion_timestamp.is_none() => {
+                        eprintln!("{what}: the apply's answer was lost ({err}), but it exists now");
+                        now
+                    }
+                    _ => return Err(err).with_context(|| format!("server-side apply of {what}")),
+                }
+            }
+        };
         applied.push(Applied {
             api_version: api_version.to_string(),
             kind: kind.to_string(),

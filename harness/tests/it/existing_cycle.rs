@@ -467,6 +467,31 @@ async fn down_puts_labels_back_only_on_the_namespace_it_relabelled() {
     assert!(!record_exists(&settings));
 }
 
+/// An apply whose answer is lost after the object was created (the apiserver's 504): the object
+/// is the suite's all the same, recorded, and deleted by the teardown.
+#[tokio::test]
+async fn an_object_whose_apply_answer_was_lost_is_still_deleted() {
+    let (api, _envoy) = cluster(istioctl_install(Vec::new())).await;
+    api.time_out_after_creating("wtyfft-svc");
+    let before = api.inventory();
+    let fake = Fake::new(&[]);
+    let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(40));
+    let backend = FakeCluster(api.client());
+    let mut times = Timings::default();
+    let mut env =
+        ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
+            .await
+            .expect("up");
+    assert!(
+        api.inventory()
+            .iter()
+            .any(|o| o == "Service wty-istio/wtyfft-svc")
+    );
+    env.teardown(false).await.expect("teardown");
+    assert_eq!(api.inventory(), before, "nothing left behind");
+    assert!(!record_exists(&settings));
+}
+
 /// `harness up`, then a test run (which finds everything present and creates nothing), then
 /// `harness down`: the test run's teardown leaves `up`'s objects, and `down` deletes them all.
 #[tokio::test]

@@ -610,6 +610,9 @@ struct State {
     objects: Vec<Value>,
     /// MutatingWebhookConfigurations whose webhooks deny every pod they select, with the message.
     denials: BTreeMap<String, String>,
+    /// Names whose next create by server-side apply is answered with a timeout although the
+    /// object is created (see [`FakeApiServer::time_out_after_creating`]).
+    late_answers: Vec<String>,
     calls: Vec<Call>,
     resource_version: u64,
     created: u32,
@@ -741,6 +744,15 @@ impl FakeApiServer {
     }
 
     /// The webhooks of MutatingWebhookConfiguration `configuration` deny every pod they select.
+    /// The next server-side apply that creates an object named `name` creates it and then
+    /// answers 504 Timeout, as the apiserver does when a request outlives its deadline while
+    /// the storage write goes on ("the server was unable to return a response in the time
+    /// allotted, but may still be processing the request": apiserver
+    /// `pkg/endpoints/handlers/finisher/finisher.go`).
+    pub fn time_out_after_creating(&self, name: &str) {
+        self.state.lock().unwrap().late_answers.push(name.into());
+    }
+
     pub fn deny_pods(&self, configuration: &str, message: &str) {
         self.state
             .lock()

@@ -337,6 +337,15 @@ pub(super) fn handle(
                         }
                     }
                     let created = create(&mut state, patch, resource, namespace, name);
+                    if let Some(at) = state.late_answers.iter().position(|n| n == name) {
+                        state.late_answers.remove(at);
+                        return status(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "Timeout",
+                            "the server was unable to return a response in the time allotted, \
+                             but may still be processing the request",
+                        );
+                    }
                     super::Response::builder()
                         .status(StatusCode::CREATED)
                         .header("content-type", "application/json")
