@@ -585,7 +585,22 @@ async fn delete_created(
     if let Some(kube) = kube
         && !runner.is_dry_run()
     {
-        forget_deleted(&applied_record(&settings.state, &kube.context), &created)?;
+        let record = applied_record(&settings.state, &kube.context);
+        forget_deleted(&record, &created)?;
+        // Objects a `harness up`, or a run that was killed, made: kept, and said.
+        let left: Vec<String> = read_record(&record)?
+            .iter()
+            .filter(|a| a.is_ours())
+            .map(Applied::describe)
+            .collect();
+        if !left.is_empty() {
+            eprintln!(
+                "the record {} still lists what an earlier `harness up` or an interrupted run \
+                 made: {}; `harness down --target existing` deletes it",
+                record.display(),
+                left.join(", ")
+            );
+        }
     }
     Ok(())
 }
