@@ -379,21 +379,9 @@ async fn up_then_down_puts_a_users_namespace_back() {
     assert!(!record_exists(&settings));
 }
 
-/// The record names objects by uid: after ours is gone and someone made another of the same
-/// name (here the user re-created the namespace after an interrupted run's cleanup deleted
-/// it), `harness down` leaves it (the API answers 409 to a delete conditional on our uid).
-#[tokio::test]
-async fn down_leaves_an_object_of_the_same_name_that_is_not_ours() {
-    let (api, _envoy) = cluster(istioctl_install(Vec::new())).await;
-    let fake = Fake::new(&[]);
-    let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(40));
-    let backend = FakeCluster(api.client());
-    let mut times = Timings::default();
-    let env = ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
-        .await
-        .expect("up");
-    env.keep_running();
-    // Our namespace is deleted behind the suite's back, and the user makes their own.
+/// Someone deletes the app's namespace behind the suite's back, waits until it is gone, and
+/// makes their own of the same name with `labels`.
+async fn user_recreates_the_namespace(api: &FakeApiServer, labels: &[(&str, &str)]) {
     let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(api.client());
     namespaces
         .delete("wty-istio", &Default::default())
@@ -411,7 +399,25 @@ async fn down_leaves_an_object_of_the_same_name_that_is_not_ours() {
         )
         .await
         .unwrap();
-    api.add_objects(vec![namespace("wty-istio", &[("team", "payments")])]);
+    api.add_objects(vec![namespace("wty-istio", labels)]);
+}
+
+/// The record names objects by uid: after ours is gone and someone made another of the same
+/// name (here the user re-created the namespace after an interrupted run's cleanup deleted
+/// it), `harness down` leaves it (the API answers 409 to a delete conditional on our uid).
+#[tokio::test]
+async fn down_leaves_an_object_of_the_same_name_that_is_not_ours() {
+    let (api, _envoy) = cluster(istioctl_install(Vec::new())).await;
+    let fake = Fake::new(&[]);
+    let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(40));
+    let backend = FakeCluster(api.client());
+    let mut times = Timings::default();
+    let env = ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
+        .await
+        .expect("up");
+    env.keep_running();
+    // Our namespace is deleted behind the suite's back, and the user makes their own.
+    user_recreates_the_namespace(&api, &[("team", "payments")]).await;
     let users = api.inventory();
     harness::env::cluster::existing::down(&Runner::new(), &settings, &backend)
         .await
@@ -438,27 +444,11 @@ async fn down_puts_labels_back_only_on_the_namespace_it_relabelled() {
         .await
         .expect("up");
     env.keep_running();
-    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(api.client());
-    namespaces
-        .delete("wty-istio", &Default::default())
-        .await
-        .unwrap();
-    harness::exec::wait::Retry::within(Duration::from_secs(20))
-        .run(
-            "the fake namespace controller to remove wty-istio",
-            || async {
-                match namespaces.get_opt("wty-istio").await? {
-                    None => Ok(()),
-                    Some(_) => Err(anyhow::anyhow!("still there")),
-                }
-            },
-        )
-        .await
-        .unwrap();
-    api.add_objects(vec![namespace(
-        "wty-istio",
+    user_recreates_the_namespace(
+        &api,
         &[("team", "payments"), ("istio-injection", "enabled")],
-    )]);
+    )
+    .await;
     let users = api.inventory();
     harness::env::cluster::existing::down(&Runner::new(), &settings, &backend)
         .await
