@@ -198,6 +198,15 @@ async fn bring_up(
             }
             for document in prepared {
                 let what = document_name(&document);
+                // Again just before the apply: an object made since the check above is not
+                // overwritten either (the window left is the apply's own read and write).
+                refuse_foreign_objects(
+                    api.as_ref(),
+                    settings,
+                    &kube,
+                    std::slice::from_ref(&document),
+                )
+                .await?;
                 progress.start(&what)?;
                 // A panic inside the apply still ends it for the cleanup, which would otherwise
                 // wait its whole bound for an apply that will never finish.
