@@ -11,6 +11,8 @@
 //! VirtualService no server exposes, a destination no Service backs), so does the local gateway,
 //! and [`GatewayPlan::warnings`] says so.
 
+mod matches;
+mod policies;
 mod route;
 mod upstream;
 
@@ -31,7 +33,7 @@ use crate::manifest::istio::Server;
 use crate::manifest::{Document, Gateway, Resource, VirtualService};
 
 #[cfg(test)]
-pub(crate) use route::default_retry_policy;
+pub(crate) use policies::default_retry_policy;
 pub(crate) use upstream::Upstream;
 use upstream::Upstreams;
 
@@ -402,7 +404,7 @@ fn build_virtual_hosts(
             VirtualHostPlan {
                 name: draft.name,
                 domains: draft.domains,
-                routes: route::sort_catch_alls_last(routes),
+                routes: matches::sort_catch_alls_last(routes),
             }
         })
         .collect();
