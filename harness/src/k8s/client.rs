@@ -100,18 +100,44 @@ pub(crate) async fn newest_template_hash(
     client: &kube::Client,
     deployment: &Deployment,
 ) -> Result<Option<String>> {
+    let replica_sets: Vec<ReplicaSet> = list_selected(client, deployment, "ReplicaSets").await?;
+    Ok(new_replica_set_hash(deployment, &replica_sets))
+}
+
+/// The active pods of a Deployment (see [`is_pod_active`]), by its selector.
+pub(crate) async fn deployment_pods(
+    client: &kube::Client,
+    deployment: &Deployment,
+) -> Result<Vec<Pod>> {
+    let pods: Vec<Pod> = list_selected(client, deployment, "pods").await?;
+    Ok(pods.into_iter().filter(is_pod_active).collect())
+}
+
+/// The objects of kind `K` in the Deployment's namespace that its `matchLabels` select.
+async fn list_selected<K>(
+    client: &kube::Client,
+    deployment: &Deployment,
+    what: &str,
+) -> Result<Vec<K>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
     let namespace = deployment
         .metadata
         .namespace
         .as_deref()
         .unwrap_or("default");
     let selector = match_labels_selector(deployment)?;
-    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
-    let list = replica_sets
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let list = api
         .list(&ListParams::default().labels(&selector))
         .await
-        .with_context(|| format!("listing ReplicaSets {selector} in namespace {namespace}"))?;
-    Ok(new_replica_set_hash(deployment, &list.items))
+        .with_context(|| format!("listing {what} {selector} in namespace {namespace}"))?;
+    Ok(list.items)
 }
 
 fn match_labels_selector(deployment: &Deployment) -> Result<String> {
@@ -127,25 +153,6 @@ fn match_labels_selector(deployment: &Deployment) -> Result<String> {
                 .join(",")
         })
         .context("the Deployment has no selector.matchLabels")
-}
-
-/// The active pods of a Deployment (see [`is_pod_active`]), by its selector.
-pub(crate) async fn deployment_pods(
-    client: &kube::Client,
-    deployment: &Deployment,
-) -> Result<Vec<Pod>> {
-    let namespace = deployment
-        .metadata
-        .namespace
-        .as_deref()
-        .unwrap_or("default");
-    let selector = match_labels_selector(deployment)?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let list = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .with_context(|| format!("listing pods {selector} in namespace {namespace}"))?;
-    Ok(list.items.into_iter().filter(is_pod_active).collect())
 }
 
 /// The harness's Kubernetes client for `config`. kube-rs retries 429, 503 and 504 by default
