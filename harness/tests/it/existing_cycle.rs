@@ -178,6 +178,43 @@ fn settings(fake: &Fake, mesh: MeshKnobs, rollout: Duration) -> Settings {
     settings
 }
 
+/// One user's runs of the suite against a fake cluster: the settings (in a folder of their own,
+/// kept while this lives) and the client every run uses.
+struct Runs {
+    _fake: Fake,
+    settings: Settings,
+    backend: FakeCluster,
+}
+
+impl Runs {
+    fn new(api: &FakeApiServer, mesh: MeshKnobs, rollout: Duration) -> Self {
+        let fake = Fake::new(&[]);
+        let settings = settings(&fake, mesh, rollout);
+        Runs {
+            _fake: fake,
+            settings,
+            backend: FakeCluster(api.client()),
+        }
+    }
+
+    /// `harness up --target existing`, or the bring-up of a test run.
+    async fn up(&self) -> Result<ExistingEnvironment> {
+        let mut times = Timings::default();
+        ExistingEnvironment::up_with(
+            Runner::new(),
+            self.settings.clone(),
+            &self.backend,
+            &mut times,
+        )
+        .await
+    }
+
+    /// `harness down --target existing`.
+    async fn down(&self) -> Result<()> {
+        harness::env::cluster::existing::down(&Runner::new(), &self.settings, &self.backend).await
+    }
+}
+
 fn record_exists(settings: &Settings) -> bool {
     std::fs::read_dir(&settings.state.dir)
         .map(|entries| {
@@ -196,17 +233,11 @@ async fn full_cycle(
 ) -> (FakeApiServer, Vec<String>, Vec<String>) {
     let (api, _envoy) = cluster(install).await;
     let before = api.inventory();
-    let fake = Fake::new(&[]);
-    let settings = settings(&fake, mesh, Duration::from_secs(40));
-    let backend = FakeCluster(api.client());
-    let mut times = Timings::default();
-    let mut env = tokio::time::timeout(
-        Duration::from_secs(90),
-        ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times),
-    )
-    .await
-    .expect("bounded")
-    .expect("up");
+    let runs = Runs::new(&api, mesh, Duration::from_secs(40));
+    let mut env = tokio::time::timeout(Duration::from_secs(90), runs.up())
+        .await
+        .expect("bounded")
+        .expect("up");
     let during = api.inventory();
     // An evicted pod stays listed as Failed; the checks count the ReplicaSet's active pods.
     let evicted = api.evict_first_pod("wty-istio", "wtyfft-deploy");
@@ -226,7 +257,7 @@ async fn full_cycle(
     .unwrap();
     assert_eq!(answer.status, 200);
     assert!(
-        record_exists(&settings),
+        record_exists(&runs.settings),
         "the record lists what the run made"
     );
     tokio::time::timeout(Duration::from_secs(60), env.teardown(false))
@@ -235,7 +266,7 @@ async fn full_cycle(
         .expect("teardown");
     assert_eq!(api.inventory(), before, "nothing left behind");
     assert!(
-        !record_exists(&settings),
+        !record_exists(&runs.settings),
         "the record goes with its objects"
     );
     (api, before, during)
@@ -363,20 +394,13 @@ async fn up_then_down_puts_a_users_namespace_back() {
     })
     .await;
     let before = api.inventory();
-    let fake = Fake::new(&[]);
-    let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(40));
-    let backend = FakeCluster(api.client());
-    let mut times = Timings::default();
-    let env = ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
-        .await
-        .expect("up");
+    let runs = Runs::new(&api, MeshKnobs::default(), Duration::from_secs(40));
+    let env = runs.up().await.expect("up");
     env.keep_running();
     assert_ne!(api.inventory(), before);
-    harness::env::cluster::existing::down(&Runner::new(), &settings, &backend)
-        .await
-        .expect("down");
+    runs.down().await.expect("down");
     assert_eq!(api.inventory(), before, "nothing left behind");
-    assert!(!record_exists(&settings));
+    assert!(!record_exists(&runs.settings));
 }
 
 /// Someone deletes the app's namespace behind the suite's back, waits until it is gone, and
@@ -408,22 +432,15 @@ async fn user_recreates_the_namespace(api: &FakeApiServer, labels: &[(&str, &str
 #[tokio::test]
 async fn down_leaves_an_object_of_the_same_name_that_is_not_ours() {
     let (api, _envoy) = cluster(istioctl_install(Vec::new())).await;
-    let fake = Fake::new(&[]);
-    let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(40));
-    let backend = FakeCluster(api.client());
-    let mut times = Timings::default();
-    let env = ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
-        .await
-        .expect("up");
+    let runs = Runs::new(&api, MeshKnobs::default(), Duration::from_secs(40));
+    let env = runs.up().await.expect("up");
     env.keep_running();
     // Our namespace is deleted behind the suite's back, and the user makes their own.
     user_recreates_the_namespace(&api, &[("team", "payments")]).await;
     let users = api.inventory();
-    harness::env::cluster::existing::down(&Runner::new(), &settings, &backend)
-        .await
-        .expect("down");
+    runs.down().await.expect("down");
     assert_eq!(api.inventory(), users, "the user's namespace stays");
-    assert!(!record_exists(&settings), "the record is gone");
+    assert!(!record_exists(&runs.settings), "the record is gone");
 }
 
 /// The labels the suite put on a user's namespace are put back on that namespace only: after
@@ -436,13 +453,8 @@ async fn down_puts_labels_back_only_on_the_namespace_it_relabelled() {
         &[("team", "payments")],
     )]))
     .await;
-    let fake = Fake::new(&[]);
-    let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(40));
-    let backend = FakeCluster(api.client());
-    let mut times = Timings::default();
-    let env = ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
-        .await
-        .expect("up");
+    let runs = Runs::new(&api, MeshKnobs::default(), Duration::from_secs(40));
+    let env = runs.up().await.expect("up");
     env.keep_running();
     user_recreates_the_namespace(
         &api,
@@ -450,11 +462,9 @@ async fn down_puts_labels_back_only_on_the_namespace_it_relabelled() {
     )
     .await;
     let users = api.inventory();
-    harness::env::cluster::existing::down(&Runner::new(), &settings, &backend)
-        .await
-        .expect("down");
+    runs.down().await.expect("down");
     assert_eq!(api.inventory(), users, "the new namespace keeps its labels");
-    assert!(!record_exists(&settings));
+    assert!(!record_exists(&runs.settings));
 }
 
 /// An apply whose answer is lost after the object was created (the apiserver's 504): the object
@@ -464,14 +474,8 @@ async fn an_object_whose_apply_answer_was_lost_is_still_deleted() {
     let (api, _envoy) = cluster(istioctl_install(Vec::new())).await;
     api.time_out_after_creating("wtyfft-svc");
     let before = api.inventory();
-    let fake = Fake::new(&[]);
-    let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(40));
-    let backend = FakeCluster(api.client());
-    let mut times = Timings::default();
-    let mut env =
-        ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
-            .await
-            .expect("up");
+    let runs = Runs::new(&api, MeshKnobs::default(), Duration::from_secs(40));
+    let mut env = runs.up().await.expect("up");
     assert!(
         api.inventory()
             .iter()
@@ -479,7 +483,7 @@ async fn an_object_whose_apply_answer_was_lost_is_still_deleted() {
     );
     env.teardown(false).await.expect("teardown");
     assert_eq!(api.inventory(), before, "nothing left behind");
-    assert!(!record_exists(&settings));
+    assert!(!record_exists(&runs.settings));
 }
 
 /// `harness up`, then a test run (which finds everything present and creates nothing), then
@@ -488,30 +492,20 @@ async fn an_object_whose_apply_answer_was_lost_is_still_deleted() {
 async fn up_then_a_test_run_then_down_leaves_nothing() {
     let (api, _envoy) = cluster(istioctl_install(Vec::new())).await;
     let before = api.inventory();
-    let fake = Fake::new(&[]);
-    let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(40));
-    let backend = FakeCluster(api.client());
-    let mut times = Timings::default();
-    let up = ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
-        .await
-        .expect("harness up");
+    let runs = Runs::new(&api, MeshKnobs::default(), Duration::from_secs(40));
+    let up = runs.up().await.expect("harness up");
     up.keep_running();
     let after_up = api.inventory();
-    let mut test_run =
-        ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
-            .await
-            .expect("the test run reuses what up made");
+    let mut test_run = runs.up().await.expect("the test run reuses what up made");
     test_run
         .teardown(false)
         .await
         .expect("the test run's teardown");
     assert_eq!(api.inventory(), after_up, "the test run left up's objects");
-    assert!(record_exists(&settings), "and their record");
-    harness::env::cluster::existing::down(&Runner::new(), &settings, &backend)
-        .await
-        .expect("down");
+    assert!(record_exists(&runs.settings), "and their record");
+    runs.down().await.expect("down");
     assert_eq!(api.inventory(), before, "nothing left behind");
-    assert!(!record_exists(&settings));
+    assert!(!record_exists(&runs.settings));
 }
 
 /// A copy of the tutorial someone applied by hand (same names, not made by the suite): the run
@@ -527,14 +521,8 @@ async fn objects_the_suite_did_not_make_are_not_overwritten() {
     ]))
     .await;
     let before = api.inventory();
-    let fake = Fake::new(&[]);
-    let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(40));
-    let backend = FakeCluster(api.client());
-    let mut times = Timings::default();
-    let err = ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
-        .await
-        .err()
-        .expect("the run refuses");
+    let runs = Runs::new(&api, MeshKnobs::default(), Duration::from_secs(40));
+    let err = runs.up().await.err().expect("the run refuses");
     let text = format!("{err:#}");
     println!("{text}");
     assert!(
@@ -542,7 +530,7 @@ async fn objects_the_suite_did_not_make_are_not_overwritten() {
         "{text}"
     );
     assert_eq!(api.inventory(), before, "nothing changed");
-    assert!(!record_exists(&settings));
+    assert!(!record_exists(&runs.settings));
 }
 
 /// Gateway API only: istiod and its injector, no ingress gateway Service. The error lists what
@@ -559,14 +547,8 @@ async fn no_gateway_service_names_what_was_found_and_changes_nothing() {
     })
     .await;
     let before = api.inventory();
-    let fake = Fake::new(&[]);
-    let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(10));
-    let backend = FakeCluster(api.client());
-    let mut times = Timings::default();
-    let err = ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
-        .await
-        .err()
-        .expect("no gateway");
+    let runs = Runs::new(&api, MeshKnobs::default(), Duration::from_secs(10));
+    let err = runs.up().await.err().expect("no gateway");
     let text = format!("{err:#}");
     println!("{text}");
     for needle in [
@@ -579,7 +561,7 @@ async fn no_gateway_service_names_what_was_found_and_changes_nothing() {
     }
     assert_eq!(api.inventory(), before);
     assert!(!api.requests().iter().any(|r| r.starts_with("PATCH")));
-    assert!(!record_exists(&settings));
+    assert!(!record_exists(&runs.settings));
 }
 
 /// A policy webhook refuses the app's pods: they never appear, the error carries the
@@ -603,14 +585,8 @@ async fn a_webhook_that_refuses_the_pods_is_named_and_nothing_is_left() {
     .await;
     api.deny_pods("cost-policy", "pods must carry a cost-center label");
     let before = api.inventory();
-    let fake = Fake::new(&[]);
-    let settings = settings(&fake, MeshKnobs::default(), Duration::from_secs(12));
-    let backend = FakeCluster(api.client());
-    let mut times = Timings::default();
-    let err = ExistingEnvironment::up_with(Runner::new(), settings.clone(), &backend, &mut times)
-        .await
-        .err()
-        .expect("refused");
+    let runs = Runs::new(&api, MeshKnobs::default(), Duration::from_secs(12));
+    let err = runs.up().await.err().expect("refused");
     let text = format!("{err:#}");
     println!("{text}");
     assert!(
@@ -621,5 +597,5 @@ async fn a_webhook_that_refuses_the_pods_is_named_and_nothing_is_left() {
         "{text}"
     );
     assert_eq!(api.inventory(), before, "nothing left behind");
-    assert!(!record_exists(&settings));
+    assert!(!record_exists(&runs.settings));
 }
