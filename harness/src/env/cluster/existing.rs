@@ -265,7 +265,7 @@ fn mesh_query(settings: &Settings) -> Result<MeshQuery> {
             .with_context(|| format!("{kind} {name}: {pointer} is not a map of strings"))
             .map(Option::unwrap_or_default)
     };
-    // The app's Gateway server port (the first HTTP server's; 80 in the tutorial).
+    // The app's Gateway server port (its first server's; 80 in the tutorial).
     let gateway_port = documents
         .iter()
         .find_map(|d| match &d.resource {
